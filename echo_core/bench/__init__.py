@@ -1,0 +1,1 @@
+"""Benchmarks behind the `echo-bench` command."""

@@ -1,0 +1,209 @@
+"""CS2, the Cross-Modal Semantic Sieve (EchoingPixels), in causal-chunk-ready form.
+
+The refiner is a bidirectional copy of the first N decoder layers of the LLM, run over
+the whole text + audio + video sequence (or one 2-s chunk of it). A score head,
+RMSNorm → Linear(D, D) → SiLU → Linear(D, 1), scores every AV token, and one top-k
+over the joint audio + video pool keeps k = ceil(keep × #AV) of them: the budget goes
+to whichever modality is informative, with no per-modality quota. Text is always kept.
+The LLM then receives the kept tokens' original embeddings at their original positions.
+
+Public Qwen2.5-Omni weights have no trained score head, so CS2 also has a training-free
+scoring mode that reads saliency from the refiner's own attention (`saliency.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..lm import LanguageModel, additive_mask, attention_probs
+from ..positions import build_positions
+from ..rope import RopeMode
+from ..tokens import TokenSequence
+from .base import SieveResult, av_budget, av_indices, finish, top_k
+from .saliency import training_free_scores
+
+log = logging.getLogger(__name__)
+
+CS2_WEIGHTS = "cs2.safetensors"
+CS2_CONFIG = "cs2.json"
+SCORING_MODES = ("auto", "head", "attention")
+
+
+class ScoreHead(nn.Module):
+    """RMSNorm → Linear(D, D) → SiLU → Linear(D, 1): one score per token."""
+
+    def __init__(self, hidden: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden, eps=eps)
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., D] → [...] scores."""
+        return self.fc2(F.silu(self.fc1(self.norm(hidden)))).squeeze(-1)
+
+
+class Refiner(nn.Module):
+    """Bidirectional copies of the LLM's first N decoder layers."""
+
+    def __init__(self, lm: LanguageModel, n_layers: int) -> None:
+        super().__init__()
+        if not 1 <= n_layers <= len(lm.layers):
+            raise ConfigError(f"refiner layers must be in [1, {len(lm.layers)}], got {n_layers}")
+        self.layers = nn.ModuleList(copy.deepcopy(lm.layers[i]) for i in range(n_layers))
+
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """hidden [B, L, D] → refined [B, L, D], every token attending to every token."""
+        mask = additive_mask(hidden.shape[1], 0, causal=False, dtype=hidden.dtype, device=hidden.device)
+        for layer in self.layers:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin))
+        return hidden
+
+    def last_layer_input(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Input of the last refiner layer (for reading its attention)."""
+        mask = additive_mask(hidden.shape[1], 0, causal=False, dtype=hidden.dtype, device=hidden.device)
+        for layer in self.layers[:-1]:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin))
+        return hidden
+
+
+class CS2(nn.Module):
+    """Refiner + score head, with save/load beside a thinker checkpoint."""
+
+    def __init__(self, lm: LanguageModel, n_layers: int = 4, *, trained: bool = False) -> None:
+        super().__init__()
+        self.n_layers = min(n_layers, len(lm.layers))
+        self.refiner = Refiner(lm, self.n_layers)
+        self.head = ScoreHead(int(lm.config.hidden_size), float(lm.config.rms_norm_eps))
+        self.trained = trained
+        self.to(device=lm.device, dtype=lm.dtype)
+
+    def save(self, directory: str | Path) -> None:
+        """Write cs2.safetensors and cs2.json into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(out / CS2_WEIGHTS))
+        (out / CS2_CONFIG).write_text(json.dumps({"n_layers": self.n_layers, "trained": self.trained}))
+
+    @classmethod
+    def load_or_init(cls, lm: LanguageModel, directory: str | Path | None, n_layers: int = 4) -> CS2:
+        """Load trained CS2 weights from `directory` if present, else initialise from the LLM."""
+        path = Path(directory) if directory is not None else None
+        if path is None or not (path / CS2_WEIGHTS).is_file():
+            log.info("no trained CS2 weights; refiner initialised from the first %d LLM layers", n_layers)
+            return cls(lm, n_layers, trained=False)
+        meta = json.loads((path / CS2_CONFIG).read_text()) if (path / CS2_CONFIG).is_file() else {}
+        cs2 = cls(lm, int(meta.get("n_layers", n_layers)), trained=bool(meta.get("trained", True)))
+        state = load_file(str(path / CS2_WEIGHTS))
+        missing, unexpected = cs2.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path / CS2_WEIGHTS}: missing {len(missing)} / unexpected {len(unexpected)} keys, "
+                f"e.g. {(missing or unexpected)[:3]}"
+            )
+        cs2.to(device=lm.device, dtype=lm.dtype)
+        return cs2
+
+
+class CS2Sieve:
+    """Joint-pool top-k over CS2 scores (trained head, or training-free attention saliency)."""
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        cs2: CS2,
+        *,
+        rope: RopeMode = RopeMode.SYNC,
+        scoring: str = "auto",
+        name: str = "cs2",
+    ) -> None:
+        if scoring not in SCORING_MODES:
+            raise ConfigError(f"CS2 scoring must be one of {', '.join(SCORING_MODES)}, got {scoring!r}")
+        if scoring == "head" and not cs2.trained:
+            raise ConfigError("CS2 scoring 'head' needs trained CS2 weights; use 'attention' or 'auto'")
+        self.lm = lm
+        self.cs2 = cs2
+        self.rope = rope
+        self.scoring = ("head" if cs2.trained else "attention") if scoring == "auto" else scoring
+        self.name = name
+
+    def _rope(self, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = build_positions(seq.layout, self.rope)
+        return self.lm.rope(positions, self.lm.split(self.rope))
+
+    def head_scores(self, seq: TokenSequence) -> torch.Tensor:
+        """Trained-head scores of the AV tokens: [N] (differentiable)."""
+        cos, sin = self._rope(seq)
+        refined = self.cs2.refiner(seq.embeds[None], cos, sin)[0]  # [L, D]
+        return self.cs2.head(refined[av_indices(seq).to(refined.device)])
+
+    def score(self, seq: TokenSequence) -> torch.Tensor:
+        """Scores of the AV tokens, aligned with `av_indices(seq)`: [N] float."""
+        if self.scoring == "head":
+            return self.head_scores(seq)
+        cos, sin = self._rope(seq)
+        hidden = self.cs2.refiner.last_layer_input(seq.embeds[None], cos, sin)
+        return training_free_scores(self.cs2.refiner.layers[-1], hidden, cos, sin, seq.layout)
+
+    @torch.no_grad()
+    def select(
+        self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
+    ) -> SieveResult:
+        av = av_indices(seq)
+        k = av_budget(int(av.shape[0]), keep, budget)
+        scores = self.score(seq)
+        chosen = av[top_k(scores, k)]
+        return finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
+
+    def select_ste(
+        self,
+        seq: TokenSequence,
+        *,
+        keep: float | None = None,
+        budget: int | None = None,
+        gumbel: bool = False,
+        tau: float = 1.0,
+    ) -> tuple[SieveResult, TokenSequence]:
+        """Training path: hard top-k forward, soft gradient backward (straight-through).
+
+        y_soft = softmax(scores / tau) over the AV pool (Gumbel-softmax when `gumbel`),
+        y_hard = the top-k indicator; each kept AV embedding is multiplied by
+        y_hard − y_soft.detach() + y_soft (= 1 in value, ∂/∂scores = ∂y_soft), so the
+        LM loss reaches the score head and the refiner.
+        Returns the result and the kept sequence with gradient-carrying embeddings.
+        """
+        av = av_indices(seq)
+        k = av_budget(int(av.shape[0]), keep, budget)
+        scores = self.head_scores(seq)
+        logits = scores / tau
+        if gumbel:
+            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+            logits = logits - torch.log(-torch.log(u))
+        y_soft = logits.softmax(-1)  # [N]
+        chosen_local = top_k(logits.detach(), k).to(scores.device)
+        y_hard = torch.zeros_like(y_soft).scatter(0, chosen_local, 1.0)
+        gate = y_hard - y_soft.detach() + y_soft  # [N], value 1 on kept, 0 elsewhere
+        multiplier = torch.ones(len(seq), dtype=seq.embeds.dtype, device=seq.embeds.device)
+        multiplier = multiplier.index_put((av.to(multiplier.device),), gate.to(multiplier.dtype))
+        result = finish(
+            self.name, seq, av[chosen_local.cpu()], scores, head_dim=self.lm.head_dim, theta=self.lm.theta
+        )
+        kept_seq = TokenSequence(
+            seq.embeds[result.kept.to(seq.embeds.device)]
+            * multiplier[result.kept.to(seq.embeds.device), None],
+            seq.layout.select(result.kept),
+        )
+        return result, kept_seq
+
+
+__all__ = ["CS2", "CS2Sieve", "Refiner", "ScoreHead", "attention_probs"]

@@ -1,0 +1,118 @@
+"""Training-free CS2 scoring from the refiner's attention (for public Qwen2.5-Omni weights).
+
+Let A be the head-averaged attention of the last refiner layer (bidirectional), A[j, i]
+how much token j attends to token i, and h the hidden states entering that layer.
+
+* With a question (text tokens after the AV block): s_i = mean_{q ∈ question} A[q, i].
+* Without one (live ingest of a chunk), three cues, each divided by its mean over the
+  AV pool so that they share one scale and audio and video scores stay comparable:
+    c_i = mean_{j ∈ AV} A[j, i]                   centrality: how much the AV pool uses i
+    x_i = mean_{j ∈ O(i)} A[j, i]                 co-attention: O(i) = tokens of the other
+                                                  modality in i's 2-s chunk (x_i = c_i if none)
+    n_i = 1 − cos(h_i, h_prev(i))                 temporal novelty: prev = same (h, w) patch
+                                                  at the previous time (video), the previous
+                                                  audio token (audio); n_i = 1 with no prev
+    s_i = c_i / c̄ + x_i / x̄ + n_i / n̄
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..lm import attention_probs
+from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout
+
+_EPS = 1e-12
+
+
+def question_indices(layout: TokenLayout) -> torch.Tensor:
+    """Text tokens after the AV block, past its closing markers: [Q] long (may be empty)."""
+    av = torch.nonzero(layout.av_mask).flatten()
+    if av.numel() == 0:
+        return av
+    mods = layout.modality[av]
+    n_markers = int((mods == Modality.AUDIO).any()) + int((mods == Modality.VIDEO).any())
+    start = int(av[-1]) + 1 + n_markers
+    return torch.arange(start, len(layout))
+
+
+def predecessor(layout: TokenLayout, av: torch.Tensor) -> torch.Tensor:
+    """For each AV token, the AV-pool index of its temporal predecessor, or -1: [N] long.
+
+    Video: the same (h, w) patch at the latest earlier time. Audio: the previous audio token.
+    """
+    mod = layout.modality[av]
+    t = layout.time_ids[av]
+    h = layout.grid_h[av]
+    w = layout.grid_w[av]
+    prev = torch.full((av.shape[0],), -1, dtype=torch.long)
+    last: dict[tuple[int, int, int], int] = {}
+    order = torch.sort(t, stable=True).indices.tolist()
+    mod_l, h_l, w_l = mod.tolist(), h.tolist(), w.tolist()
+    for i in order:
+        key = (mod_l[i], h_l[i], w_l[i]) if mod_l[i] == Modality.VIDEO else (mod_l[i], -1, -1)
+        if key in last:
+            prev[i] = last[key]
+        last[key] = i
+    return prev
+
+
+def temporal_novelty(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """1 − cos(h_i, h_prev(i)) per token ([N, D], [N] → [N]); 1 where there is no prev."""
+    has = prev >= 0
+    sim = torch.zeros(hidden.shape[0], device=hidden.device)
+    if bool(has.any()):
+        idx = has.nonzero().flatten().to(hidden.device)
+        sim[idx] = F.cosine_similarity(
+            hidden[idx].float(), hidden[prev[has].to(hidden.device)].float(), dim=-1
+        )
+    return (1.0 - sim).clamp_min(0.0)
+
+
+@torch.no_grad()
+def training_free_scores(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    layout: TokenLayout,
+    *,
+    block: int = 1024,
+) -> torch.Tensor:
+    """Scores of the AV tokens ([N] float32, in sequence order) from refiner attention.
+
+    hidden [1, L, D] is the input of `layer`; cos/sin [1, L, head_dim] its rotary.
+    """
+    av = torch.nonzero(layout.av_mask).flatten()
+    question = question_indices(layout)
+    dev = hidden.device
+    if question.numel() > 0:
+        probs = attention_probs(layer, hidden, cos, sin, causal=False, queries=question, block=block)
+        return probs[:, av.to(dev)].mean(0).float().cpu()
+
+    n = int(av.shape[0])
+    mod = layout.modality[av]
+    chunk = layout.time_ids[av] // TIME_IDS_PER_CHUNK
+    group = chunk * 2 + (mod == Modality.VIDEO).long()  # [N]: (chunk, modality) of each token
+    other = chunk * 2 + (mod != Modality.VIDEO).long()  # the other modality in the same chunk
+    n_groups = int(group.max()) + 1
+    central = torch.zeros(n, dtype=torch.float32)
+    by_group = torch.zeros(n_groups, n, dtype=torch.float32)
+    for start in range(0, n, block):
+        rows = av[start : start + block]
+        probs = attention_probs(layer, hidden, cos, sin, causal=False, queries=rows, block=block)
+        cols = probs[:, av.to(dev)].float().cpu()  # [b, N]
+        central += cols.sum(0)
+        by_group.index_add_(0, group[start : start + block], cols)
+    central /= n
+    counts = torch.bincount(group, minlength=n_groups).float()
+    has_other = counts[other] > 0
+    co_attn = torch.where(has_other, by_group[other, torch.arange(n)] / counts[other].clamp_min(1), central)
+    novelty = temporal_novelty(hidden[0, av.to(dev)], predecessor(layout, av)).cpu()
+    return (
+        central / (central.mean() + _EPS)
+        + co_attn / (co_attn.mean() + _EPS)
+        + novelty / (novelty.mean() + _EPS)
+    )
