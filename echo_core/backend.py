@@ -230,13 +230,23 @@ class OmniBackend:
         video: VideoTokens | None,
         audio: AudioTokens | None,
         suffix_ids: list[int],
+        *,
+        requires_grad: bool = False,
     ) -> TokenSequence:
-        """prefix text + one interleaved AV block + suffix text, as a TokenSequence."""
+        """prefix text + one interleaved AV block + suffix text, as a TokenSequence.
+
+        With `requires_grad` the text embeddings keep their autograd graph (training).
+        """
         ids = torch.tensor(prefix_ids + self.av_block_ids(video, audio) + suffix_ids, dtype=torch.long)
-        return self.sequence_from_ids(ids, video, audio)
+        return self.sequence_from_ids(ids, video, audio, requires_grad=requires_grad)
 
     def sequence_from_ids(
-        self, input_ids: torch.Tensor, video: VideoTokens | None, audio: AudioTokens | None
+        self,
+        input_ids: torch.Tensor,
+        video: VideoTokens | None,
+        audio: AudioTokens | None,
+        *,
+        requires_grad: bool = False,
     ) -> TokenSequence:
         """Scatter encoder tokens into the placeholder slots of `input_ids` ([L] long).
 
@@ -245,7 +255,8 @@ class OmniBackend:
         """
         sp = self.special
         ids = input_ids.reshape(-1).cpu()
-        embeds = self.embed_ids(ids).clone()
+        with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
+            embeds = self.embed_ids(ids).clone()
         n = ids.shape[0]
         modality = torch.zeros(n, dtype=torch.long)
         time_ids = torch.full((n,), -1, dtype=torch.long)

@@ -42,62 +42,14 @@ SPECIAL_TOKENS = (
 QWEN_VISION_START_ID = 151652
 QWEN_VISION_END_ID = 151653
 
-DEFAULT_WORDS = [
-    "user",
-    "assistant",
-    "system",
-    "what",
-    "which",
-    "who",
-    "how",
-    "many",
-    "is",
-    "was",
-    "the",
-    "a",
-    "an",
-    "of",
-    "in",
-    "on",
-    "at",
-    "to",
-    "and",
-    "or",
-    "did",
-    "you",
-    "see",
-    "hear",
-    "first",
-    "last",
-    "seconds",
-    "color",
-    "colour",
-    "shape",
-    "tone",
-    "sound",
-    "high",
-    "low",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "circle",
-    "square",
-    "triangle",
-    "noise",
-    "silence",
-    "came",
-    "before",
-    "after",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "none",
-    "yes",
-    "no",
-]
+DEFAULT_WORDS: tuple[str, ...] = tuple(
+    (
+        "user assistant system what which who how many is was the a an of in on at to and or did "
+        "you see hear first last seconds color colour shape tone sound high low red green blue "
+        "yellow circle square triangle noise silence came before after one two three four five "
+        "none yes no"
+    ).split()
+)
 
 
 @dataclass(frozen=True)

@@ -176,20 +176,6 @@ def test_patchify_matches_transformers_image_processor() -> None:
     np.testing.assert_allclose(np.asarray(ref["pixel_values"]), vp.pixel_values.numpy(), atol=1e-5)
 
 
-def test_patchify_matches_transformers_video_processor() -> None:
-    """Two distinct frames (one temporal patch) and three (padded) through Qwen2VLVideoProcessor."""
-    pytest.importorskip("torchvision", reason="Qwen2VLVideoProcessor needs torchvision (not installed)")
-    from transformers import Qwen2VLVideoProcessor
-
-    processor = Qwen2VLVideoProcessor(do_resize=False, do_sample_frames=False)
-    for t in (2, 3):
-        frames = _frames(t, 56, 84, seed=4)
-        ref = processor(videos=[frames], return_tensors="np")
-        vp = patchify_video(frames)
-        assert tuple(int(v) for v in ref["video_grid_thw"][0]) == vp.grid_thw
-        np.testing.assert_allclose(np.asarray(ref["pixel_values_videos"]), vp.pixel_values.numpy(), atol=1e-5)
-
-
 def _transformers_function(module_file: str, name: str, class_name: str | None = None) -> Callable[..., Any]:
     """Load one pure numpy/torch function from transformers' Qwen2-VL source without importing its module.
 

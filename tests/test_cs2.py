@@ -1,0 +1,118 @@
+"""CS2: the refiner is bidirectional, STE gradients reach it, scores are sane, weights round-trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from echo_core.backend import OmniBackend
+from echo_core.errors import CheckpointError, ConfigError
+from echo_core.positions import build_positions
+from echo_core.rope import RopeMode
+from echo_core.sieve import CS2, CS2Sieve
+from echo_core.sieve.base import av_indices
+from echo_core.tokens import TokenSequence
+
+
+def _rope(backend: OmniBackend, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor]:
+    return backend.lm.rope(build_positions(seq.layout, RopeMode.SYNC), backend.lm.split(RopeMode.SYNC))
+
+
+@torch.no_grad()
+def test_refiner_is_bidirectional_and_llm_is_causal(
+    backend: OmniBackend, cs2: CS2, sequence: TokenSequence
+) -> None:
+    av = av_indices(sequence)
+    first, last = int(av[0]), int(av[-1])
+    changed = sequence.embeds.clone()
+    changed[last] += 1.0
+    cos, sin = _rope(backend, sequence)
+    before = cs2.refiner(sequence.embeds[None], cos, sin)[0, first]
+    after = cs2.refiner(changed[None], cos, sin)[0, first]
+    assert float((before - after).abs().max()) > 1e-4, "the first AV token must see the last one"
+
+    split = backend.lm.split(RopeMode.SYNC)
+    positions = build_positions(sequence.layout, RopeMode.SYNC)
+    llm_before = backend.lm.run_layers(sequence.embeds[None], positions, split)[0, first]
+    llm_after = backend.lm.run_layers(changed[None], positions, split)[0, first]
+    assert torch.equal(llm_before, llm_after), "the causal LLM's first token must not see the future"
+
+
+def test_refiner_starts_as_a_copy_of_the_first_layers(backend: OmniBackend, cs2: CS2) -> None:
+    for mine, theirs in zip(cs2.refiner.layers, backend.lm.layers, strict=False):
+        for (name, a), (_, b) in zip(mine.named_parameters(), theirs.named_parameters(), strict=True):
+            assert torch.equal(a, b), name
+        assert mine is not theirs
+    assert len(cs2.refiner.layers) == 2
+
+
+@pytest.mark.parametrize("gumbel", [False, True])
+def test_ste_gradient_reaches_score_head_and_refiner(
+    backend: OmniBackend, sequence: TokenSequence, gumbel: bool
+) -> None:
+    torch.manual_seed(0)
+    cs2 = CS2(backend.lm, n_layers=2, trained=True)
+    sieve = CS2Sieve(backend.lm, cs2, scoring="head")
+    result, kept = sieve.select_ste(sequence, keep=0.2, gumbel=gumbel, tau=0.5)
+    assert result.kept_av == result.n_av // 5 + (1 if result.n_av % 5 else 0)
+    # forward value of the gate is 1: kept embeddings are unchanged
+    assert torch.allclose(kept.embeds.detach(), sequence.embeds[result.kept], atol=1e-6)
+    positions = build_positions(kept.layout, RopeMode.SYNC)
+    hidden = backend.lm.forward(kept.embeds[None], positions, backend.lm.split(RopeMode.SYNC)).hidden
+    logits = backend.lm.logits(hidden)[0, :-1]
+    targets = kept.layout.input_ids[1:]
+    loss = F.cross_entropy(logits.float(), targets)
+    loss.backward()
+    head_grad = sum(float(p.grad.abs().sum()) for p in cs2.head.parameters() if p.grad is not None)
+    refiner_grad = sum(float(p.grad.abs().sum()) for p in cs2.refiner.parameters() if p.grad is not None)
+    assert head_grad > 0 and refiner_grad > 0
+    assert all(p.grad is None for p in backend.encoder_parameters()), "encoders stay frozen"
+    backend.model.zero_grad(set_to_none=True)
+
+
+def test_training_free_scores_with_and_without_question(
+    backend: OmniBackend, cs2: CS2, sequence: TokenSequence, ingest_sequence: TokenSequence
+) -> None:
+    sieve = CS2Sieve(backend.lm, cs2, scoring="auto")
+    assert sieve.scoring == "attention"  # untrained CS2 → training-free
+    with_q = sieve.score(sequence)
+    assert with_q.shape == (len(av_indices(sequence)),)
+    assert bool(torch.isfinite(with_q).all()) and float(with_q.min()) >= 0
+    assert float(with_q.sum()) <= 1.0 + 1e-5  # attention mass of question rows onto AV
+    ingest = sieve.score(ingest_sequence)
+    assert bool(torch.isfinite(ingest).all())
+    # three mean-normalised cues: the pool mean is 3 by construction
+    assert abs(float(ingest.mean()) - 3.0) < 1e-3
+    result = sieve.select(ingest_sequence, keep=0.25)
+    assert result.kept_audio > 0 or result.kept_video > 0
+
+
+def test_head_scoring_requires_trained_weights(backend: OmniBackend, cs2: CS2) -> None:
+    with pytest.raises(ConfigError, match="trained CS2 weights"):
+        CS2Sieve(backend.lm, cs2, scoring="head")
+    with pytest.raises(ConfigError, match="scoring must be one of"):
+        CS2Sieve(backend.lm, cs2, scoring="magic")
+    with pytest.raises(ConfigError, match="refiner layers must be in"):
+        CS2(backend.lm, n_layers=0)
+
+
+def test_cs2_weights_round_trip(backend: OmniBackend, tmp_path: Path, sequence: TokenSequence) -> None:
+    torch.manual_seed(1)
+    trained = CS2(backend.lm, n_layers=2, trained=True)
+    trained.save(tmp_path)
+    loaded = CS2.load_or_init(backend.lm, tmp_path)
+    assert loaded.trained and loaded.n_layers == 2
+    a = CS2Sieve(backend.lm, trained).select(sequence, keep=0.1)
+    b = CS2Sieve(backend.lm, loaded).select(sequence, keep=0.1)
+    assert torch.equal(a.kept, b.kept)
+    fresh = CS2.load_or_init(backend.lm, tmp_path / "absent")
+    assert not fresh.trained
+    (tmp_path / "bad").mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"nope": torch.zeros(1)}, str(tmp_path / "bad" / "cs2.safetensors"))
+    with pytest.raises(CheckpointError, match="missing"):
+        CS2.load_or_init(backend.lm, tmp_path / "bad")
