@@ -133,12 +133,17 @@ class OmniBackend:
             raise ConfigError(f"device {device!r} requested but CUDA is not available")
         try:
             if cfg["model_type"] == "qwen2_5_omni":
-                from transformers import Qwen2_5OmniForConditionalGeneration
+                # A full Omni release: load only its thinker, mapping the `thinker.` weight prefix.
+                from transformers import Qwen2_5OmniConfig
 
-                full = Qwen2_5OmniForConditionalGeneration.from_pretrained(
-                    path, local_files_only=True, dtype=torch_dtype, enable_audio_output=False
+                full_cfg = Qwen2_5OmniConfig.from_pretrained(path, local_files_only=True)
+                thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+                    path,
+                    config=full_cfg.thinker_config,  # type: ignore[arg-type]
+                    local_files_only=True,
+                    dtype=torch_dtype,
+                    key_mapping={r"^thinker\.": ""},
                 )
-                thinker = full.thinker
             else:
                 thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
                     path, local_files_only=True, dtype=torch_dtype
@@ -146,7 +151,7 @@ class OmniBackend:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot load thinker from {str(path)!r}: {exc}") from exc
-        thinker.to(device)
+        thinker.to(device)  # type: ignore[arg-type]
         log.info("loaded thinker from %s on %s (%s)", path, device, dtype)
         return cls(thinker, tokenizer, max_pixels=max_pixels, directory=path)
 

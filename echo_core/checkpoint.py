@@ -177,21 +177,34 @@ def build_random_checkpoint(
     preset_name: str = "tiny",
     seed: int = 0,
     words: list[str] | tuple[str, ...] = DEFAULT_WORDS,
+    *,
+    full_omni: bool = False,
 ) -> Path:
     """Write a randomly initialised thinker checkpoint (config, safetensors, tokenizer).
 
     The model is built with `Qwen2_5OmniThinkerForConditionalGeneration` and saved
-    with `save_pretrained`, so loading it exercises the real checkpoint path.
+    with `save_pretrained`, so loading it exercises the real checkpoint path. With
+    `full_omni` it is wrapped in `Qwen2_5OmniForConditionalGeneration` (no talker), the
+    layout of public Qwen2.5-Omni releases (model_type `qwen2_5_omni`, `thinker.` keys).
     """
-    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+    from transformers import (
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniForConditionalGeneration,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+    )
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_word_tokenizer(words)
     cfg = thinker_config(preset(preset_name), tokenizer)
     torch.manual_seed(seed)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg)
-    model.save_pretrained(out, safe_serialization=True)
+    model: torch.nn.Module
+    if full_omni:
+        full_cfg = Qwen2_5OmniConfig(thinker_config=cfg.to_dict(), enable_audio_output=False)
+        model = Qwen2_5OmniForConditionalGeneration(full_cfg)
+    else:
+        model = Qwen2_5OmniThinkerForConditionalGeneration(cfg)
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
     tokenizer.save_pretrained(out)
     log.info(
         "wrote random %s checkpoint (%d parameters) to %s",

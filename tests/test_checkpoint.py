@@ -30,6 +30,18 @@ def test_random_checkpoint_loads_through_the_real_path(tiny_dir: Path, backend: 
     assert all(not p.requires_grad for p in backend.encoder_parameters())
 
 
+def test_full_omni_release_layout_loads_its_thinker(tmp_path: Path) -> None:
+    """Public releases are `qwen2_5_omni` directories with `thinker.`-prefixed weights."""
+    from safetensors.torch import load_file
+
+    path = build_random_checkpoint(tmp_path / "omni", "tiny", seed=5, full_omni=True)
+    assert json.loads((path / "config.json").read_text())["model_type"] == "qwen2_5_omni"
+    loaded = OmniBackend.load(path)
+    saved = load_file(str(path / "model.safetensors"))
+    assert torch.equal(loaded.model.lm_head.weight, saved["thinker.lm_head.weight"])
+    assert loaded.special.vision_bos == loaded.tokenizer.convert_tokens_to_ids("<|vision_bos|>")
+
+
 def test_missing_vision_markers_are_resolved_explicitly(tiny_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_dir, copy)
