@@ -172,37 +172,79 @@ class OmniBackend:
         return [*self.model.model.visual.parameters(), *self.model.model.audio_tower.parameters()]
 
     # ------------------------------------------------------------------- encoders
-    @torch.no_grad()
     def encode_video(self, frames: np.ndarray, times_s: np.ndarray | None = None) -> VideoTokens:
         """Frames [T, H, W, 3] uint8 sampled at 2 fps → merged video tokens with time ids.
 
         Each token's time id is that of the first frame of its temporal patch.
         """
-        patches = media.patchify_video(frames, times_s, max_pixels=self.max_pixels)
-        gt, gh, gw = patches.grid_thw
-        grid = torch.tensor([[gt, gh, gw]], device=self.device)
-        pixels = patches.pixel_values.to(self.device, self.dtype)
-        embeds = self.model.model.get_video_features(pixels, grid, return_dict=True).pooler_output[0]
-        mh, mw = gh // 2, gw // 2
-        per_t = mh * mw
-        t_ids = seconds_to_time_ids(torch.from_numpy(np.asarray(patches.patch_times_s)))
-        return VideoTokens(
-            embeds=embeds,
-            time_ids=t_ids.repeat_interleave(per_t),
-            grid_h=torch.arange(mh).repeat_interleave(mw).repeat(gt),
-            grid_w=torch.arange(mw).repeat(mh * gt),
-            grid_thw=(gt, mh, mw),
-        )
+        return self.encode_videos([frames], [times_s])[0]
 
-    @torch.no_grad()
+    def encode_videos(
+        self,
+        clips: list[np.ndarray],
+        times: list[np.ndarray | None] | None = None,
+        *,
+        grad: bool = False,
+    ) -> list[VideoTokens]:
+        """Several clips through the vision encoder in one call (sizes may differ).
+
+        `grad` keeps the autograd graph (stage-1 training of the encoder).
+        """
+        times = times if times is not None else [None] * len(clips)
+        patches = [
+            media.patchify_video(f, t, max_pixels=self.max_pixels) for f, t in zip(clips, times, strict=True)
+        ]
+        grid = torch.tensor([p.grid_thw for p in patches], device=self.device)
+        pixels = torch.cat([p.pixel_values for p in patches]).to(self.device, self.dtype)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            outs = self.model.model.get_video_features(pixels, grid, return_dict=True).pooler_output
+        result = []
+        for p, embeds in zip(patches, outs, strict=True):
+            gt, gh, gw = p.grid_thw
+            mh, mw = gh // 2, gw // 2
+            t_ids = seconds_to_time_ids(torch.from_numpy(np.asarray(p.patch_times_s)))
+            result.append(
+                VideoTokens(
+                    embeds=embeds,
+                    time_ids=t_ids.repeat_interleave(mh * mw),
+                    grid_h=torch.arange(mh).repeat_interleave(mw).repeat(gt),
+                    grid_w=torch.arange(mw).repeat(mh * gt),
+                    grid_thw=(gt, mh, mw),
+                )
+            )
+        return result
+
     def encode_audio(self, pcm: np.ndarray, sample_rate: int, start_s: float = 0.0) -> AudioTokens:
         """PCM [N] or [N, C] at any rate → audio tokens (25/s) with time ids from `start_s`."""
-        wave = media.to_mono_16k(pcm, sample_rate)
-        mel = media.log_mel(wave).to(self.device, self.dtype)  # [128, F]
-        mask = torch.ones(1, mel.shape[1], dtype=torch.long, device=self.device)
-        embeds = self.model.model.get_audio_features(mel[None], mask, return_dict=True).last_hidden_state
-        start = int(seconds_to_time_ids(torch.tensor([start_s]))[0])
-        return AudioTokens(embeds=embeds, time_ids=start + torch.arange(embeds.shape[0]))
+        return self.encode_audios([pcm], [sample_rate], [start_s])[0]
+
+    def encode_audios(
+        self,
+        pcms: list[np.ndarray],
+        sample_rates: list[int],
+        starts_s: list[float] | None = None,
+        *,
+        grad: bool = False,
+    ) -> list[AudioTokens]:
+        """Several audio clips through the audio encoder in one call (lengths may differ)."""
+        starts = starts_s if starts_s is not None else [0.0] * len(pcms)
+        mels = [media.log_mel(media.to_mono_16k(p, r)) for p, r in zip(pcms, sample_rates, strict=True)]
+        lengths = torch.tensor([m.shape[1] for m in mels])
+        width = int(lengths.max())
+        feats = torch.zeros(len(mels), media.MEL_BINS, width)
+        for i, m in enumerate(mels):
+            feats[i, :, : m.shape[1]] = m
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            out = self.model.model.get_audio_features(
+                feats.to(self.device, self.dtype), mask.to(self.device), return_dict=True
+            ).last_hidden_state
+        _, out_lengths = self.model.model.audio_tower._get_feat_extract_output_lengths(lengths)
+        result = []
+        for embeds, start in zip(torch.split(out, out_lengths.tolist()), starts, strict=True):
+            first = int(seconds_to_time_ids(torch.tensor([start]))[0])
+            result.append(AudioTokens(embeds=embeds, time_ids=first + torch.arange(embeds.shape[0])))
+        return result
 
     # ----------------------------------------------------------------------- text
     def tokenize(self, text: str) -> list[int]:

@@ -150,3 +150,19 @@ def test_audio_of_any_rate_and_channel_count_is_resampled(
 def test_unknown_preset(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="unknown model preset"):
         build_random_checkpoint(tmp_path, "enormous")
+
+
+def test_batched_encoders_match_one_by_one(backend: OmniBackend) -> None:
+    rng = np.random.default_rng(3)
+    clips = [rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8) for n in (4, 6)]
+    pcms = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (32000, 48000)]
+    batched_v = backend.encode_videos(clips)
+    batched_a = backend.encode_audios(pcms, [16000, 16000], [0.0, 2.0])
+    for clip, got in zip(clips, batched_v, strict=True):
+        alone = backend.encode_video(clip)
+        assert torch.allclose(alone.embeds, got.embeds, atol=1e-5)
+        assert torch.equal(alone.time_ids, got.time_ids)
+    for pcm, start, got in zip(pcms, [0.0, 2.0], batched_a, strict=True):
+        alone = backend.encode_audio(pcm, 16000, start)
+        assert torch.allclose(alone.embeds, got.embeds, atol=1e-5)
+        assert torch.equal(alone.time_ids, got.time_ids)
