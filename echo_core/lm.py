@@ -97,8 +97,12 @@ class LanguageModel:
         cache: DynamicCache | None = None,
         causal: bool = True,
         prune: LayerPrune | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run decoder layers over hidden [B, L, D] with position rows [R, L].
+        """Run decoder layers over hidden [B, L, D] with position rows [R, L] or [R, B, L].
+
+        `attention_mask` ([B, 1, L, past + L] additive) replaces the built-in causal mask,
+        e.g. to hide padded cache entries.
 
         With `prune`, tokens outside `prune.keep` are dropped at the input of layer
         `prune.layer`; later layers (and their cache entries) see only the kept ones.
@@ -114,13 +118,13 @@ class LanguageModel:
             q_len = hidden.shape[1]
             past = cache.get_seq_length(i) if cache is not None and len(cache.layers) > i else 0
             key = (q_len, past)
-            if key not in masks:
+            if attention_mask is None and key not in masks:
                 masks[key] = additive_mask(
                     q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device
                 )
             hidden = self.layers[i](
                 hidden,
-                attention_mask=masks[key],
+                attention_mask=attention_mask if attention_mask is not None else masks[key],
                 position_embeddings=(cos, sin),
                 past_key_values=cache,
                 use_cache=cache is not None,
@@ -135,9 +139,12 @@ class LanguageModel:
         *,
         cache: DynamicCache | None = None,
         prune: LayerPrune | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> LMOutput:
         """Causal forward of inputs_embeds [B, L, D]; returns normed hidden states."""
-        hidden = self.run_layers(embeds, positions, split, cache=cache, prune=prune)
+        hidden = self.run_layers(
+            embeds, positions, split, cache=cache, prune=prune, attention_mask=attention_mask
+        )
         return LMOutput(self.norm(hidden), cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,36 @@ def cmd_equivalence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str | None, kind: type = str) -> list | None:  # type: ignore[type-arg]
+    return None if text is None else [kind(x) for x in text.split(",") if x]
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from ..backend import OmniBackend
+    from ..models import default_model_dir
+    from ..sieve import CS2
+    from .fidelity import plot_fidelity, run_fidelity
+
+    directory = default_model_dir(args.model)
+    backend = OmniBackend.load(directory, device=args.device, dtype=args.dtype)
+    cs2 = CS2.load_or_init(backend.lm, directory, n_layers=args.refiner_layers)
+    report = run_fidelity(
+        backend,
+        cs2,
+        split=args.split,
+        limit=args.limit,
+        methods=_csv(args.methods),
+        keeps=_csv(args.keep, float),
+        ropes=_csv(args.rope),
+        model_name="echo-tiny" if args.model is None else str(args.model),
+    )
+    report["cs2_scoring"] = "head" if cs2.trained else "attention"
+    _write(report, args.json)
+    if args.plot:
+        plot_fidelity(report, args.plot)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="echo-bench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -43,6 +73,20 @@ def parser() -> argparse.ArgumentParser:
     eq.add_argument("--preset", default="tiny", help="model size preset (default: tiny)")
     eq.add_argument("--seed", type=int, default=0)
     eq.set_defaults(func=cmd_equivalence)
+
+    fi = sub.add_parser("fidelity", help="accuracy vs kept tokens for every sieve on the synthetic world")
+    fi.add_argument("--split", default="test", choices=["train", "test", "shift"])
+    fi.add_argument("--limit", type=int, default=100, help="number of clips (default 100)")
+    fi.add_argument("--methods", help="comma-separated sieve methods (default: all)")
+    fi.add_argument("--keep", help="comma-separated keep ratios (default 1.0,0.5,0.2,0.1,0.05)")
+    fi.add_argument("--rope", help="comma-separated rope modes (default: all that apply)")
+    fi.add_argument("--model", help="thinker checkpoint directory (default: bundled echo-tiny)")
+    fi.add_argument("--device", default="cpu")
+    fi.add_argument("--dtype", default="float32")
+    fi.add_argument("--refiner-layers", type=int, default=4, help="refiner depth when CS2 is not trained")
+    fi.add_argument("--plot", help="write the accuracy-vs-keep plot (PNG) here")
+    fi.add_argument("--json", help="write the report here")
+    fi.set_defaults(func=cmd_fidelity)
     return p
 
 

@@ -136,6 +136,9 @@ class CS2Sieve:
         self.rope = rope
         self.scoring = ("head" if cs2.trained else "attention") if scoring == "auto" else scoring
         self.name = name
+        # Scores of the last sequence scored, so that several budgets (or the baselines
+        # that share this scorer) over one sequence run the refiner once.
+        self._memo: tuple[TokenSequence, RopeMode, torch.Tensor] | None = None
 
     def _rope(self, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor]:
         positions = build_positions(seq.layout, self.rope)
@@ -147,13 +150,19 @@ class CS2Sieve:
         refined = self.cs2.refiner(seq.embeds[None], cos, sin)[0]  # [L, D]
         return self.cs2.head(refined[av_indices(seq).to(refined.device)])
 
+    @torch.no_grad()
     def score(self, seq: TokenSequence) -> torch.Tensor:
-        """Scores of the AV tokens, aligned with `av_indices(seq)`: [N] float."""
+        """Scores of the AV tokens, aligned with `av_indices(seq)`: [N] float (no gradient)."""
+        if self._memo is not None and self._memo[0] is seq and self._memo[1] is self.rope:
+            return self._memo[2]
         if self.scoring == "head":
-            return self.head_scores(seq)
-        cos, sin = self._rope(seq)
-        hidden = self.cs2.refiner.last_layer_input(seq.embeds[None], cos, sin)
-        return training_free_scores(self.cs2.refiner.layers[-1], hidden, cos, sin, seq.layout)
+            scores = self.head_scores(seq)
+        else:
+            cos, sin = self._rope(seq)
+            hidden = self.cs2.refiner.last_layer_input(seq.embeds[None], cos, sin)
+            scores = training_free_scores(self.cs2.refiner.layers[-1], hidden, cos, sin, seq.layout)
+        self._memo = (seq, self.rope, scores)
+        return scores
 
     @torch.no_grad()
     def select(
@@ -174,36 +183,61 @@ class CS2Sieve:
         gumbel: bool = False,
         tau: float = 1.0,
     ) -> tuple[SieveResult, TokenSequence]:
-        """Training path: hard top-k forward, soft gradient backward (straight-through).
+        """Training path over the whole sequence: hard top-k forward, soft gradient backward.
 
-        y_soft = softmax(scores / tau) over the AV pool (Gumbel-softmax when `gumbel`),
-        y_hard = the top-k indicator; each kept AV embedding is multiplied by
-        y_hard − y_soft.detach() + y_soft (= 1 in value, ∂/∂scores = ∂y_soft), so the
-        LM loss reaches the score head and the refiner.
-        Returns the result and the kept sequence with gradient-carrying embeddings.
+        Returns the result and the kept sequence whose AV embeddings carry the
+        straight-through gate (value 1, gradient into the scores).
         """
         av = av_indices(seq)
         k = av_budget(int(av.shape[0]), keep, budget)
         scores = self.head_scores(seq)
-        logits = scores / tau
-        if gumbel:
-            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
-            logits = logits - torch.log(-torch.log(u))
-        y_soft = logits.softmax(-1)  # [N]
-        chosen_local = top_k(logits.detach(), k).to(scores.device)
-        y_hard = torch.zeros_like(y_soft).scatter(0, chosen_local, 1.0)
-        gate = y_hard - y_soft.detach() + y_soft  # [N], value 1 on kept, 0 elsewhere
-        multiplier = torch.ones(len(seq), dtype=seq.embeds.dtype, device=seq.embeds.device)
-        multiplier = multiplier.index_put((av.to(multiplier.device),), gate.to(multiplier.dtype))
+        chosen_local, gate = straight_through_topk(scores, k, gumbel=gumbel, tau=tau)
         result = finish(
             self.name, seq, av[chosen_local.cpu()], scores, head_dim=self.lm.head_dim, theta=self.lm.theta
         )
-        kept_seq = TokenSequence(
-            seq.embeds[result.kept.to(seq.embeds.device)]
-            * multiplier[result.kept.to(seq.embeds.device), None],
-            seq.layout.select(result.kept),
-        )
-        return result, kept_seq
+        return result, apply_gates(seq, result.kept, av[chosen_local.cpu()], gate[chosen_local])
 
 
-__all__ = ["CS2", "CS2Sieve", "Refiner", "ScoreHead", "attention_probs"]
+def straight_through_topk(
+    scores: torch.Tensor, k: int, *, gumbel: bool = False, tau: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard top-k with a straight-through soft gradient.
+
+    y_soft = softmax(scores / tau) over the pool (Gumbel-softmax when `gumbel`), y_hard the
+    top-k indicator, gate = y_hard − y_soft.detach() + y_soft: 1 on kept tokens in value,
+    ∂gate/∂scores = ∂y_soft/∂scores.
+
+    Args:
+        scores: [N] differentiable scores.
+    Returns:
+        (chosen [k] long local indices, gate [N]).
+    """
+    logits = scores / tau
+    if gumbel:
+        u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+        logits = logits - torch.log(-torch.log(u))
+    y_soft = logits.softmax(-1)
+    chosen = top_k(logits.detach(), k).to(scores.device)
+    y_hard = torch.zeros_like(y_soft).scatter(0, chosen, 1.0)
+    return chosen, y_hard - y_soft.detach() + y_soft
+
+
+def apply_gates(
+    seq: TokenSequence, kept: torch.Tensor, gated: torch.Tensor, gate: torch.Tensor
+) -> TokenSequence:
+    """The kept tokens of `seq`, with AV embeddings at sequence indices `gated` ([G]) × `gate` ([G])."""
+    multiplier = torch.ones(len(seq), dtype=seq.embeds.dtype, device=seq.embeds.device)
+    multiplier = multiplier.index_put((gated.to(multiplier.device),), gate.to(multiplier.dtype))
+    idx = kept.to(seq.embeds.device)
+    return TokenSequence(seq.embeds[idx] * multiplier[idx, None], seq.layout.select(kept))
+
+
+__all__ = [
+    "CS2",
+    "CS2Sieve",
+    "Refiner",
+    "ScoreHead",
+    "apply_gates",
+    "attention_probs",
+    "straight_through_topk",
+]

@@ -1,0 +1,46 @@
+"""`echo-train --config configs/echo_tiny_train.yaml [--out DIR] [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from ..errors import EchoError
+from .config import load_train_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="echo-train", description="Train echo-tiny on the synthetic world.")
+    p.add_argument("--config", default="configs/echo_tiny_train.yaml", help="training config YAML")
+    p.add_argument("--out", help="output directory (default: the config's out_dir)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. stage1.steps=2")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_train_config(args.config if Path(args.config).is_file() else None, args.overrides)
+        from dataclasses import asdict
+
+        from .trainer import Trainer
+
+        out = Path(args.out or config.out_dir)
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as work:
+            trainer = Trainer(config, Path(work))
+            trainer.stage1()
+            cs2 = trainer.stage2() if config.stage2.steps > 0 else None
+            trainer.save(cs2, out, yaml.safe_dump(asdict(config), sort_keys=False))
+        print(f"echo-train: wrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return 0
+    except EchoError as exc:
+        print(f"echo-train: {exc.code}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

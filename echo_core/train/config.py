@@ -1,0 +1,72 @@
+"""Typed training configuration (configs/echo_tiny_train.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import apply_overrides, build
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Full-token training of the whole thinker (encoders included)."""
+
+    steps: int = 1500
+    clips_per_step: int = 8
+    lr: float = 2e-3
+    warmup: int = 100
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """CS2 training: refiner + score head + LLM, encoders frozen, STE under random keep."""
+
+    steps: int = 600
+    clips_per_step: int = 8
+    lr_llm: float = 3e-4
+    lr_sieve: float = 1e-3
+    warmup: int = 50
+    keep_min: float = 0.05
+    keep_max: float = 0.3
+    chunk_share: float = 0.5  # share of examples sieved 2-s chunk by chunk without the question
+    full_share: float = 0.1  # share kept at full tokens, so the LLM does not forget them
+    tau: float = 0.5
+    gumbel: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """echo-train settings."""
+
+    seed: int = 0
+    preset: str = "echo-tiny"
+    out_dir: str = "echo_core/models/echo-tiny"
+    refiner_layers: int = 2
+    ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
+    log_every: int = 10
+    eval_clips: int = 40
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stage2.keep_min <= self.stage2.keep_max <= 1:
+            raise ConfigError(
+                f"need 0 < keep_min ≤ keep_max ≤ 1, got {self.stage2.keep_min}, {self.stage2.keep_max}"
+            )
+        if self.stage1.steps < 0 or self.stage2.steps < 0:
+            raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a training config YAML (or defaults) with `a.b=value` overrides."""
+    data: dict[str, object] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"training config {str(p)!r} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+    return build(TrainConfig, apply_overrides(data, overrides or []), "train")

@@ -1,0 +1,239 @@
+"""`echo-train`: stage 1 trains the full-token thinker, stage 2 trains CS2 with STE.
+
+Both stages draw fresh clips from the `train` split (clip index = step × clips_per_step
++ j, so a run is reproducible from its seed and config) and alternate the rope mode
+per step between the configured ones, so one checkpoint serves TMRoPE and Sync-RoPE.
+Stage 2 freezes the encoders and samples keep ~ U[keep_min, keep_max] per example; an
+example is sieved either over the whole clip with its question (query-aware) or 2-s
+chunk by chunk without it (the live ingest regime), or kept whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..backend import OmniBackend
+from ..checkpoint import build_random_checkpoint
+from ..rope import RopeMode
+from ..sieve import CS2, CS2Sieve
+from ..sieve.base import av_budget, av_indices
+from ..sieve.cs2 import apply_gates, straight_through_topk
+from ..tokens import TIME_IDS_PER_CHUNK, TokenSequence
+from ..world import make_clip
+from .config import TrainConfig
+from .examples import (
+    EncodedClip,
+    clip_prefix,
+    encode_clips,
+    question_sequence,
+    question_suffix,
+    shared_prefix_loss,
+    world_vocabulary,
+)
+
+log = logging.getLogger(__name__)
+VALIDATION_OFFSET = 1_000_000  # train-split indices held out for monitoring
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10 %, as a multiplier."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Owns the backend, CS2, the optimisers' schedule and the log."""
+
+    def __init__(self, config: TrainConfig, work_dir: Path) -> None:
+        self.config = config
+        self.work_dir = work_dir
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        init_dir = work_dir / "init"
+        build_random_checkpoint(init_dir, config.preset, seed=config.seed, words=world_vocabulary())
+        self.backend = OmniBackend.load(init_dir)
+        self.lm = self.backend.lm
+        self.ropes = [RopeMode.parse(r) for r in config.ropes]
+        self.rng = random.Random(config.seed)
+        self.log_rows: list[dict[str, object]] = []
+        self.started = time.monotonic()
+
+    # ----------------------------------------------------------------- helpers
+    def _log(self, stage: str, step: int, loss: float, acc: float, lr: float, bar: tqdm) -> None:
+        row = {
+            "stage": stage,
+            "step": step,
+            "loss": round(loss, 5),
+            "acc": round(acc, 4),
+            "lr": lr,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+        }
+        self.log_rows.append(row)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+
+    def _loop(self, stage: str, steps: int, step_fn, optimizer: torch.optim.Optimizer, warmup: int) -> None:  # type: ignore[no-untyped-def]
+        base = [g["lr"] for g in optimizer.param_groups]
+        losses: list[float] = []
+        hits = total = 0
+        with tqdm(range(steps), desc=stage, unit="step", dynamic_ncols=True) as bar:
+            for step in bar:
+                scale = cosine_lr(step, steps, warmup)
+                for g, lr in zip(optimizer.param_groups, base, strict=True):
+                    g["lr"] = lr * scale
+                rope = self.ropes[step % len(self.ropes)]
+                loss, correct, count = step_fn(step, rope)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+                optimizer.step()
+                losses.append(float(loss))
+                hits += correct
+                total += count
+                if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
+                    self._log(
+                        stage, step + 1, sum(losses) / len(losses), hits / max(1, total), base[0] * scale, bar
+                    )
+                    losses, hits, total = [], 0, 0
+
+    def _sequences(
+        self, encoded: list[EncodedClip], grad: bool
+    ) -> Iterator[tuple[EncodedClip, TokenSequence, int]]:
+        for enc in encoded:
+            for q in enc.clip.questions:
+                seq, n_t = question_sequence(self.backend, enc, q.text, q.answer, requires_grad=grad)
+                yield enc, seq, n_t
+
+    # ------------------------------------------------------------------ stage 1
+    def stage1(self) -> None:
+        cfg = self.config.stage1
+        params = [p for p in self.backend.model.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+        self.backend.model.train()
+
+        def step_fn(step: int, rope: RopeMode) -> tuple[torch.Tensor, int, int]:
+            clips = [make_clip("train", step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)]
+            encoded = encode_clips(self.backend, clips, grad=True)
+            prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
+            questions = []
+            for c, enc in enumerate(encoded):
+                for q in enc.clip.questions:
+                    suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
+                    questions.append((c, suffix, n_t))
+            loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
+            return loss, correct, len(questions)
+
+        self._loop("stage1", cfg.steps, step_fn, optimizer, cfg.warmup)
+        self.backend.model.eval()
+
+    # ------------------------------------------------------------------ stage 2
+    def stage2(self) -> CS2:
+        cfg = self.config.stage2
+        cs2 = CS2(self.lm, self.config.refiner_layers, trained=True)
+        sieve = CS2Sieve(self.lm, cs2, scoring="head")
+        for p in self.backend.encoder_parameters():
+            p.requires_grad_(False)
+        llm_params = [
+            p for n, p in self.backend.model.named_parameters() if "language_model" in n or "lm_head" in n
+        ]
+        for p in llm_params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": llm_params, "lr": cfg.lr_llm},
+                {"params": list(cs2.parameters()), "lr": cfg.lr_sieve},
+            ],
+            weight_decay=0.01,
+        )
+        offset = cfg.clips_per_step * 1_000_000  # fresh clips, distinct from stage 1's
+        cs2.train()
+
+        def step_fn(step: int, rope: RopeMode) -> tuple[torch.Tensor, int, int]:
+            clips = [
+                make_clip("train", offset + step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)
+            ]
+            with torch.no_grad():
+                encoded = encode_clips(self.backend, clips)
+            sieve.rope = rope
+            prefixes: list[TokenSequence] = []
+            questions: list[tuple[int, TokenSequence, int]] = []
+            for c, enc in enumerate(encoded):
+                prefix = clip_prefix(self.backend, enc, requires_grad=True)
+                asked = list(enc.clip.questions)
+                draw = self.rng.random()
+                keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
+                text = torch.nonzero(~prefix.layout.av_mask).flatten()
+                if draw < cfg.full_share:
+                    prefixes.append(prefix)
+                elif draw < cfg.full_share + cfg.chunk_share:
+                    gated, gate = self._chunk_ste(sieve, prefix, keep, cfg.tau, cfg.gumbel)
+                    prefixes.append(apply_gates(prefix, torch.cat([text, gated]).sort().values, gated, gate))
+                else:  # query-aware: the refiner sees this one question
+                    asked = [self.rng.choice(asked)]
+                    prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
+                    scores = sieve.head_scores(TokenSequence.concat([prefix, prompt_q]))
+                    av = av_indices(prefix)
+                    chosen, gate = straight_through_topk(
+                        scores, av_budget(len(av), keep), gumbel=cfg.gumbel, tau=cfg.tau
+                    )
+                    gated = av[chosen.cpu()]
+                    prefixes.append(
+                        apply_gates(prefix, torch.cat([text, gated]).sort().values, gated, gate[chosen])
+                    )
+                for q in asked:
+                    suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
+                    questions.append((c, suffix, n_t))
+            loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
+            return loss, correct, len(questions)
+
+        self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup)
+        cs2.eval()
+        self.backend.model.eval()
+        return cs2
+
+    def _chunk_ste(
+        self, sieve: CS2Sieve, seq: TokenSequence, keep: float, tau: float, gumbel: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sieve each 2-s chunk on its own (AV tokens only, no question), as live ingest does.
+
+        Returns (gated sequence indices [G], their gates [G]).
+        """
+        av = av_indices(seq)
+        chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
+        gated, gates = [], []
+        for c in torch.unique(chunk).tolist():
+            members = av[chunk == c]
+            part = seq.select(members)
+            scores = sieve.head_scores(part)
+            chosen, gate = straight_through_topk(
+                scores, av_budget(len(members), keep), gumbel=gumbel, tau=tau
+            )
+            gated.append(members[chosen.cpu()])
+            gates.append(gate[chosen])
+        return torch.cat(gated), torch.cat(gates)
+
+    # ------------------------------------------------------------------- output
+    def save(self, cs2: CS2 | None, out_dir: Path, config_text: str) -> None:
+        """Write the thinker, tokenizer, CS2 weights, the config used and the log."""
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        self.backend.model.save_pretrained(out_dir, safe_serialization=True)
+        self.backend.tokenizer.save_pretrained(out_dir)
+        if cs2 is not None:
+            cs2.save(out_dir)
+        (out_dir / "train_config.yaml").write_text(config_text)
+        (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))

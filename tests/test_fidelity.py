@@ -1,0 +1,98 @@
+"""The fidelity benchmark's schema, and the guard on the shipped echo-tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from echo_core.backend import OmniBackend
+from echo_core.bench.cli import main
+from echo_core.bench.fidelity import find_row, plan, run_fidelity
+from echo_core.models import ECHO_TINY_DIR, default_model_dir
+from echo_core.sieve import CS2
+
+ROW_KEYS = {"method", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"}
+
+
+def test_plan_defaults() -> None:
+    rows = plan(["none", "cs2", "random"], [1.0, 0.1], None)
+    assert ("none", "sync", 1.0) in rows and ("none", "tmrope", 1.0) in rows
+    assert ("cs2", "compact", 0.1) in rows and ("random", "compact", 0.1) not in rows
+    assert all(keep < 1.0 for m, _, keep in rows if m != "none")
+
+
+def test_schema_on_random_checkpoint(backend: OmniBackend, cs2: CS2, tmp_path: Path) -> None:
+    report = run_fidelity(
+        backend,
+        cs2,
+        split="test",
+        limit=2,
+        methods=["none", "cs2", "uniform"],
+        keeps=[1.0, 0.1],
+        progress=False,
+    )
+    assert {"model", "split", "n", "rows"} <= set(report)
+    assert report["split"] == "test" and isinstance(report["n"], int) and report["n"] > 0
+    for row in report["rows"]:  # type: ignore[attr-defined]
+        assert set(row) >= ROW_KEYS
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert 0.0 <= row["kept_audio_frac"] <= 1.0 and 0.0 <= row["kept_video_frac"] <= 1.0
+    none = find_row(report, "none", "sync", 1.0)
+    assert none is not None and none["kept_audio_frac"] == 1.0
+
+
+bundled = pytest.mark.skipif(
+    not (ECHO_TINY_DIR / "config.json").is_file(), reason="echo-tiny not trained yet"
+)
+
+
+@bundled
+def test_cli_with_plot(tmp_path: Path) -> None:
+    out, png = tmp_path / "f.json", tmp_path / "f.png"
+    rc = main(
+        [
+            "fidelity",
+            "--split",
+            "shift",
+            "--limit",
+            "2",
+            "--methods",
+            "none,cs2",
+            "--keep",
+            "1.0,0.2",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["split"] == "shift" and data["model"] == "echo-tiny"
+    assert png.stat().st_size > 10_000
+
+
+@bundled
+def test_shipped_checkpoint_guard() -> None:
+    """A broken or badly trained echo-tiny fails here: ≥ 85 % full, ≥ 80 % cs2+sync at keep 0.1."""
+    directory = default_model_dir()
+    backend = OmniBackend.load(directory)
+    cs2 = CS2.load_or_init(backend.lm, directory)
+    assert cs2.trained
+    report = run_fidelity(
+        backend,
+        cs2,
+        split="test",
+        limit=100,
+        methods=["none", "cs2"],
+        keeps=[1.0, 0.1],
+        ropes=["sync"],
+        progress=False,
+    )
+    full = find_row(report, "none", "sync", 1.0)
+    sieved = find_row(report, "cs2", "sync", 0.1)
+    assert full is not None and sieved is not None
+    assert float(full["accuracy"]) >= 0.85, full  # type: ignore[arg-type]
+    assert float(sieved["accuracy"]) >= 0.80, sieved  # type: ignore[arg-type]

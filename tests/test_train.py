@@ -1,0 +1,49 @@
+"""echo-train smoke run: two steps per stage through the real pipeline, output loads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from echo_core.backend import OmniBackend
+from echo_core.errors import ConfigError
+from echo_core.sieve import CS2
+from echo_core.train.cli import main
+from echo_core.train.config import load_train_config
+from echo_core.train.trainer import cosine_lr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_step_smoke_training(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    rc = main([
+        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(out),
+        "stage1.steps=2", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "log_every=1",
+    ])  # fmt: skip
+    assert rc == 0
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "cs2.safetensors", "train_log.jsonl"):
+        assert (out / name).is_file(), name
+    log = (out / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 4  # two logged steps per stage
+    backend = OmniBackend.load(out)
+    cs2 = CS2.load_or_init(backend.lm, out)
+    assert cs2.trained and cs2.n_layers == 2
+    assert backend.tokenizer.convert_tokens_to_ids("triangle") != backend.tokenizer.unk_token_id
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="keep_min"):
+        load_train_config(None, ["stage2.keep_min=0.5", "stage2.keep_max=0.2"])
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_train_config(None, ["stage1.stepz=3"])
+
+
+def test_schedule() -> None:
+    assert cosine_lr(0, 100, 10) == pytest.approx(0.1)
+    assert cosine_lr(10, 100, 10) == pytest.approx(1.0)
+    assert cosine_lr(100, 100, 10) == pytest.approx(0.1)
+    assert torch.tensor(cosine_lr(55, 100, 10)).item() < 1.0
