@@ -25,7 +25,8 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
         "log_every=1",
     ])  # fmt: skip
     assert rc == 0
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "cs2.safetensors", "train_log.jsonl"):
+    names = ("config.json", "model.safetensors", "tokenizer.json", "cs2.safetensors", "train_log.jsonl", "train_curve.png")
+    for name in names:
         assert (out / name).is_file(), name
     log = (out / "train_log.jsonl").read_text().splitlines()
     assert len(log) == 4  # two logged steps per stage

@@ -19,6 +19,7 @@ class Stage1Config:
     clips_per_step: int = 8
     lr: float = 2e-3
     warmup: int = 100
+    aux_weight: float = 1.0  # dense per-token probes on the encoder outputs (see aux_labels.py)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ..sieve.base import av_budget, av_indices
 from ..sieve.cs2 import apply_gates, straight_through_topk
 from ..tokens import TIME_IDS_PER_CHUNK, TokenSequence
 from ..world import make_clip
+from .aux_labels import AuxProbes
 from .config import TrainConfig
 from .examples import (
     EncodedClip,
@@ -40,6 +41,7 @@ from .examples import (
     shared_prefix_loss,
     world_vocabulary,
 )
+from .plots import plot_training_log
 
 log = logging.getLogger(__name__)
 VALIDATION_OFFSET = 1_000_000  # train-split indices held out for monitoring
@@ -121,7 +123,8 @@ class Trainer:
         params = [p for p in self.backend.model.parameters()]
         for p in params:
             p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+        probes = AuxProbes(self.backend.hidden_size).to(self.backend.device)
+        optimizer = torch.optim.AdamW([*params, *probes.parameters()], lr=cfg.lr, weight_decay=0.01)
         self.backend.model.train()
 
         def step_fn(step: int, rope: RopeMode) -> tuple[torch.Tensor, int, int]:
@@ -134,6 +137,11 @@ class Trainer:
                     suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
                     questions.append((c, suffix, n_t))
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
+            if cfg.aux_weight > 0:
+                aux = probes.loss(
+                    [c.spec for c in clips], [e.video for e in encoded], [e.audio for e in encoded]
+                )
+                loss = loss + cfg.aux_weight * aux
             return loss, correct, len(questions)
 
         self._loop("stage1", cfg.steps, step_fn, optimizer, cfg.warmup)
@@ -237,3 +245,4 @@ class Trainer:
             cs2.save(out_dir)
         (out_dir / "train_config.yaml").write_text(config_text)
         (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))
+        plot_training_log(out_dir / "train_log.jsonl", out_dir / "train_curve.png")
