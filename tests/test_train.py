@@ -25,7 +25,14 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
         "log_every=1",
     ])  # fmt: skip
     assert rc == 0
-    names = ("config.json", "model.safetensors", "tokenizer.json", "cs2.safetensors", "train_log.jsonl", "train_curve.png")
+    names = (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "cs2.safetensors",
+        "train_log.jsonl",
+        "train_curve.png",
+    )
     for name in names:
         assert (out / name).is_file(), name
     log = (out / "train_log.jsonl").read_text().splitlines()
@@ -48,3 +55,24 @@ def test_schedule() -> None:
     assert cosine_lr(10, 100, 10) == pytest.approx(1.0)
     assert cosine_lr(100, 100, 10) == pytest.approx(0.1)
     assert torch.tensor(cosine_lr(55, 100, 10)).item() < 1.0
+
+
+def test_clips_without_questions_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some clips have no answerable question; the query-aware stage-2 branch must skip them."""
+    import dataclasses
+
+    import echo_core.train.trainer as trainer_module
+
+    real = trainer_module.make_clip
+
+    def half_silent(split: str, index: int, **kw: object) -> object:
+        clip = real(split, index)
+        return dataclasses.replace(clip, questions=()) if index % 2 == 0 else clip
+
+    monkeypatch.setattr(trainer_module, "make_clip", half_silent)
+    rc = main([
+        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(tmp_path / "m"),
+        "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "stage2.full_share=0.0", "stage2.chunk_share=0.0",
+    ])  # fmt: skip
+    assert rc == 0

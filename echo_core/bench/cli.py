@@ -42,7 +42,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     from ..backend import OmniBackend
     from ..models import default_model_dir
     from ..sieve import CS2
-    from .fidelity import plot_fidelity, run_fidelity
+    from .fidelity import markdown_table, plot_fidelity, run_fidelity
 
     directory = default_model_dir(args.model)
     backend = OmniBackend.load(directory, device=args.device, dtype=args.dtype)
@@ -61,6 +61,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     _write(report, args.json)
     if args.plot:
         plot_fidelity(report, args.plot)
+    print(markdown_table(report), file=sys.stderr)
     return 0
 
 

@@ -188,3 +188,20 @@ def plot_fidelity(report: dict[str, object], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def markdown_table(report: dict[str, object]) -> str:
+    """Accuracy per method and rope (rows) and keep (columns), as a markdown table."""
+    rows = report["rows"]  # type: ignore[index]
+    keeps = sorted({r["keep"] for r in rows}, reverse=True)  # type: ignore[attr-defined]
+    lines = [
+        "| method | rope | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in keeps) + " |",
+    ]
+    seen: dict[tuple[str, str], dict[float, float]] = {}
+    for r in rows:  # type: ignore[attr-defined]
+        seen.setdefault((r["method"], r["rope"]), {})[r["keep"]] = r["accuracy"]
+    for (method, rope), by_keep in seen.items():
+        cells = [f"{100 * by_keep[k]:.1f}" if k in by_keep else "" for k in keeps]
+        lines.append(f"| {method} | {rope} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

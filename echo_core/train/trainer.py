@@ -178,9 +178,12 @@ class Trainer:
             sieve.rope = rope
             prefixes: list[TokenSequence] = []
             questions: list[tuple[int, TokenSequence, int]] = []
-            for c, enc in enumerate(encoded):
-                prefix = clip_prefix(self.backend, enc, requires_grad=True)
+            for enc in encoded:
                 asked = list(enc.clip.questions)
+                if not asked:  # nothing answerable in this clip: no loss to take
+                    continue
+                c = len(prefixes)
+                prefix = clip_prefix(self.backend, enc, requires_grad=True)
                 draw = self.rng.random()
                 keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
                 text = torch.nonzero(~prefix.layout.av_mask).flatten()
