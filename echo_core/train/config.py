@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config import apply_overrides, build
+from ..config import apply_overrides, build, read_yaml
 from ..errors import ConfigError
 
 
@@ -64,10 +62,4 @@ class TrainConfig:
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Load a training config YAML (or defaults) with `a.b=value` overrides."""
-    data: dict[str, object] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"training config {str(p)!r} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
-    return build(TrainConfig, apply_overrides(data, overrides or []), "train")
+    return build(TrainConfig, apply_overrides(read_yaml(path), overrides or []), "train")
