@@ -160,12 +160,22 @@ def plot_fidelity(report: dict[str, object], path: str | Path) -> None:
     series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for row in rows:  # type: ignore[attr-defined]
         series[(row["method"], row["rope"])].append((row["keep"], row["accuracy"]))
+    palette = plt.get_cmap("tab10")
+    colour = {m: palette(i) for i, m in enumerate(METHODS)}
     for (method, rope), pts in sorted(series.items()):
         if method == "none":
             continue
         pts.sort()
         style = "-" if rope == "sync" else ("--" if rope == "tmrope" else ":")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=f"{method} ({rope})")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            style,
+            color=colour.get(method),
+            marker="o",
+            ms=3,
+            label=f"{method} ({rope})",
+        )
     if full:
         ax.axhline(float(str(full["accuracy"])), color="k", lw=1, label="full tokens")
     ax.set_xscale("log")
