@@ -123,3 +123,11 @@ def test_question_indices_skip_closing_markers(backend: OmniBackend, sequence: T
     ids = sequence.layout.input_ids[q].tolist()
     assert backend.special.vision_eos not in ids and backend.special.audio_eos not in ids
     assert backend.tokenizer.decode(ids[:4]) == "what colour was the"
+
+
+def test_fastv_layer_out_of_range(backend: OmniBackend) -> None:
+    from echo_core.errors import ConfigError
+    from echo_core.sieve.baselines import FastVSieve
+
+    with pytest.raises(ConfigError, match="FastV layer must be in \\[1, 2\\], got 3"):
+        FastVSieve(backend.lm, layer=3)

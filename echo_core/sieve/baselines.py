@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ..errors import ConfigError
+from ..lm import LanguageModel, attention_probs
+from ..positions import build_positions
+from ..rope import RopeMode
 from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from .base import SieveResult, av_budget, av_indices, finish, top_k
 from .cs2 import CS2Sieve
@@ -208,37 +210,24 @@ class AudioGuidedSieve(_Baseline):
         return self._finish(seq, av[torch.cat(kept)], scores)
 
 
-def _check_layer(layer: int, n_layers: int) -> None:
-    from ..errors import ConfigError
-
-    if not 1 <= layer < n_layers:
-        raise ConfigError(f"FastV layer must be in [1, {n_layers - 1}], got {layer}")
-
-
 class FastVSieve(_Baseline):
     """FastV: attention from the last text token at LLM layer K ranks AV tokens; the rest
     are pruned inside the LLM from layer K on (layers < K see every token)."""
 
     name = "fastv"
 
-    def __init__(self, lm: object, layer: int = 2, rope: object = None) -> None:
-        from ..lm import LanguageModel
-        from ..rope import RopeMode
-
-        assert isinstance(lm, LanguageModel)
+    def __init__(self, lm: LanguageModel, layer: int = 2, rope: RopeMode = RopeMode.SYNC) -> None:
         super().__init__(lm.head_dim, lm.theta)
-        _check_layer(layer, len(lm.layers))
+        if not 1 <= layer < len(lm.layers):
+            raise ConfigError(f"FastV layer must be in [1, {len(lm.layers) - 1}], got {layer}")
         self.lm = lm
         self.layer = layer
-        self.rope = rope if isinstance(rope, RopeMode) else RopeMode.SYNC
+        self.rope = rope
 
     @torch.no_grad()
     def select(
         self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
     ) -> SieveResult:
-        from ..lm import attention_probs
-        from ..positions import build_positions
-
         av = av_indices(seq)
         k = av_budget(int(av.shape[0]), keep, budget)
         split = self.lm.split(self.rope)
@@ -269,6 +258,5 @@ __all__ = [
     "UniformSieve",
     "allocate",
     "evenly_spaced",
-    "math",
     "proportional_split",
 ]

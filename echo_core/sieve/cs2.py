@@ -195,7 +195,7 @@ class CS2Sieve:
         result = finish(
             self.name, seq, av[chosen_local.cpu()], scores, head_dim=self.lm.head_dim, theta=self.lm.theta
         )
-        return result, apply_gates(seq, result.kept, av[chosen_local.cpu()], gate[chosen_local])
+        return result, apply_gates(seq, av[chosen_local.cpu()], gate[chosen_local])
 
 
 def straight_through_topk(
@@ -222,10 +222,12 @@ def straight_through_topk(
     return chosen, y_hard - y_soft.detach() + y_soft
 
 
-def apply_gates(
-    seq: TokenSequence, kept: torch.Tensor, gated: torch.Tensor, gate: torch.Tensor
-) -> TokenSequence:
-    """The kept tokens of `seq`, with AV embeddings at sequence indices `gated` ([G]) × `gate` ([G])."""
+def apply_gates(seq: TokenSequence, gated: torch.Tensor, gate: torch.Tensor) -> TokenSequence:
+    """Every text token of `seq` plus the AV tokens at sequence indices `gated` ([G]), those × `gate` ([G]).
+
+    The gate is 1 in value (straight-through), so embeddings are unchanged but carry its gradient.
+    """
+    kept = torch.cat([torch.nonzero(~seq.layout.av_mask).flatten(), gated.cpu()]).sort().values
     multiplier = torch.ones(len(seq), dtype=seq.embeds.dtype, device=seq.embeds.device)
     multiplier = multiplier.index_put((gated.to(multiplier.device),), gate.to(multiplier.dtype))
     idx = kept.to(seq.embeds.device)

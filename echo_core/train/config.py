@@ -47,7 +47,6 @@ class TrainConfig:
     refiner_layers: int = 2
     ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
     log_every: int = 10
-    eval_clips: int = 40
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 

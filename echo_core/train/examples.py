@@ -147,11 +147,6 @@ def question_suffix(
     return TokenSequence(embeds, TokenLayout.text(ids)), len(target)
 
 
-def without_targets(seq: TokenSequence, n_targets: int) -> TokenSequence:
-    """The prompt part of a training sequence (what a sieve may look at)."""
-    return seq.select(torch.arange(len(seq) - n_targets))
-
-
 def answer_loss(
     lm: LanguageModel, seqs: list[TokenSequence], n_targets: list[int], rope: RopeMode
 ) -> tuple[torch.Tensor, int]:

@@ -11,12 +11,10 @@ chunk by chunk without it (the live ingest regime), or kept whole.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,18 +31,13 @@ from ..world import make_clip
 from .aux_labels import AuxProbes
 from .config import TrainConfig
 from .examples import (
-    EncodedClip,
     clip_prefix,
     encode_clips,
-    question_sequence,
     question_suffix,
     shared_prefix_loss,
     world_vocabulary,
 )
 from .plots import plot_training_log
-
-log = logging.getLogger(__name__)
-VALIDATION_OFFSET = 1_000_000  # train-split indices held out for monitoring
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -108,14 +101,6 @@ class Trainer:
                         stage, step + 1, sum(losses) / len(losses), hits / max(1, total), base[0] * scale, bar
                     )
                     losses, hits, total = [], 0, 0
-
-    def _sequences(
-        self, encoded: list[EncodedClip], grad: bool
-    ) -> Iterator[tuple[EncodedClip, TokenSequence, int]]:
-        for enc in encoded:
-            for q in enc.clip.questions:
-                seq, n_t = question_sequence(self.backend, enc, q.text, q.answer, requires_grad=grad)
-                yield enc, seq, n_t
 
     # ------------------------------------------------------------------ stage 1
     def stage1(self) -> None:
@@ -186,12 +171,11 @@ class Trainer:
                 prefix = clip_prefix(self.backend, enc, requires_grad=True)
                 draw = self.rng.random()
                 keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
-                text = torch.nonzero(~prefix.layout.av_mask).flatten()
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
                 elif draw < cfg.full_share + cfg.chunk_share:
                     gated, gate = self._chunk_ste(sieve, prefix, keep, cfg.tau, cfg.gumbel)
-                    prefixes.append(apply_gates(prefix, torch.cat([text, gated]).sort().values, gated, gate))
+                    prefixes.append(apply_gates(prefix, gated, gate))
                 else:  # query-aware: the refiner sees this one question
                     asked = [self.rng.choice(asked)]
                     prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
@@ -201,9 +185,7 @@ class Trainer:
                         scores, av_budget(len(av), keep), gumbel=cfg.gumbel, tau=cfg.tau
                     )
                     gated = av[chosen.cpu()]
-                    prefixes.append(
-                        apply_gates(prefix, torch.cat([text, gated]).sort().values, gated, gate[chosen])
-                    )
+                    prefixes.append(apply_gates(prefix, gated, gate[chosen]))
                 for q in asked:
                     suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
                     questions.append((c, suffix, n_t))
