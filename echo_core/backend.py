@@ -261,11 +261,15 @@ class OmniBackend:
         return self.lm.embed_tokens(ids.to(self.device))
 
     # ------------------------------------------------------------------- sequences
+    def av_body_ids(self, video: VideoTokens | None, audio: AudioTokens | None) -> list[int]:
+        """Placeholders of one AV block, interleaved per 2-s chunk (no markers)."""
+        modality, _ = interleave_order(video, audio)
+        return [self.special.video if m == Modality.VIDEO else self.special.audio for m in modality.tolist()]
+
     def av_block_ids(self, video: VideoTokens | None, audio: AudioTokens | None) -> list[int]:
         """Markers and placeholders of one AV block, interleaved per 2-s chunk."""
         sp = self.special
-        modality, _ = interleave_order(video, audio)
-        body = [sp.video if m == Modality.VIDEO else sp.audio for m in modality.tolist()]
+        body = self.av_body_ids(video, audio)
         has_v, has_a = video is not None and len(video) > 0, audio is not None and len(audio) > 0
         opening = ([sp.vision_bos] if has_v else []) + ([sp.audio_bos] if has_a else [])
         closing = ([sp.audio_eos] if has_a else []) + ([sp.vision_eos] if has_v else [])

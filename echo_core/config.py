@@ -44,11 +44,63 @@ class SieveConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """A live session: chunking, the bounded joint token cache, eviction, asking.
+
+    `cache_budget` is B, the AV tokens (both modalities together) a session may hold;
+    `ingest_keep` is the share of each 2-s chunk's AV tokens the query-agnostic ingest
+    sieve keeps. At ask time the window's cached tokens are used as they are, or re-sieved
+    with the question (query-aware CS2) down to `ask_keep` of them or `ask_budget` tokens.
+    Eviction: see echo_core/stream/eviction.py; re-basing: echo_core/stream/session.py.
+    """
+
+    cache_budget: int = 2048
+    ingest_keep: float = 0.1
+    ask_keep: float | None = None
+    ask_budget: int | None = None
+    window_s: float | None = None  # default question window; None = all retained history
+    bucket_s: float = 10.0  # eviction coverage buckets of stream time
+    floor_share: float = 0.25  # share of the budget reserved as per-bucket floors
+    age_weight: float = 0.1  # priority lost per bucket of age (scores are z-scored per chunk)
+    rebase_horizon_s: float = 600.0  # positions span at most this much stream time
+    kv_reuse: bool = True
+    lateness_s: float = 0.5  # a chunk closes this long after its end has been seen
+    max_pending_chunks: int = 8  # chunks waiting for the encoders; the oldest is dropped beyond
+    video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
+    audio_queue: int = 200  # packets waiting for the chunker; oldest dropped beyond
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        if self.cache_budget < 1:
+            raise ConfigError(f"stream.cache_budget must be ≥ 1, got {self.cache_budget}")
+        if not 0 < self.ingest_keep <= 1:
+            raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
+        if self.ask_keep is not None and self.ask_budget is not None:
+            raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
+        if self.window_s is not None and self.window_s <= 0:
+            raise ConfigError(f"stream.window_s must be > 0 or null, got {self.window_s}")
+        if self.bucket_s <= 0 or not 0 <= self.floor_share < 1 or self.age_weight < 0:
+            raise ConfigError(
+                f"need bucket_s > 0, 0 ≤ floor_share < 1, age_weight ≥ 0; got "
+                f"{self.bucket_s}, {self.floor_share}, {self.age_weight}"
+            )
+        if self.rebase_horizon_s < 4 * self.bucket_s:
+            raise ConfigError(
+                f"stream.rebase_horizon_s {self.rebase_horizon_s} must be ≥ 4 × bucket_s "
+                f"({4 * self.bucket_s})"
+            )
+        for name in ("max_pending_chunks", "video_queue", "audio_queue", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"stream.{name} must be ≥ 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class EchoConfig:
     """The root of the config tree."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

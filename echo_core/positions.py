@@ -41,6 +41,20 @@ def dense_rank(values: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
+def av_rows(
+    origin: int, tau: torch.Tensor, modality: torch.Tensor, grid_h: torch.Tensor, grid_w: torch.Tensor
+) -> torch.Tensor:
+    """(T, H, W) rows of AV tokens in a block with origin `origin`: [N] tensors → [3, N] long.
+
+    T = origin + τ; video H/W = origin + grid row/column, audio H = W = T. A token's rows
+    depend on nothing but its own metadata, so a streaming cache can position tokens one
+    chunk at a time and get what a whole-sequence `build_positions` would give.
+    """
+    t = origin + tau
+    video = modality == Modality.VIDEO
+    return torch.stack([t, torch.where(video, origin + grid_h, t), torch.where(video, origin + grid_w, t)])
+
+
 def build_positions(layout: TokenLayout, mode: RopeMode, start: int = 0) -> torch.Tensor:
     """Position rows for every token of `layout`.
 
@@ -68,15 +82,14 @@ def build_positions(layout: TokenLayout, mode: RopeMode, start: int = 0) -> torc
         tau = layout.time_ids[a:b]
         if mode is RopeMode.COMPACT:
             tau = dense_rank(tau)
-        t = cursor + tau
-        video = layout.modality[a:b] == Modality.VIDEO
-        rows[0, a:b] = t
-        rows[1, a:b] = torch.where(video, cursor + layout.grid_h[a:b], t)
-        rows[2, a:b] = torch.where(video, cursor + layout.grid_w[a:b], t)
+        rows[:, a:b] = av_rows(cursor, tau, layout.modality[a:b], layout.grid_h[a:b], layout.grid_w[a:b])
         cursor = int(rows[:, a:b].max()) + 1
-    if mode is RopeMode.SYNC:
-        return torch.cat([rows, rows[:1]], dim=0)
-    return rows
+    return mode_rows(rows, mode)
+
+
+def mode_rows(rows: torch.Tensor, mode: RopeMode) -> torch.Tensor:
+    """(T, H, W) rows [3, L] → the mode's rows: Sync-RoPE appends a fourth row repeating T."""
+    return torch.cat([rows, rows[:1]], dim=0) if mode is RopeMode.SYNC else rows
 
 
 def next_position(positions: torch.Tensor) -> int:

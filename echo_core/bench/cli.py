@@ -47,9 +47,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     directory = default_model_dir(args.model)
     backend = OmniBackend.load(directory, device=args.device, dtype=args.dtype)
     cs2 = CS2.load_or_init(backend.lm, directory, n_layers=args.refiner_layers)
-    report = run_fidelity(
-        backend,
-        cs2,
+    options = dict(
         split=args.split,
         limit=args.limit,
         methods=_csv(args.methods),
@@ -57,12 +55,50 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         ropes=_csv(args.rope),
         model_name="echo-tiny" if args.model is None else str(args.model),
     )
+    if args.streaming:
+        from ..config import SieveConfig
+        from ..stream.runtime import StreamModel
+        from .fidelity_stream import run_streaming_fidelity
+
+        model = StreamModel(backend, cs2, SieveConfig(refiner_layers=args.refiner_layers))
+        report = run_streaming_fidelity(model, cache_seconds=args.cache_seconds, **options)  # type: ignore[arg-type]
+    else:
+        report = run_fidelity(backend, cs2, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
     _write(report, args.json)
     if args.plot:
         plot_fidelity(report, args.plot)
     print(markdown_table(report), file=sys.stderr)
     return 0
+
+
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    from .efficiency import DEFAULT_KEEPS, DEFAULT_WINDOWS, ratio, run_efficiency
+
+    report = run_efficiency(
+        args.preset,
+        device=args.device,
+        dtype=args.dtype,
+        image=args.image,
+        windows=tuple(_csv(args.windows, float) or DEFAULT_WINDOWS),
+        keeps=tuple(_csv(args.keep, float) or DEFAULT_KEEPS),
+        full_max_window_s=args.full_max_window,
+        ingest_seconds=args.ingest_seconds,
+        repeats=args.repeats,
+    )
+    report["ratios"] = {
+        "full_over_sieved_60s_keep0.1": ratio(report, 60.0, 0.1, "full", "sieved"),
+        "full_over_sieved_kv_60s_keep0.1": ratio(report, 60.0, 0.1, "full", "sieved_kv"),
+        "sieved_kv_600s_over_60s_keep0.1": _kv_growth(report),
+    }
+    _write(report, args.json)
+    return 0
+
+
+def _kv_growth(report: dict[str, object]) -> float | None:
+    rows = {(r["window_s"], r["mode"], r["keep"]): r["ttft_ms"] for r in report["rows"]}  # type: ignore[attr-defined]
+    a, b = rows.get((600.0, "sieved_kv", 0.1)), rows.get((60.0, "sieved_kv", 0.1))
+    return None if a is None or not b else float(a) / float(b)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,9 +121,34 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--device", default="cpu")
     fi.add_argument("--dtype", default="float32")
     fi.add_argument("--refiner-layers", type=int, default=4, help="refiner depth when CS2 is not trained")
+    fi.add_argument("--streaming", action="store_true", help="answer through the live engine, chunk by chunk")
+    fi.add_argument(
+        "--cache-seconds", type=float, default=16.0, help="streaming: cache budget in seconds of kept tokens"
+    )
     fi.add_argument("--plot", help="write the accuracy-vs-keep plot (PNG) here")
     fi.add_argument("--json", help="write the report here")
     fi.set_defaults(func=cmd_fidelity)
+
+    ef = sub.add_parser(
+        "efficiency", help="ask latency, memory, cache size: full vs sieved vs sieved + KV reuse"
+    )
+    ef.add_argument(
+        "--preset", default="cpu-small", help="model dimensions (random weights; default cpu-small)"
+    )
+    ef.add_argument("--device", default="cpu")
+    ef.add_argument("--dtype", default="float32")
+    ef.add_argument("--image", type=int, default=224, help="video frame side in pixels (default 224)")
+    ef.add_argument("--windows", help="comma-separated windows in seconds (default 30,60,120,600)")
+    ef.add_argument("--keep", help="comma-separated keep ratios (default 0.2,0.1,0.05)")
+    ef.add_argument(
+        "--full-max-window", type=float, default=120.0, help="longest window for full/sieved prefill"
+    )
+    ef.add_argument(
+        "--ingest-seconds", type=float, default=20.0, help="stream seconds of real ingest to time"
+    )
+    ef.add_argument("--repeats", type=int, default=3, help="asks per row (median TTFT)")
+    ef.add_argument("--json", help="write the report here")
+    ef.set_defaults(func=cmd_efficiency)
     return p
 
 

@@ -43,14 +43,50 @@ class Tally:
     kept_video_frac: list[float] = field(default_factory=list)
 
     def add(self, family: str, hit: bool, result: SieveResult, audio_event_share: float) -> None:
+        self.add_counts(
+            family,
+            hit,
+            n_audio=result.n_audio,
+            n_video=result.n_video,
+            kept_audio=result.kept_audio,
+            kept_video=result.kept_video,
+            audio_event_share=audio_event_share,
+        )
+
+    def add_counts(
+        self,
+        family: str,
+        hit: bool,
+        *,
+        n_audio: int,
+        n_video: int,
+        kept_audio: int,
+        kept_video: int,
+        audio_event_share: float,
+    ) -> None:
+        """Count one answer given the AV tokens seen and those the LLM attended to."""
         self.correct += int(hit)
         self.total += 1
         self.by_family[family][0] += int(hit)
         self.by_family[family][1] += 1
-        self.kept_audio_frac.append(result.kept_audio / max(1, result.n_audio))
-        self.kept_video_frac.append(result.kept_video / max(1, result.n_video))
-        self.audio_share.append(result.kept_audio / max(1, result.kept_av))
+        self.kept_audio_frac.append(kept_audio / max(1, n_audio))
+        self.kept_video_frac.append(kept_video / max(1, n_video))
+        self.audio_share.append(kept_audio / max(1, kept_audio + kept_video))
         self.audio_event_share.append(audio_event_share)
+
+    def row(self, method: str, rope: str, keep: float) -> dict[str, object]:
+        """The report row of this tally."""
+        return {
+            "method": method,
+            "rope": rope,
+            "keep": keep,
+            "accuracy": self.correct / max(1, self.total),
+            "by_family": {f: c / n for f, (c, n) in sorted(self.by_family.items()) if n},
+            "kept_audio_frac": sum(self.kept_audio_frac) / max(1, len(self.kept_audio_frac)),
+            "kept_video_frac": sum(self.kept_video_frac) / max(1, len(self.kept_video_frac)),
+            "audio_budget_share": sum(self.audio_share) / max(1, len(self.audio_share)),
+            "density_correlation": pearson(self.audio_share, self.audio_event_share),
+        }
 
 
 def pearson(xs: list[float], ys: list[float]) -> float | None:
@@ -115,22 +151,10 @@ def run_fidelity(
                 result = sieves[(method, rope)].select(seq, keep=keep)
                 hit = predict(backend, seq, result, RopeMode.parse(rope)) == q.answer
                 tallies[(method, rope, keep)].add(q.family, hit, result, event_share)
-    out_rows = []
-    for (method, rope, keep), t in tallies.items():
-        row: dict[str, object] = {
-            "method": method,
-            "rope": rope,
-            "keep": keep,
-            "accuracy": t.correct / max(1, t.total),
-            "by_family": {f: c / n for f, (c, n) in sorted(t.by_family.items()) if n},
-            "kept_audio_frac": sum(t.kept_audio_frac) / max(1, len(t.kept_audio_frac)),
-            "kept_video_frac": sum(t.kept_video_frac) / max(1, len(t.kept_video_frac)),
-            "audio_budget_share": sum(t.audio_share) / max(1, len(t.audio_share)),
-            "density_correlation": pearson(t.audio_share, t.audio_event_share),
-        }
-        out_rows.append(row)
+    out_rows = [t.row(method, rope, keep) for (method, rope, keep), t in tallies.items()]
     return {
         "model": model_name,
+        "mode": "offline",
         "split": split,
         "n": n_questions,
         "n_clips": limit,

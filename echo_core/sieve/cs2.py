@@ -165,6 +165,24 @@ class CS2Sieve:
         return scores
 
     @torch.no_grad()
+    def score_batch(self, seqs: list[TokenSequence]) -> list[torch.Tensor]:
+        """Scores of sequences that share one layout, in one refiner call (trained head).
+
+        Same-shaped chunks of several live sessions have identical chunk-relative layouts,
+        so their positions coincide and they stack into one [G, L, D] batch.
+        """
+        if self.scoring != "head" or len(seqs) < 2:
+            return [self.score(s) for s in seqs]
+        first = seqs[0].layout
+        for s in seqs[1:]:
+            if len(s) != len(first) or not torch.equal(s.layout.time_ids, first.time_ids):
+                raise ValueError(f"score_batch needs one layout; got lengths {len(first)} and {len(s)}")
+        cos, sin = self._rope(seqs[0])
+        refined = self.cs2.refiner(torch.stack([s.embeds for s in seqs]), cos, sin)  # [G, L, D]
+        av = av_indices(seqs[0]).to(refined.device)
+        return list(self.cs2.head(refined[:, av]).float().cpu())
+
+    @torch.no_grad()
     def select(
         self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
     ) -> SieveResult:

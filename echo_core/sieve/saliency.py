@@ -34,7 +34,7 @@ def question_indices(layout: TokenLayout) -> torch.Tensor:
         return av
     mods = layout.modality[av]
     n_markers = int((mods == Modality.AUDIO).any()) + int((mods == Modality.VIDEO).any())
-    start = int(av[-1]) + 1 + n_markers
+    start = min(int(av[-1]) + 1 + n_markers, len(layout))  # AV-only sequences (a chunk) have none
     return torch.arange(start, len(layout))
 
 
@@ -97,7 +97,7 @@ def training_free_scores(
     chunk = layout.time_ids[av] // TIME_IDS_PER_CHUNK
     group = chunk * 2 + (mod == Modality.VIDEO).long()  # [N]: (chunk, modality) of each token
     other = chunk * 2 + (mod != Modality.VIDEO).long()  # the other modality in the same chunk
-    n_groups = int(group.max()) + 1
+    n_groups = int(torch.maximum(group, other).max()) + 1  # one modality alone: `other` is past group's max
     central = torch.zeros(n, dtype=torch.float32)
     by_group = torch.zeros(n_groups, n, dtype=torch.float32)
     for start in range(0, n, block):

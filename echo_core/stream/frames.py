@@ -1,0 +1,52 @@
+"""Typed media in and out of a streaming session.
+
+Inputs carry their own stream time (seconds since the session's clock origin, already
+mapped from RTP/pts by the caller). The chunker turns them into `MediaChunk`s: two
+seconds of stream time, video at 2 fps and audio as 16 kHz mono, ready for the encoders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded picture at stream time `t_s`."""
+
+    t_s: float
+    rgb: np.ndarray  # [H, W, 3] uint8
+
+
+@dataclass(frozen=True)
+class AudioPacket:
+    """PCM whose first sample plays at stream time `t_s`."""
+
+    t_s: float
+    pcm: np.ndarray  # [N] or [N, C], integer or float samples
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class MediaChunk:
+    """Media of one aligned chunk [index × seconds, (index + 1) × seconds) of stream time."""
+
+    index: int
+    start_s: float
+    duration_s: float
+    frames: np.ndarray | None  # [T, H, W, 3] uint8 at 2 fps, one size per chunk; None without video
+    frame_times: np.ndarray | None  # [T] float64 stream seconds, increasing
+    audio: np.ndarray | None  # [N] float32, 16 kHz mono, sample 0 at start_s; None without audio
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+    @property
+    def signature(self) -> tuple[object, ...]:
+        """Equal for chunks the encoders and the ingest sieve can batch (same token layout)."""
+        video = None if self.frames is None else tuple(self.frames.shape)
+        audio = None if self.audio is None else int(self.audio.shape[0])
+        return (video, audio)

@@ -1,0 +1,225 @@
+"""The model side of streaming, shared by every session of a worker.
+
+`StreamModel.prepare` takes closed 2-s chunks of any number of sessions and returns,
+for each, the tokens its ingest sieve keeps: both encoders run once over all chunks
+(sizes and lengths may differ), and CS2 scores same-shaped chunks in one refiner call.
+The ingest sieve sees one chunk's AV tokens without any question, positioned with
+time ids relative to the chunk start, which is the regime CS2 was trained in (the
+chunk branch of stage 2) and makes equal-shaped chunks share one layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+
+from ..backend import OmniBackend
+from ..config import EchoConfig, SieveConfig
+from ..errors import ConfigError
+from ..models import default_model_dir
+from ..rope import RopeMode
+from ..sieve import CS2, METHODS, CS2Sieve, Sieve, make_sieve
+from ..sieve.base import av_budget, top_k
+from ..tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
+from .cache import CachedTokens
+from .frames import MediaChunk
+
+log = logging.getLogger(__name__)
+
+#: Sieves that cannot run over a chunk before the question exists.
+_NOT_STREAMABLE = {"fastv": "FastV prunes inside the LLM at question time; it keeps nothing to cache"}
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """One closed chunk of one session, with that session's ingest settings."""
+
+    chunk: MediaChunk
+    method: str
+    keep: float
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """A chunk's AV tokens in interleave order, with absolute and chunk-relative time ids."""
+
+    absolute: TokenSequence
+    relative: TokenSequence
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """What the ingest sieve kept of a chunk, and how much it saw."""
+
+    chunk: MediaChunk
+    kept: CachedTokens
+    seen_audio: int
+    seen_video: int
+
+
+def time_id(seconds: float) -> int:
+    """Stream seconds → integer time id (25 per second)."""
+    return int(seconds_to_time_ids(torch.tensor([seconds]))[0])
+
+
+def zscore(scores: torch.Tensor) -> torch.Tensor:
+    """Scores on a common scale across chunks: (s − mean) / std, 0 where undefined."""
+    s = torch.nan_to_num(scores.float(), nan=0.0)
+    if s.numel() < 2:
+        return torch.zeros_like(s)
+    std = s.std()
+    return (s - s.mean()) / std if float(std) > 0 else torch.zeros_like(s)
+
+
+class StreamModel:
+    """Backend, CS2 and the sieves, for any number of sessions."""
+
+    def __init__(self, backend: OmniBackend, cs2: CS2, sieve: SieveConfig) -> None:
+        self.rope = RopeMode.parse(sieve.rope)
+        if self.rope is RopeMode.COMPACT:
+            raise ConfigError(
+                "rope 'compact' re-ranks time over a whole block; a stream positions tokens chunk by "
+                "chunk, so use 'sync' or 'tmrope'"
+            )
+        self.backend = backend
+        self.lm = backend.lm
+        self.cs2 = cs2
+        self.sieve_config = sieve
+        self._sieves: dict[str, Sieve] = {}
+        self.check_method(sieve.method)
+
+    @classmethod
+    def load(cls, config: EchoConfig) -> StreamModel:
+        """Load the configured thinker (the bundled echo-tiny by default) and its CS2 weights."""
+        directory = default_model_dir(config.model.directory)
+        backend = OmniBackend.load(
+            directory,
+            device=config.model.device,
+            dtype=config.model.dtype,
+            max_pixels=config.model.max_pixels,
+        )
+        cs2 = CS2.load_or_init(backend.lm, directory, n_layers=config.sieve.refiner_layers)
+        return cls(backend, cs2, config.sieve)
+
+    def check_method(self, method: str) -> None:
+        """Raise ConfigError unless `method` can sieve a live stream."""
+        if method not in METHODS:
+            raise ConfigError(f"unknown sieve method {method!r}; expected one of: {', '.join(METHODS)}")
+        if method in _NOT_STREAMABLE:
+            raise ConfigError(f"sieve {method!r} cannot stream: {_NOT_STREAMABLE[method]}")
+
+    def sieve(self, method: str) -> Sieve:
+        """The sieve called `method` (built once, shared by sessions)."""
+        if method not in self._sieves:
+            self.check_method(method)
+            s = self.sieve_config
+            self._sieves[method] = make_sieve(
+                method,
+                self.lm,
+                self.cs2,
+                rope=self.rope,
+                scoring=s.scoring,
+                seed=s.seed,
+                fastv_layer=s.fastv_layer,
+            )
+        return self._sieves[method]
+
+    # --------------------------------------------------------------- encoding
+    @torch.no_grad()
+    def encode(self, chunks: list[MediaChunk]) -> list[tuple[VideoTokens | None, AudioTokens | None]]:
+        """Both encoders over every chunk, one call per modality."""
+        with_video = [i for i, c in enumerate(chunks) if c.frames is not None]
+        with_audio = [i for i, c in enumerate(chunks) if c.audio is not None and len(c.audio) > 0]
+        videos: dict[int, VideoTokens] = {}
+        audios: dict[int, AudioTokens] = {}
+        if with_video:
+            outs = self.backend.encode_videos(
+                [chunks[i].frames for i in with_video],  # type: ignore[misc]
+                [chunks[i].frame_times for i in with_video],
+            )
+            videos = dict(zip(with_video, outs, strict=True))
+        if with_audio:
+            outs_a = self.backend.encode_audios(
+                [chunks[i].audio for i in with_audio],  # type: ignore[misc]
+                [16000] * len(with_audio),
+                [chunks[i].start_s for i in with_audio],
+            )
+            audios = dict(zip(with_audio, outs_a, strict=True))
+        return [(videos.get(i), audios.get(i)) for i in range(len(chunks))]
+
+    def chunk_sequence(
+        self, chunk: MediaChunk, video: VideoTokens | None, audio: AudioTokens | None
+    ) -> tuple[TokenSequence, TokenSequence]:
+        """(sequence with absolute time ids, the same with time ids relative to the chunk start)."""
+        ids = torch.tensor(self.backend.av_body_ids(video, audio), dtype=torch.long)
+        seq = self.backend.sequence_from_ids(ids, video, audio)
+        lay = seq.layout
+        rel = TokenLayout(
+            lay.input_ids,
+            lay.modality,
+            lay.time_ids - time_id(chunk.start_s),
+            lay.grid_h,
+            lay.grid_w,
+            lay.shares_prev,
+        )
+        return seq, TokenSequence(seq.embeds, rel)
+
+    # --------------------------------------------------------------- ingest
+    @torch.no_grad()
+    def encode_chunks(self, chunks: list[MediaChunk]) -> list[EncodedChunk]:
+        """Both encoders over `chunks`, as (absolute, chunk-relative) token sequences."""
+        encoded = self.encode(chunks)
+        return [
+            EncodedChunk(*self.chunk_sequence(c, v, a)) for c, (v, a) in zip(chunks, encoded, strict=True)
+        ]
+
+    def prepare(self, requests: list[IngestRequest]) -> list[PreparedChunk]:
+        """Encode and ingest-sieve chunks of any sessions; one result per request, in order."""
+        return self.sieve_chunks(requests, self.encode_chunks([r.chunk for r in requests]))
+
+    @torch.no_grad()
+    def sieve_chunks(self, requests: list[IngestRequest], encoded: list[EncodedChunk]) -> list[PreparedChunk]:
+        """Run each request's ingest sieve over its encoded chunk (CS2 batched per layout)."""
+        if not requests:
+            return []
+        pairs = [(e.absolute, e.relative) for e in encoded]
+        scores: list[torch.Tensor | None] = [None] * len(requests)
+        # CS2 chunks with one layout share a refiner call.
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            if r.method == "cs2" and len(pairs[i][1]) > 0:
+                groups[(r.chunk.signature, len(pairs[i][1]))].append(i)
+        cs2 = self.sieve("cs2") if groups else None
+        for members in groups.values():
+            assert isinstance(cs2, CS2Sieve)
+            for i, s in zip(members, cs2.score_batch([pairs[i][1] for i in members]), strict=True):
+                scores[i] = s
+        out: list[PreparedChunk] = []
+        for i, r in enumerate(requests):
+            seq, rel = pairs[i]
+            n = len(seq)
+            if n == 0:
+                kept_idx = torch.zeros(0, dtype=torch.long)
+                chunk_scores = torch.zeros(0)
+            elif scores[i] is not None:
+                chunk_scores = scores[i]  # type: ignore[assignment]
+                kept_idx = top_k(chunk_scores, av_budget(n, r.keep)).sort().values
+            else:
+                result = self.sieve(r.method).select(rel, keep=r.keep)
+                chunk_scores, kept_idx = result.scores, result.kept
+            z = zscore(chunk_scores)
+            lay = seq.layout
+            kept = CachedTokens(
+                embeds=seq.embeds[kept_idx.to(seq.embeds.device)],
+                input_ids=lay.input_ids[kept_idx],
+                time_ids=lay.time_ids[kept_idx],
+                modality=lay.modality[kept_idx],
+                grid_h=lay.grid_h[kept_idx],
+                grid_w=lay.grid_w[kept_idx],
+                scores=z[kept_idx] if z.numel() else torch.zeros(0),
+            )
+            out.append(PreparedChunk(r.chunk, kept, lay.count(Modality.AUDIO), lay.count(Modality.VIDEO)))
+        return out

@@ -1,0 +1,452 @@
+"""One live session: bounded input queues, the chunker, the joint token cache and its KV.
+
+Media → `push_video` / `push_audio` (cheap, thread-safe, bounded: video latest-frame-wins,
+audio drops the oldest) → `drain` into the chunker → closed chunks wait (bounded) for
+the scheduler, which encodes and sieves them (`StreamModel.prepare`) and hands the kept
+tokens back to `append_chunk`.
+
+Positions. The cache is one AV block after the chat prefix `<|im_start|>user\\n
+<|vision_bos|><|audio_bos|>`; a token with absolute time id τ sits at T = o + (τ − base)
+(H/W from its grid for video), exactly as `build_positions` would place it in a fresh
+sequence of the same tokens, so KV computed chunk by chunk equals one prefill of them.
+
+Re-basing (long streams). Positions must stay in the model's trained range, so the
+block's time origin `base` moves: when a chunk would end more than `rebase_horizon_s`
+after `base`, `base` jumps to ¾ of the horizon before that end, tokens older than the
+new base are dropped, and the KV of every retained token is re-prefilled from its
+embedding at the new positions. Positions therefore never exceed o + horizon (+ grid),
+the re-prefill costs one forward over ≤ B tokens per ¼ horizon of stream time, and the
+KV stays exactly what a fresh prefill of the retained tokens would give.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from ..aliasing import aliasing_by_mode
+from ..config import StreamConfig
+from ..errors import ConfigError, EmptyAVError
+from ..generate import GenerationConfig, Prefill, prefill
+from ..positions import build_positions, next_position
+from ..rope import POSITIONS_PER_SECOND
+from ..sieve.base import av_indices
+from ..tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
+from .answer import AnswerContext, AnswerStream
+from .cache import CachedTokens, JointTokenCache
+from .chunker import ChunkAssembler
+from .eviction import eviction_victims
+from .frames import AudioPacket, MediaChunk, VideoFrame
+from .kv import KVStore
+from .runtime import IngestRequest, PreparedChunk, StreamModel, time_id
+
+log = logging.getLogger(__name__)
+
+#: After a re-base the newest token sits this share of the horizon after the new base.
+REBASE_KEEP = 0.75
+
+
+@dataclass
+class SessionStats:
+    """Counters of one session (cumulative unless noted)."""
+
+    video_frames_in: int = 0
+    audio_packets_in: int = 0
+    video_dropped: int = 0  # latest-frame-wins queue overflow
+    audio_dropped: int = 0  # drop-oldest queue overflow
+    chunks_dropped: int = 0  # closed chunks dropped because the encoders fell behind
+    chunks_ingested: int = 0
+    seen_audio: int = 0  # AV tokens the encoders produced
+    seen_video: int = 0
+    kept_audio: int = 0  # tokens the ingest sieve kept
+    kept_video: int = 0
+    evicted_audio: int = 0
+    evicted_video: int = 0
+    rebases: int = 0
+    first_media_s: float | None = None  # oldest stream time pushed
+    latest_media_s: float | None = None  # newest stream time pushed
+    ingested_until_s: float | None = None  # end of the newest chunk in the cache
+
+
+class StreamSession:
+    """A live stream's state; the model is shared, everything else is per session."""
+
+    def __init__(
+        self,
+        model: StreamModel,
+        config: StreamConfig,
+        *,
+        session_id: str = "session",
+        method: str | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.session_id = session_id
+        self.method = method or model.sieve_config.method
+        model.check_method(self.method)
+        self.stats = SessionStats()
+        self.chunker = ChunkAssembler(
+            seconds_per_chunk=float(SECONDS_PER_CHUNK), lateness_s=config.lateness_s
+        )
+        self._video_in: deque[VideoFrame] = deque()
+        self._audio_in: deque[AudioPacket] = deque()
+        self._pending: deque[MediaChunk] = deque()
+        self._lock = threading.RLock()
+        backend = model.backend
+        sp = backend.special
+        prefix_ids, _ = backend.chat_ids(None)
+        self.prefix_layout = TokenLayout.text(
+            [*prefix_ids, sp.vision_bos, sp.audio_bos], [False] * len(prefix_ids) + [False, True]
+        )
+        self.prefix_embeds = backend.embed_ids(self.prefix_layout.input_ids).detach()  # [P, D]
+        self.origin = next_position(build_positions(self.prefix_layout, model.rope))
+        self.cache = JointTokenCache(
+            config.cache_budget, backend.hidden_size, dtype=backend.dtype, device=backend.device
+        )
+        self.kv: KVStore | None = None
+        if config.kv_reuse:
+            self.kv = KVStore(model.lm, len(self.prefix_layout), config.cache_budget)
+            self._prefill_prefix()
+        self.base_tid: int | None = None
+        self.now_tid: int | None = None
+
+    # ------------------------------------------------------------------ input
+    def push_video(self, frame: VideoFrame) -> None:
+        """Queue a frame (thread-safe); beyond `video_queue` the oldest queued frame is dropped."""
+        self.stats.video_frames_in += 1
+        if len(self._video_in) >= self.config.video_queue:
+            self._video_in.popleft()
+            self.stats.video_dropped += 1
+        self._video_in.append(frame)
+        self._saw(frame.t_s)
+
+    def push_audio(self, packet: AudioPacket) -> None:
+        """Queue a packet (thread-safe); beyond `audio_queue` the oldest queued packet is dropped."""
+        self.stats.audio_packets_in += 1
+        if len(self._audio_in) >= self.config.audio_queue:
+            self._audio_in.popleft()
+            self.stats.audio_dropped += 1
+        self._audio_in.append(packet)
+        if packet.sample_rate > 0:
+            self._saw(packet.t_s + len(packet.pcm) / packet.sample_rate)
+
+    def _saw(self, t: float) -> None:
+        if t != t:  # nan: the chunker counts and drops it
+            return
+        s = self.stats
+        if s.first_media_s is None:
+            s.first_media_s = float(t)
+        if s.latest_media_s is None or t > s.latest_media_s:
+            s.latest_media_s = float(t)
+
+    def drain(self, now_s: float | None = None, *, flush: bool = False) -> int:
+        """Move queued media into the chunker; returns how many chunks are waiting.
+
+        `now_s` lets a stalled stream's chunks close on the clock; `flush` closes them all.
+        """
+        chunks: list[MediaChunk] = []
+        # Merge the two queues by time, so a backlog of one modality cannot close chunks
+        # before the other's queued media for them reaches the chunker.
+        while self._video_in or self._audio_in:
+            video_first = bool(self._video_in) and (
+                not self._audio_in or not self._audio_in[0].t_s < self._video_in[0].t_s
+            )
+            if video_first:
+                chunks += self.chunker.push_video(self._video_in.popleft())
+            else:
+                chunks += self.chunker.push_audio(self._audio_in.popleft())
+        if now_s is not None:
+            chunks += self.chunker.advance(now_s)
+        if flush:
+            chunks += self.chunker.flush()
+        for c in chunks:
+            if len(self._pending) >= self.config.max_pending_chunks:
+                dropped = self._pending.popleft()
+                self.stats.chunks_dropped += 1
+                log.warning("%s: encoders behind, dropped chunk %d", self.session_id, dropped.index)
+            self._pending.append(c)
+        return len(self._pending)
+
+    @property
+    def pending_chunks(self) -> int:
+        """Closed chunks waiting for the encoders."""
+        return len(self._pending)
+
+    def take_requests(self, limit: int | None = None) -> list[IngestRequest]:
+        """Pop up to `limit` waiting chunks as ingest requests with this session's settings."""
+        out: list[IngestRequest] = []
+        while self._pending and (limit is None or len(out) < limit):
+            out.append(IngestRequest(self._pending.popleft(), self.method, self.config.ingest_keep))
+        return out
+
+    def process(self, *, flush: bool = False) -> int:
+        """Drain, encode, sieve and cache everything waiting (one session, no scheduler)."""
+        self.drain(flush=flush)
+        prepared = self.model.prepare(self.take_requests())
+        for p in prepared:
+            self.append_chunk(p)
+        return len(prepared)
+
+    # ------------------------------------------------------------------ cache
+    def _rows(self, tokens: CachedTokens, suffix: TokenLayout | None = None) -> torch.Tensor:
+        """Position rows of the prefix + `tokens` (+ suffix), as one fresh sequence would get."""
+        assert self.base_tid is not None
+        parts = [self.prefix_layout, tokens.layout(self.base_tid)]
+        if suffix is not None:
+            parts.append(suffix)
+        return build_positions(TokenLayout.concat(parts), self.model.rope)
+
+    def _prefill_prefix(self) -> None:
+        assert self.kv is not None
+        lm = self.model.lm
+        cache = lm.new_cache()
+        rows = build_positions(self.prefix_layout, self.model.rope)
+        with torch.no_grad():
+            lm.forward(self.prefix_embeds[None], rows, lm.split(self.model.rope), cache=cache)
+        self.kv.write_prefix(cache)
+
+    def _prefill_slots(self, first: int, count: int) -> None:
+        """Compute the KV of slots [first, first + count) against the prefix and slots before them."""
+        if self.kv is None or count == 0:
+            return
+        lm = self.model.lm
+        tokens = self.cache.tokens(torch.arange(first + count))
+        rows = self._rows(tokens)[:, len(self.prefix_layout) + first :]
+        cache = self.kv.dynamic_cache(None, used=first)
+        with torch.no_grad():
+            lm.forward(
+                self.cache.embeds[first : first + count][None], rows, lm.split(self.model.rope), cache=cache
+            )
+        self.kv.write_slots(cache, first, count)
+
+    def _keep_slots(self, slots: torch.Tensor) -> None:
+        dropped = self.cache.tokens(self._complement(slots, len(self.cache)))
+        self.stats.evicted_audio += dropped.count(Modality.AUDIO)
+        self.stats.evicted_video += dropped.count(Modality.VIDEO)
+        self.cache.keep(slots)
+        if self.kv is not None:
+            self.kv.keep(slots)
+
+    @staticmethod
+    def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
+        mask = torch.ones(n, dtype=torch.bool)
+        mask[index] = False
+        return torch.nonzero(mask).flatten()
+
+    def _rebase(self, new_base: int) -> None:
+        """Move the time origin to `new_base`, dropping older tokens and re-prefilling the KV."""
+        assert self.base_tid is not None
+        survivors = torch.nonzero(self.cache.time_ids[: len(self.cache)] >= new_base).flatten()
+        self._keep_slots(survivors)
+        log.info(
+            "%s: re-based time origin %.1f s → %.1f s, %d tokens kept",
+            self.session_id,
+            self.base_tid / POSITIONS_PER_SECOND,
+            new_base / POSITIONS_PER_SECOND,
+            len(self.cache),
+        )
+        self.base_tid = new_base
+        self.stats.rebases += 1
+        self._prefill_slots(0, len(self.cache))
+
+    def append_chunk(self, prepared: PreparedChunk) -> None:
+        """Cache the kept tokens of one chunk: re-base if needed, evict to the budget, extend the KV."""
+        with self._lock:
+            chunk = prepared.chunk
+            start, end = time_id(chunk.start_s), time_id(chunk.end_s)
+            if self.now_tid is not None and start < self.now_tid:
+                log.warning(
+                    "%s: chunk %d starts before the cache's end; dropped", self.session_id, chunk.index
+                )
+                self.stats.chunks_dropped += 1
+                return
+            horizon = round(self.config.rebase_horizon_s * POSITIONS_PER_SECOND)
+            if self.base_tid is None:
+                self.base_tid = start
+            elif end - self.base_tid > horizon:
+                self._rebase(max(self.base_tid, end - round(REBASE_KEEP * horizon)))
+            tokens = prepared.kept
+            budget = self.config.cache_budget
+            n_old = len(self.cache)
+            n_evict = n_old + len(tokens) - budget
+            if n_evict > 0:
+                pool = CachedTokens.concat([self.cache.tokens(), tokens])
+                victims = eviction_victims(
+                    pool.time_ids,
+                    pool.scores,
+                    n_evict,
+                    now_tid=end,
+                    bucket_tids=round(self.config.bucket_s * POSITIONS_PER_SECOND),
+                    budget=budget,
+                    floor_share=self.config.floor_share,
+                    age_weight=self.config.age_weight,
+                )
+                old_victims, new_victims = victims[victims < n_old], victims[victims >= n_old] - n_old
+                if old_victims.numel():
+                    self._keep_slots(self._complement(old_victims, n_old))
+                if new_victims.numel():
+                    lost = tokens.select(new_victims)
+                    self.stats.evicted_audio += lost.count(Modality.AUDIO)
+                    self.stats.evicted_video += lost.count(Modality.VIDEO)
+                    tokens = tokens.select(self._complement(new_victims, len(tokens)))
+            slots = self.cache.append(tokens)
+            self._prefill_slots(slots.start, len(slots))
+            s = self.stats
+            s.chunks_ingested += 1
+            s.seen_audio += prepared.seen_audio
+            s.seen_video += prepared.seen_video
+            s.kept_audio += prepared.kept.count(Modality.AUDIO)
+            s.kept_video += prepared.kept.count(Modality.VIDEO)
+            s.ingested_until_s = chunk.end_s
+            self.now_tid = end
+
+    # -------------------------------------------------------------------- ask
+    def window_slots(self, window_s: float | None) -> torch.Tensor:
+        """Cache slots whose time lies in the last `window_s` seconds of ingested stream (all when None)."""
+        if window_s is not None and window_s <= 0:
+            raise ConfigError(f"window_s must be > 0 or None, got {window_s}")
+        if self.now_tid is None:
+            return torch.zeros(0, dtype=torch.long)
+        if window_s is None:
+            return torch.arange(len(self.cache))
+        return self.cache.window_slots(self.now_tid - round(window_s * POSITIONS_PER_SECOND))
+
+    def _suffix(self, question: str) -> TokenSequence:
+        backend = self.model.backend
+        sp = backend.special
+        _, chat_suffix = backend.chat_ids(question)
+        ids = [sp.audio_eos, sp.vision_eos, *chat_suffix]
+        layout = TokenLayout.text(ids, [False, True] + [False] * len(chat_suffix))
+        return TokenSequence(backend.embed_ids(layout.input_ids).detach(), layout)
+
+    def question_sequence(self, tokens: CachedTokens, suffix: TokenSequence) -> TokenSequence:
+        """prefix + `tokens` + suffix as one fresh sequence (what a non-streaming prefill would see)."""
+        assert self.base_tid is not None
+        av = TokenSequence(tokens.embeds, tokens.layout(self.base_tid))
+        prefix = TokenSequence(self.prefix_embeds, self.prefix_layout)
+        return TokenSequence.concat([prefix, av, suffix])
+
+    def ask(
+        self,
+        question: str,
+        window_s: float | None = None,
+        *,
+        kv_reuse: bool | None = None,
+        ask_keep: float | None = None,
+        ask_budget: int | None = None,
+        use_default_window: bool = True,
+    ) -> AnswerStream:
+        """Answer `question` from the cached tokens of the last `window_s` seconds.
+
+        `window_s` None means the session's default window (`stream.window_s`), itself None
+        for all retained history. With `ask_keep` / `ask_budget` (or the session's defaults)
+        the window is re-sieved with the question first. The returned stream yields text
+        pieces; TTFT is measured from this call.
+        """
+        started = time.perf_counter()
+        window = window_s if window_s is not None or not use_default_window else self.config.window_s
+        reuse = self.config.kv_reuse if kv_reuse is None else kv_reuse
+        if reuse and self.kv is None:
+            raise ConfigError("kv_reuse needs a session created with stream.kv_reuse: true")
+        if ask_keep is None and ask_budget is None:
+            ask_keep, ask_budget = self.config.ask_keep, self.config.ask_budget
+        model = self.model
+        with self._lock:
+            slots = self.window_slots(window)
+            if slots.numel() == 0:
+                span = "yet" if window is None else f"in the last {window:g} s"
+                raise EmptyAVError(f"no cached audio or video {span}")
+            tokens = self.cache.tokens(slots)
+            suffix = self._suffix(question)
+            if ask_keep is not None or ask_budget is not None:
+                seq = self.question_sequence(tokens, suffix)
+                result = model.sieve(self.method).select(seq, keep=ask_keep, budget=ask_budget)
+                av_pos = av_indices(seq)
+                chosen = torch.nonzero(torch.isin(av_pos, result.kept)).flatten()
+                slots, tokens = slots[chosen], tokens.select(chosen)
+            if reuse:
+                state = self._prefill_question(slots, tokens, suffix)
+            else:
+                state = prefill(model.lm, self.question_sequence(tokens, suffix), model.rope)
+            assert self.now_tid is not None
+            end_s = self.now_tid / POSITIONS_PER_SECOND
+            context = AnswerContext(
+                question=question,
+                window_s=window,
+                window_start_s=end_s - window if window is not None else self.base_tid_s,
+                window_end_s=end_s,
+                audio_tokens=tokens.count(Modality.AUDIO),
+                video_tokens=tokens.count(Modality.VIDEO),
+                kv_reuse=reuse,
+                aliasing=aliasing_by_mode(tokens.time_ids, model.lm.head_dim, model.lm.theta),
+            )
+        backend = model.backend
+        generation = GenerationConfig(max_new_tokens=self.config.max_new_tokens)
+        return AnswerStream(
+            model.lm, backend.tokenizer, state, generation, backend.special.eos_ids, context, started
+        )
+
+    @property
+    def base_tid_s(self) -> float:
+        return 0.0 if self.base_tid is None else self.base_tid / POSITIONS_PER_SECOND
+
+    @torch.no_grad()
+    def _prefill_question(self, slots: torch.Tensor, tokens: CachedTokens, suffix: TokenSequence) -> Prefill:
+        """Prefill only the question against the cached KV of `slots`."""
+        assert self.kv is not None
+        lm = self.model.lm
+        rows = self._rows(tokens, suffix.layout)[:, len(self.prefix_layout) + len(tokens) :]
+        cache = self.kv.dynamic_cache(slots, used=len(self.cache))
+        split = lm.split(self.model.rope)
+        out = lm.forward(suffix.embeds[None], rows, split, cache=cache)
+        logits = lm.logits(out.hidden[:, -1])[0].float()
+        return Prefill(cache, logits, int(rows.max()) + 1, split, int(rows.shape[0]))
+
+    # ------------------------------------------------------------------ stats
+    @property
+    def ingest_lag_s(self) -> float:
+        """Seconds of pushed media not yet in the cache."""
+        s = self.stats
+        if s.latest_media_s is None or s.first_media_s is None:
+            return 0.0
+        done = s.ingested_until_s if s.ingested_until_s is not None else s.first_media_s
+        return max(0.0, s.latest_media_s - done)
+
+    def cache_bytes(self) -> int:
+        """Bytes allocated for this session's cache: slots plus KV."""
+        return self.cache.nbytes + (self.kv.nbytes if self.kv is not None else 0)
+
+    def snapshot(self) -> dict[str, object]:
+        """Stats for monitoring: counters, cache occupancy per modality, lag, bytes."""
+        out: dict[str, object] = asdict(self.stats)
+        out.update(
+            session_id=self.session_id,
+            ingest_lag_s=round(self.ingest_lag_s, 3),
+            cache_tokens=len(self.cache),
+            cache_audio=self.cache.count(Modality.AUDIO),
+            cache_video=self.cache.count(Modality.VIDEO),
+            cache_budget=self.config.cache_budget,
+            cache_bytes=self.cache_bytes(),
+            pending_chunks=self.pending_chunks,
+            chunker=self.chunker.stats.to_dict(),
+        )
+        return out
+
+    def update(self, **changes: object) -> None:
+        """Change per-session settings (ingest_keep, window_s, ask_keep, ask_budget, method)."""
+        method = changes.pop("method", None)
+        if "cache_budget" in changes or "kv_reuse" in changes:
+            raise ConfigError("cache_budget and kv_reuse are fixed when a session is created")
+        with self._lock:
+            if method is not None:
+                self.model.check_method(str(method))
+                self.method = str(method)
+            try:
+                self.config = replace(self.config, **changes)  # type: ignore[arg-type]
+            except TypeError as exc:
+                raise ConfigError(f"unknown session setting: {exc}") from None

@@ -1,0 +1,117 @@
+"""`echo-bench fidelity --streaming` and `echo-bench efficiency`: schema and plumbing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from echo_core.backend import OmniBackend
+from echo_core.bench.cli import main
+from echo_core.bench.efficiency import ratio, run_efficiency
+from echo_core.bench.fidelity_stream import clip_chunks, run_streaming_fidelity, stream_plan
+from echo_core.config import SieveConfig
+from echo_core.sieve import CS2
+from echo_core.stream.runtime import StreamModel
+from echo_core.world import make_clip
+
+ROW_KEYS = {"method", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"}
+
+
+def test_stream_plan_drops_what_cannot_stream() -> None:
+    rows = stream_plan(["none", "cs2", "fastv", "random"], [1.0, 0.1], None)
+    assert ("cs2", "compact", 0.1) not in rows and not any(m == "fastv" for m, _, _ in rows)
+    assert (
+        ("none", "sync", 1.0) in rows and ("cs2", "tmrope", 0.1) in rows and ("random", "sync", 0.1) in rows
+    )
+
+
+def test_clip_goes_through_the_live_input_path(backend: OmniBackend, cs2: CS2) -> None:
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    clip = make_clip("test", 0)
+    chunks = clip_chunks(model, clip)
+    duration = len(clip.audio) / 16000
+    assert len(chunks) == -(-int(duration) // 2)
+    assert sum(len(c.frames) for c in chunks) >= len(clip.frames)  # type: ignore[arg-type]
+    assert sum(len(c.audio) for c in chunks) == len(clip.audio)  # type: ignore[arg-type]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_streaming_fidelity_schema(backend: OmniBackend, cs2: CS2) -> None:
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    report = run_streaming_fidelity(
+        model,
+        split="test",
+        limit=2,
+        methods=["none", "cs2", "uniform"],
+        keeps=[1.0, 0.2],
+        ropes=["sync"],
+        cache_seconds=4.0,
+        progress=False,
+    )
+    assert report["mode"] == "streaming" and report["n"] > 0
+    assert report["evicted_tokens"] > 0  # 4 s of cache for 8–16-s clips
+    rows = report["rows"]
+    assert {(r["method"], r["keep"]) for r in rows} == {("none", 1.0), ("cs2", 0.2), ("uniform", 0.2)}
+    for r in rows:
+        assert set(r) >= ROW_KEYS
+        assert 0.0 <= r["accuracy"] <= 1.0
+    full = next(r for r in rows if r["method"] == "none")
+    sieved = next(r for r in rows if r["method"] == "cs2")
+    assert (
+        sieved["kept_audio_frac"] + sieved["kept_video_frac"]
+        < full["kept_audio_frac"] + full["kept_video_frac"]
+    )
+
+
+def test_streaming_fidelity_cli_on_bundled_model(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    code = main(
+        [
+            "fidelity",
+            "--streaming",
+            "--split",
+            "test",
+            "--limit",
+            "1",
+            "--methods",
+            "cs2",
+            "--keep",
+            "0.1",
+            "--rope",
+            "sync",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "streaming" and report["cs2_scoring"] == "head"
+    assert len(report["rows"]) == 1
+
+
+@pytest.mark.parametrize("preset", ["tiny"])
+def test_efficiency_schema(preset: str) -> None:
+    report = run_efficiency(
+        preset,
+        image=56,
+        windows=(4.0, 12.0),
+        keeps=(0.5, 0.1),
+        full_max_window_s=4.0,
+        ingest_seconds=4.0,
+        repeats=1,
+        progress=False,
+    )
+    assert report["preset"] == preset and report["device"].startswith("cpu")
+    rows = report["rows"]
+    modes = {(r["window_s"], r["mode"], r["keep"]) for r in rows}
+    assert (4.0, "full", 1.0) in modes and (4.0, "sieved", 0.1) in modes and (12.0, "sieved_kv", 0.1) in modes
+    assert (12.0, "full", 1.0) not in modes
+    for r in rows:
+        assert r["ttft_ms"] > 0 and r["cache_bytes"] > 0 and r["peak_mem_bytes"] >= 0
+    by = {(r["window_s"], r["mode"], r["keep"]): r for r in rows}
+    assert by[(4.0, "sieved", 0.1)]["cache_bytes"] < by[(4.0, "full", 1.0)]["cache_bytes"]
+    assert by[(4.0, "sieved", 0.1)]["av_tokens"] == by[(4.0, "sieved_kv", 0.1)]["av_tokens"]
+    assert report["ingest"]["rtf"] > 0
+    assert ratio(report, 4.0, 0.1, "full", "sieved") is not None
