@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
 
 from .errors import ConfigError
 from .lm import LanguageModel, LayerPrune
@@ -38,7 +38,7 @@ class GenerationConfig:
 class Prefill:
     """State after the prompt: KV cache, last-position logits, next free position."""
 
-    cache: DynamicCache
+    cache: Cache
     logits: torch.Tensor  # [vocab] float32
     next_position: int
     split: tuple[int, ...]
@@ -92,11 +92,13 @@ def generate_ids(
     generator = torch.Generator().manual_seed(config.seed) if config.temperature > 0 else None
     logits = state.logits
     position = state.next_position
-    for _ in range(config.max_new_tokens):
+    for step in range(config.max_new_tokens):
         token = pick_token(logits, config, generator)
         if token in stop_ids:
             return
         yield token
+        if step + 1 == config.max_new_tokens:
+            return  # no forward for logits nobody will read
         embeds = lm.embed_tokens(torch.tensor([[token]], device=lm.device))
         rows = torch.full((state.n_rows, 1), position, dtype=torch.long)
         out = lm.forward(embeds, rows, state.split, cache=state.cache)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 
 from .rope import RopeMode, SectionedRotary, mode_split
 
@@ -32,7 +32,7 @@ class LMOutput:
     """Hidden states after the final norm, and the cache the call appended to."""
 
     hidden: torch.Tensor  # [B, L', D] (L' = kept length after any pruning)
-    cache: DynamicCache | None
+    cache: Cache | None
 
 
 def additive_mask(
@@ -94,7 +94,7 @@ class LanguageModel:
         split: tuple[int, ...],
         *,
         layers: range | None = None,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
         causal: bool = True,
         prune: LayerPrune | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -118,13 +118,15 @@ class LanguageModel:
             q_len = hidden.shape[1]
             past = cache.get_seq_length(i) if cache is not None and len(cache.layers) > i else 0
             key = (q_len, past)
-            if attention_mask is None and key not in masks:
+            # One query may attend to everything: no mask lets SDPA serve grouped KV heads
+            # without first expanding the whole cache per head.
+            if attention_mask is None and key not in masks and q_len > 1:
                 masks[key] = additive_mask(
                     q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device
                 )
             hidden = self.layers[i](
                 hidden,
-                attention_mask=attention_mask if attention_mask is not None else masks[key],
+                attention_mask=attention_mask if attention_mask is not None else masks.get(key),
                 position_embeddings=(cos, sin),
                 past_key_values=cache,
                 use_cache=cache is not None,
@@ -137,7 +139,7 @@ class LanguageModel:
         positions: torch.Tensor,
         split: tuple[int, ...],
         *,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
         prune: LayerPrune | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> LMOutput:

@@ -263,3 +263,18 @@ def test_settings_and_errors(backend: OmniBackend, cs2: CS2, model: StreamModel)
         no_kv.ask("what", kv_reuse=True)
     assert no_kv.ask("what").result().kv_reuse is False
     assert no_kv.cache.count(Modality.AUDIO) > 0
+
+
+def test_buffered_layer_appends_in_place_and_grows() -> None:
+    from echo_core.stream.kv import BufferedLayer
+
+    k = torch.zeros(1, 2, 5, 4)
+    k[0, :, :3] = 1.0
+    layer = BufferedLayer(k, k.clone(), used=3)
+    assert layer.get_seq_length() == 3
+    keys, _ = layer.update(torch.full((1, 2, 2, 4), 2.0), torch.full((1, 2, 2, 4), 2.0))
+    assert keys.shape[-2] == 5 and keys.data_ptr() == k.data_ptr()  # written in place
+    keys, values = layer.update(torch.full((1, 2, 4, 4), 3.0), torch.full((1, 2, 4, 4), 3.0))
+    assert keys.shape[-2] == 9 and layer.get_seq_length() == 9  # grew past the buffer
+    assert keys[0, 0, :, 0].tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
+    assert torch.equal(keys, values)

@@ -217,7 +217,7 @@ class StreamSession:
         lm = self.model.lm
         tokens = self.cache.tokens(torch.arange(first + count))
         rows = self._rows(tokens)[:, len(self.prefix_layout) + first :]
-        cache = self.kv.dynamic_cache(None, used=first)
+        cache = self.kv.dynamic_cache(None, used=first, spare=count)
         with torch.no_grad():
             lm.forward(
                 self.cache.embeds[first : first + count][None], rows, lm.split(self.model.rope), cache=cache
@@ -401,7 +401,10 @@ class StreamSession:
         assert self.kv is not None
         lm = self.model.lm
         rows = self._rows(tokens, suffix.layout)[:, len(self.prefix_layout) + len(tokens) :]
-        cache = self.kv.dynamic_cache(slots, used=len(self.cache))
+        whole = len(slots) == len(self.cache)  # every slot, in order: one contiguous copy
+        cache = self.kv.dynamic_cache(
+            None if whole else slots, used=len(self.cache), spare=len(suffix) + self.config.max_new_tokens + 1
+        )
         split = lm.split(self.model.rope)
         out = lm.forward(suffix.embeds[None], rows, split, cache=cache)
         logits = lm.logits(out.hidden[:, -1])[0].float()
