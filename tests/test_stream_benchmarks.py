@@ -13,7 +13,7 @@ from echo_core.bench.efficiency import ratio, run_efficiency
 from echo_core.bench.fidelity_stream import clip_chunks, run_streaming_fidelity, stream_plan
 from echo_core.config import SieveConfig
 from echo_core.sieve import CS2
-from echo_core.stream.runtime import StreamModel
+from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_core.world import make_clip
 
 ROW_KEYS = {"method", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"}
@@ -115,3 +115,22 @@ def test_efficiency_schema(preset: str) -> None:
     assert by[(4.0, "sieved", 0.1)]["av_tokens"] == by[(4.0, "sieved_kv", 0.1)]["av_tokens"]
     assert report["ingest"]["rtf"] > 0
     assert ratio(report, 4.0, 0.1, "full", "sieved") is not None
+
+
+def test_kv_reuse_matches_fresh_prefill_on_echo_tiny() -> None:
+    """On the shipped model and real clips: same greedy answers, logits within 1e-4."""
+    from echo_core.config import EchoConfig
+    from echo_core.stream.session import StreamSession
+
+    model = StreamModel.load(EchoConfig())
+    worst = 0.0
+    for index in range(2):
+        clip = make_clip("test", index)
+        session = StreamSession(model, EchoConfig().stream)
+        for prepared in model.prepare([IngestRequest(c, "cs2", 0.1) for c in clip_chunks(model, clip)]):
+            session.append_chunk(prepared)
+        for q in clip.questions:
+            reused, fresh = session.ask(q.text, kv_reuse=True), session.ask(q.text, kv_reuse=False)
+            worst = max(worst, float((reused.first_logits - fresh.first_logits).abs().max()))
+            assert reused.result().text == fresh.result().text
+    assert worst < 1e-4, worst
