@@ -278,3 +278,13 @@ def test_buffered_layer_appends_in_place_and_grows() -> None:
     assert keys.shape[-2] == 9 and layer.get_seq_length() == 9  # grew past the buffer
     assert keys[0, 0, :, 0].tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
     assert torch.equal(keys, values)
+
+
+def test_window_ends_at_the_last_media_of_a_short_final_chunk(model: StreamModel) -> None:
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=1.0))
+    feed(s, 0.0, 3.0)  # chunk 1 holds only [2, 3) s when flushed
+    s.process(flush=True)
+    assert s.now_tid == 3 * POSITIONS_PER_SECOND and s.stats.ingested_until_s == pytest.approx(3.0)
+    slots = s.window_slots(1.0)
+    assert int(s.cache.time_ids[slots].min()) == 2 * POSITIONS_PER_SECOND
+    assert s.ingest_lag_s == pytest.approx(0.0)

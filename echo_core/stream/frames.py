@@ -45,6 +45,16 @@ class MediaChunk:
         return self.start_s + self.duration_s
 
     @property
+    def media_end_s(self) -> float:
+        """Stream time up to which this chunk holds media (before end_s for a stream's last, short chunk)."""
+        ends = [self.start_s]
+        if self.frame_times is not None and len(self.frame_times):
+            ends.append(float(self.frame_times[-1]) + 1.0 / 2.0)  # a frame at 2 fps covers 0.5 s
+        if self.audio is not None:
+            ends.append(self.start_s + len(self.audio) / 16000)
+        return min(self.end_s, max(ends))
+
+    @property
     def signature(self) -> tuple[object, ...]:
         """Equal for chunks the encoders and the ingest sieve can batch (same token layout)."""
         video = None if self.frames is None else tuple(self.frames.shape)

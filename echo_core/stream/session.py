@@ -258,7 +258,7 @@ class StreamSession:
         """Cache the kept tokens of one chunk: re-base if needed, evict to the budget, extend the KV."""
         with self._lock:
             chunk = prepared.chunk
-            start, end = time_id(chunk.start_s), time_id(chunk.end_s)
+            start, end = time_id(chunk.start_s), time_id(chunk.media_end_s)
             if self.now_tid is not None and start < self.now_tid:
                 log.warning(
                     "%s: chunk %d starts before the cache's end; dropped", self.session_id, chunk.index
@@ -302,7 +302,7 @@ class StreamSession:
             s.seen_video += prepared.seen_video
             s.kept_audio += prepared.kept.count(Modality.AUDIO)
             s.kept_video += prepared.kept.count(Modality.VIDEO)
-            s.ingested_until_s = chunk.end_s
+            s.ingested_until_s = chunk.media_end_s
             self.now_tid = end
 
     # -------------------------------------------------------------------- ask
