@@ -1,0 +1,1 @@
+"""Echo's asyncio service: WebRTC/WHIP ingest, the realtime event protocol, session stores."""

@@ -1,0 +1,342 @@
+"""The realtime event protocol (version `echo.v1`): typed events and their wire form.
+
+Every message is one JSON object with a `type` (OpenAI-Realtime-style names) and an
+optional client-chosen `event_id` that errors echo back. `parse_client_event` turns raw
+text into a typed event or raises `ProtocolError` with a stable code; nothing that a
+client sends can raise anything else. `encode` turns a server event into JSON text.
+docs/protocol.md documents every event; tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from echo_core.config import build
+from echo_core.errors import ConfigError
+
+PROTOCOL_VERSION = "echo.v1"
+MAX_MESSAGE_BYTES = 256 * 1024  # an SDP offer with many candidates fits easily
+MAX_JSON_DEPTH = 8
+MAX_QUESTION_CHARS = 500
+
+
+class ProtocolError(Exception):
+    """A client message that cannot be accepted; `code` goes into the `error` event."""
+
+    def __init__(self, code: str, message: str, event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.event_id = event_id
+
+
+# --------------------------------------------------------------------------- client → server
+@dataclass(frozen=True)
+class ClientEvent:
+    """Base of client events."""
+
+    type: ClassVar[str] = ""
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Per-session settings a client may set on create or update (all optional)."""
+
+    window_s: float | None = None
+    cache_budget: int | None = None
+    method: str | None = None
+    keep: float | None = None
+    ask_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionCreate(ClientEvent):
+    type: ClassVar[str] = "session.create"
+    api_key: str = ""
+    settings: SessionSettings = field(default_factory=SessionSettings)
+
+
+@dataclass(frozen=True)
+class SessionAttach(ClientEvent):
+    type: ClassVar[str] = "session.attach"
+    session_id: str = ""
+    token: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionUpdate(ClientEvent):
+    type: ClassVar[str] = "session.update"
+    token: str = ""
+    settings: SessionSettings = field(default_factory=SessionSettings)
+
+
+@dataclass(frozen=True)
+class WebRTCOffer(ClientEvent):
+    type: ClassVar[str] = "webrtc.offer"
+    token: str = ""
+    sdp: str = ""
+
+
+@dataclass(frozen=True)
+class WebRTCCandidate(ClientEvent):
+    type: ClassVar[str] = "webrtc.candidate"
+    token: str = ""
+    candidate: str = ""
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ResponseCreate(ClientEvent):
+    type: ClassVar[str] = "response.create"
+    token: str = ""
+    question: str = ""
+    window_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ResponseCancel(ClientEvent):
+    type: ClassVar[str] = "response.cancel"
+    token: str = ""
+    response_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryGet(ClientEvent):
+    type: ClassVar[str] = "history.get"
+    token: str = ""
+    limit: int = 50
+
+
+CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
+    cls.type: cls
+    for cls in (
+        SessionCreate,
+        SessionAttach,
+        SessionUpdate,
+        WebRTCOffer,
+        WebRTCCandidate,
+        ResponseCreate,
+        ResponseCancel,
+        HistoryGet,
+    )
+}
+
+
+# --------------------------------------------------------------------------- server → client
+@dataclass(frozen=True)
+class ServerEvent:
+    """Base of server events."""
+
+    type: ClassVar[str] = ""
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionCreated(ServerEvent):
+    type: ClassVar[str] = "session.created"
+    session_id: str = ""
+    token: str = ""
+    expires_at: float = 0.0
+    settings: SessionSettings = field(default_factory=SessionSettings)
+    version: str = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class SessionUpdated(ServerEvent):
+    type: ClassVar[str] = "session.updated"
+    session_id: str = ""
+    settings: SessionSettings = field(default_factory=SessionSettings)
+
+
+@dataclass(frozen=True)
+class WebRTCAnswer(ServerEvent):
+    type: ClassVar[str] = "webrtc.answer"
+    sdp: str = ""
+
+
+@dataclass(frozen=True)
+class ServerCandidate(ServerEvent):
+    type: ClassVar[str] = "webrtc.candidate"
+    candidate: str = ""
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+@dataclass(frozen=True)
+class WindowStats(ServerEvent):
+    """Periodic: what the session has seen and kept, and where the kept tokens of the recent window lie."""
+
+    type: ClassVar[str] = "window.stats"
+    session_id: str = ""
+    seen_audio: int = 0
+    seen_video: int = 0
+    kept_audio: int = 0  # in the cache now
+    kept_video: int = 0
+    ingest_lag_s: float = 0.0
+    drops: int = 0
+    window_start_s: float = 0.0
+    window_end_s: float = 0.0
+    audio_times: list[float] = field(default_factory=list)  # stream seconds of kept audio tokens
+    video_patches: list[list[float]] = field(default_factory=list)  # [t, h, w] of kept video tokens
+    grid: list[int] = field(default_factory=list)  # [rows, cols] of the merged video grid
+
+
+@dataclass(frozen=True)
+class ResponseCreated(ServerEvent):
+    type: ClassVar[str] = "response.created"
+    response_id: str = ""
+    question: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseTextDelta(ServerEvent):
+    type: ClassVar[str] = "response.output_text.delta"
+    response_id: str = ""
+    delta: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    av_tokens: int = 0
+    audio_tokens: int = 0
+    video_tokens: int = 0
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResponseDone(ServerEvent):
+    type: ClassVar[str] = "response.done"
+    response_id: str = ""
+    answer: str = ""
+    status: str = "completed"  # or "cancelled", "failed"
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    response_id: str = ""
+    question: str = ""
+    answer: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class History(ServerEvent):
+    type: ClassVar[str] = "history"
+    session_id: str = ""
+    items: list[HistoryItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Error(ServerEvent):
+    type: ClassVar[str] = "error"
+    code: str = ""
+    message: str = ""
+
+
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    cls.type: cls
+    for cls in (
+        SessionCreated,
+        SessionUpdated,
+        WebRTCAnswer,
+        ServerCandidate,
+        WindowStats,
+        ResponseCreated,
+        ResponseTextDelta,
+        ResponseDone,
+        History,
+        Error,
+    )
+}
+
+
+# --------------------------------------------------------------------------- parsing
+def _depth(value: Any, limit: int, level: int = 1) -> int:
+    if level > limit:
+        return level
+    if isinstance(value, dict):
+        return max([level, *(_depth(v, limit, level + 1) for v in value.values())])
+    if isinstance(value, list):
+        return max([level, *(_depth(v, limit, level + 1) for v in value)])
+    return level
+
+
+def _build(cls: type, data: dict[str, Any], where: str, event_id: str | None) -> Any:
+    """The typed event from its JSON object (the config tree's checked builder, minus `type`)."""
+    try:
+        return build(cls, {k: v for k, v in data.items() if k != "type"}, where)
+    except ConfigError as exc:
+        raise ProtocolError("invalid_field", str(exc), event_id) from None
+
+
+def parse_client_event(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientEvent:
+    """Validate one client message and return its typed event.
+
+    Raises ProtocolError with code message_too_large, invalid_json, too_deep, invalid_event,
+    unknown_event, invalid_field (unknown, missing-typed or wrong-typed fields) or question_too_long.
+    """
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise ProtocolError("message_too_large", f"message of {size} bytes > limit {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", f"an event is a JSON object, got {type(data).__name__}")
+    raw_id = data.get("event_id")
+    event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else None
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ProtocolError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", event_id)
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_event", "missing string field 'type'", event_id)
+    cls = CLIENT_EVENTS.get(kind)
+    if cls is None:
+        raise ProtocolError("unknown_event", f"unknown event type {kind[:64]!r}", event_id)
+    event = _build(cls, data, kind, event_id)
+    if isinstance(event, ResponseCreate):
+        if not event.question.strip():
+            raise ProtocolError("invalid_field", "response.create: question is empty", event_id)
+        if len(event.question) > MAX_QUESTION_CHARS:
+            raise ProtocolError(
+                "question_too_long",
+                f"question of {len(event.question)} characters > limit {MAX_QUESTION_CHARS}",
+                event_id,
+            )
+        if event.window_s is not None and event.window_s <= 0:
+            raise ProtocolError("invalid_field", f"window_s must be > 0, got {event.window_s}", event_id)
+    return typing.cast(ClientEvent, event)
+
+
+def to_wire(event: ServerEvent | ClientEvent) -> dict[str, Any]:
+    """The JSON object of an event (None-valued optional fields left out)."""
+
+    def clean(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {k: clean(v) for k, v in dataclasses.asdict(value).items() if v is not None}
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return {"type": event.type, **clean(event)}
+
+
+def encode(event: ServerEvent | ClientEvent) -> str:
+    """JSON text of an event."""
+    return json.dumps(to_wire(event), separators=(",", ":"))
+
+
+def error_event(exc: ProtocolError) -> Error:
+    return Error(event_id=exc.event_id, code=exc.code, message=exc.message)
