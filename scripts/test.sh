@@ -4,6 +4,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 . scripts/setup.sh
+# System services the end-to-end tests start on loopback ports.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing redis-server" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "test: redis-server missing and apt-get unavailable; install Redis" >&2; exit 1
+  fi
+fi
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== pytest"
