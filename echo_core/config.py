@@ -78,6 +78,10 @@ class StreamConfig:
             raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
         if self.ask_keep is not None and self.ask_budget is not None:
             raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
+        if self.ask_keep is not None and not 0 < self.ask_keep <= 1:
+            raise ConfigError(f"stream.ask_keep must be in (0, 1] or null, got {self.ask_keep}")
+        if self.ask_budget is not None and self.ask_budget < 1:
+            raise ConfigError(f"stream.ask_budget must be ≥ 1 or null, got {self.ask_budget}")
         if self.window_s is not None and self.window_s <= 0:
             raise ConfigError(f"stream.window_s must be > 0 or null, got {self.window_s}")
         if self.bucket_s <= 0 or not 0 <= self.floor_share < 1 or self.age_weight < 0:

@@ -61,7 +61,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         from .fidelity_stream import run_streaming_fidelity
 
         model = StreamModel(backend, cs2, SieveConfig(refiner_layers=args.refiner_layers))
-        report = run_streaming_fidelity(model, cache_seconds=args.cache_seconds, **options)  # type: ignore[arg-type]
+        report = run_streaming_fidelity(
+            model, cache_seconds=args.cache_seconds, ingest_factor=args.ingest_factor, **options
+        )  # type: ignore[arg-type]
     else:
         report = run_fidelity(backend, cs2, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
@@ -124,6 +126,12 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--streaming", action="store_true", help="answer through the live engine, chunk by chunk")
     fi.add_argument(
         "--cache-seconds", type=float, default=16.0, help="streaming: cache budget in seconds of kept tokens"
+    )
+    fi.add_argument(
+        "--ingest-factor",
+        type=float,
+        default=1.0,
+        help="streaming: ingest keeps F × keep, the question re-sieves to keep (default 1: no re-sieve)",
     )
     fi.add_argument("--plot", help="write the accuracy-vs-keep plot (PNG) here")
     fi.add_argument("--json", help="write the report here")

@@ -5,6 +5,9 @@ through a session's chunker; the closed 2-s chunks are encoded once and then, fo
 (method, rope, keep) row, ingest-sieved chunk by chunk without the question into a fresh
 session whose bounded cache holds `cache_seconds` of kept tokens (evicting beyond), and
 every question is asked at the end of the clip over all retained history with KV reuse.
+With `ingest_factor` F > 1 the ingest sieve keeps min(1, F × keep) of each chunk and the
+question re-sieves the cache (query-aware) down to 1/F of it, so the LLM still sees
+`keep` of the stream's tokens, picked in two stages.
 The greedy first answer token is scored as in the offline benchmark.
 """
 
@@ -63,6 +66,7 @@ def run_streaming_fidelity(
     keeps: list[float] | None = None,
     ropes: list[str] | None = None,
     cache_seconds: float = 16.0,
+    ingest_factor: float = 1.0,
     model_name: str = "echo-tiny",
     progress: bool = True,
 ) -> dict[str, object]:
@@ -87,9 +91,12 @@ def run_streaming_fidelity(
         n_questions += len(clip.questions)
         for method, rope, keep in rows:
             m = models[rope]
-            budget = cache_budget(encoded, keep, cache_seconds)
-            session = StreamSession(m, StreamConfig(cache_budget=budget, ingest_keep=keep), method=method)
-            requests = [IngestRequest(c, method, keep) for c in chunks]
+            ingest_keep = min(1.0, keep * ingest_factor)
+            ask_keep = keep / ingest_keep if ingest_keep > keep else None
+            budget = cache_budget(encoded, ingest_keep, cache_seconds)
+            config = StreamConfig(cache_budget=budget, ingest_keep=ingest_keep, ask_keep=ask_keep)
+            session = StreamSession(m, config, method=method)
+            requests = [IngestRequest(c, method, ingest_keep) for c in chunks]
             for prepared in m.sieve_chunks(requests, encoded):
                 session.append_chunk(prepared)
             st = session.stats
@@ -115,6 +122,7 @@ def run_streaming_fidelity(
         "n": n_questions,
         "n_clips": limit,
         "cache_seconds": cache_seconds,
+        "ingest_factor": ingest_factor,
         "evicted_tokens": evictions,
         "families": list(FAMILIES),
         "rows": out_rows,
