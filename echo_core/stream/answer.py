@@ -101,6 +101,12 @@ class AnswerStream:
         self._text.append(piece)
         return piece
 
+    def finish(self) -> Answer:
+        """Stop here (e.g. the client cancelled): the answer holds the text generated so far."""
+        self._finish()
+        assert self.answer is not None
+        return self.answer
+
     def _finish(self) -> None:
         if self.answer is not None:
             return
