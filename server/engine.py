@@ -98,8 +98,10 @@ class EngineWorker:
         try:
             job.session.drain()
             stream = job.session.ask(job.question, job.window_s)
-            for piece in stream:
-                if job.cancelled.is_set():
+            while not job.cancelled.is_set():  # checked before each piece is generated
+                try:
+                    piece = next(stream)
+                except StopIteration:
                     break
                 job.emit(piece)
             job.answer = stream.finish()

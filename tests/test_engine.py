@@ -1,0 +1,55 @@
+"""The engine worker: ingest steps and questions on one thread, answers streamed to asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from echo_core.backend import OmniBackend
+from echo_core.config import SieveConfig, StreamConfig
+from echo_core.errors import EmptyAVError
+from echo_core.sieve import CS2
+from echo_core.stream.frames import AudioPacket, VideoFrame
+from echo_core.stream.runtime import StreamModel
+from echo_core.stream.scheduler import Scheduler
+from echo_core.stream.session import StreamSession
+from server.engine import EngineWorker
+
+
+@pytest.mark.asyncio
+async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> None:
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    scheduler = Scheduler(model)
+    session = StreamSession(model, StreamConfig(cache_budget=256, ingest_keep=0.5, max_new_tokens=4))
+    empty = StreamSession(model, StreamConfig(), session_id="empty")
+    scheduler.add(session)
+    scheduler.add(empty)
+    worker = EngineWorker(scheduler)
+    worker.start()
+    try:
+        rng = np.random.default_rng(0)
+        for k in range(10):  # 5 s of media, pushed from the event loop while the worker ingests
+            session.push_video(VideoFrame(k / 2, rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)))
+            session.push_audio(AudioPacket(k / 2, rng.standard_normal(8000).astype(np.float32) * 0.1, 16000))
+            await asyncio.sleep(0.02)
+        for _ in range(200):
+            if session.stats.chunks_ingested >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert session.stats.chunks_ingested >= 2
+        job = worker.submit(session, "what colour", None)
+        pieces = [p async for p in job.pieces()]
+        assert job.answer is not None and job.answer.text == "".join(pieces).strip()
+        assert job.answer.av_tokens == len(session.cache)
+        failing = worker.submit(empty, "what colour", None)
+        with pytest.raises(EmptyAVError):
+            _ = [p async for p in failing.pieces()]
+        cancelled = worker.submit(session, "what colour", None)
+        cancelled.cancelled.set()
+        assert [p async for p in cancelled.pieces()] == []
+        assert cancelled.answer is not None and cancelled.answer.text == ""
+    finally:
+        worker.stop()
+    assert worker.errors == 0
