@@ -122,7 +122,7 @@ def test_kv_reuse_matches_fresh_prefill_on_echo_tiny() -> None:
     from echo_core.config import EchoConfig
     from echo_core.stream.session import StreamSession
 
-    model = StreamModel.load(EchoConfig())
+    model = StreamModel.load(EchoConfig().model, EchoConfig().sieve)
     worst = 0.0
     for index in range(2):
         clip = make_clip("test", index)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backend import OmniBackend
-from ..config import EchoConfig, SieveConfig
+from ..config import ModelConfig, SieveConfig
 from ..errors import ConfigError
 from ..models import default_model_dir
 from ..rope import RopeMode
@@ -92,17 +92,14 @@ class StreamModel:
         self.check_method(sieve.method)
 
     @classmethod
-    def load(cls, config: EchoConfig) -> StreamModel:
+    def load(cls, model: ModelConfig, sieve: SieveConfig) -> StreamModel:
         """Load the configured thinker (the bundled echo-tiny by default) and its CS2 weights."""
-        directory = default_model_dir(config.model.directory)
+        directory = default_model_dir(model.directory)
         backend = OmniBackend.load(
-            directory,
-            device=config.model.device,
-            dtype=config.model.dtype,
-            max_pixels=config.model.max_pixels,
+            directory, device=model.device, dtype=model.dtype, max_pixels=model.max_pixels
         )
-        cs2 = CS2.load_or_init(backend.lm, directory, n_layers=config.sieve.refiner_layers)
-        return cls(backend, cs2, config.sieve)
+        cs2 = CS2.load_or_init(backend.lm, directory, n_layers=sieve.refiner_layers)
+        return cls(backend, cs2, sieve)
 
     def check_method(self, method: str) -> None:
         """Raise ConfigError unless `method` can sieve a live stream."""

@@ -420,6 +420,33 @@ class StreamSession:
         done = s.ingested_until_s if s.ingested_until_s is not None else s.first_media_s
         return max(0.0, s.latest_media_s - done)
 
+    def kept_layout(self, window_s: float) -> tuple[list[float], list[list[float]], list[int]]:
+        """Where the cached tokens of the last `window_s` seconds lie, for visualisation.
+
+        Returns (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols]
+        of the newest video grid).
+        """
+        with self._lock:
+            slots = self.window_slots(window_s)
+            tokens = self.cache.tokens(slots)
+        seconds = tokens.time_ids.double() / POSITIONS_PER_SECOND
+        audio = tokens.modality == Modality.AUDIO
+        video = tokens.modality == Modality.VIDEO
+        audio_times = [round(t, 3) for t in seconds[audio].tolist()]
+        patches = [
+            [round(t, 3), h, w]
+            for t, h, w in zip(
+                seconds[video].tolist(),
+                tokens.grid_h[video].tolist(),
+                tokens.grid_w[video].tolist(),
+                strict=True,
+            )
+        ]
+        grid = (
+            [int(tokens.grid_h[video].max()) + 1, int(tokens.grid_w[video].max()) + 1] if video.any() else []
+        )
+        return audio_times, patches, grid
+
     def cache_bytes(self) -> int:
         """Bytes allocated for this session's cache: slots plus KV."""
         return self.cache.nbytes + (self.kv.nbytes if self.kv is not None else 0)

@@ -1,0 +1,389 @@
+"""`EchoServer`: one aiohttp port for the event WebSocket, WHIP, HTTP asks, health and metrics.
+
+The model loads once at start-up; one engine thread owns it (engine.py). Sessions live
+here, in this process (their media and cache cannot move); the store (in-process or
+Redis) holds the registry, quotas, rate limits and history that other processes may read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import ssl
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from echo_core.errors import ConfigError, EchoError
+from echo_core.stream.runtime import StreamModel
+from echo_core.stream.scheduler import Scheduler
+from echo_core.stream.session import StreamSession
+
+from .auth import ApiKeys, AuthError, TokenSigner
+from .config import ServiceConfig
+from .engine import AskJob, EngineWorker
+from .live import LiveSession
+from .protocol import (
+    ProtocolError,
+    ResponseCreated,
+    ResponseDone,
+    ResponseTextDelta,
+    ServerEvent,
+    SessionSettings,
+    Usage,
+    to_wire,
+)
+from .store import HistoryRecord, MemoryStore, RedisStore, Store
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
+
+
+class ServiceError(Exception):
+    """A request the service refuses, with the `error` event code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EchoServer:
+    """The service: sessions, the engine worker, the store and the HTTP/WebSocket app."""
+
+    def __init__(self, config: ServiceConfig, *, model: StreamModel | None = None) -> None:
+        self.config = config
+        self.model = model
+        self.sessions: dict[str, LiveSession] = {}
+        self.keys = ApiKeys(config.server.api_keys)
+        secret = config.server.token_secret or secrets.token_urlsafe(32)
+        self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s)
+        self.store: Store = MemoryStore()
+        self.worker: EngineWorker | None = None
+        self.counters: Counter[str] = Counter()
+        self.worker_id = f"worker-{uuid.uuid4().hex[:8]}"
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = config.server.port
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Load the model (once), start the engine thread, the store and the HTTP listener."""
+        if self.model is None:
+            self.model = await asyncio.get_running_loop().run_in_executor(
+                None, StreamModel.load, self.config.model, self.config.sieve
+            )
+        if self.config.server.redis_url:
+            store = RedisStore(self.config.server.redis_url)
+            await store.ping()
+            self.store = store
+        model = self.model
+        self.worker = EngineWorker(Scheduler(model))
+        self.worker.start()
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        tls = None
+        if self.config.server.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.server.tls_cert, self.config.server.tls_key)
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, ssl_context=tls)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="echo-heartbeat"))
+        log.info("echo-server listening on %s:%d (%s)", self.config.server.host, self.port, self.worker_id)
+
+    async def stop(self) -> None:
+        """Graceful shutdown: close every session, stop the engine, the listener and the store."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for live in list(self.sessions.values()):
+            await self.close_session(live)
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.server.tls_cert else "http"
+        return f"{scheme}://{self.config.server.host}:{self.port}"
+
+    async def _heartbeat(self) -> None:
+        ttl = self.config.server.heartbeat_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            for live in list(self.sessions.values()):
+                if live.pc.connectionState in ("failed", "closed") and live.attached == 0:
+                    await self.close_session(live)
+                    continue
+                try:
+                    await self.store.heartbeat(live.session_id, live.key_id, ttl)
+                except Exception:  # the store may be restarting: retry on the next beat
+                    log.warning("heartbeat for %s failed; retrying", live.session_id)
+
+    # -------------------------------------------------------------- sessions
+    def peer_connection(self) -> Any:
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+        servers = [
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+            for s in self.config.server.ice_servers
+        ]
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
+
+    async def create_session(self, key_id: str, settings: SessionSettings) -> tuple[LiveSession, str, float]:
+        """A new session for an authenticated key (quota checked): (live session, token, expiry)."""
+        if await self.store.live_sessions(key_id) >= self.config.server.max_sessions_per_key:
+            raise ServiceError(
+                "session_quota",
+                f"this API key already has {self.config.server.max_sessions_per_key} live sessions",
+            )
+        assert self.model is not None and self.worker is not None
+        stream = self.config.stream
+        if settings.cache_budget is not None:
+            stream = replace(stream, cache_budget=settings.cache_budget)
+        session_id = uuid.uuid4().hex[:16]
+        session = StreamSession(self.model, stream, session_id=session_id)
+        live = LiveSession(session, key_id, self.peer_connection())
+        self.apply_settings(live, settings)
+
+        @live.pc.on("track")
+        def on_track(track: Any) -> None:
+            live.add_track(track)
+
+        @live.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if live.pc.connectionState in ("failed", "closed"):
+                log.info("%s: peer %s", session_id, live.pc.connectionState)
+
+        self.worker.scheduler.add(session)
+        self.sessions[session_id] = live
+        await self.store.register_session(
+            session_id, key_id, self.worker_id, self.config.server.heartbeat_ttl_s
+        )
+        token, expiry = self.signer.issue(session_id)
+        self.counters["sessions_created"] += 1
+        log.info("%s: created for key %s", session_id, key_id)
+        return live, token, expiry
+
+    def apply_settings(self, live: LiveSession, settings: SessionSettings) -> None:
+        """Apply client settings (ConfigError → `invalid_settings`)."""
+        changes: dict[str, object] = {}
+        if settings.window_s is not None:
+            changes["window_s"] = settings.window_s
+        if settings.keep is not None:
+            changes["ingest_keep"] = settings.keep
+        if settings.ask_budget is not None:
+            changes["ask_budget"] = settings.ask_budget
+        if settings.method is not None:
+            changes["method"] = settings.method
+        try:
+            live.session.update(**changes)
+        except ConfigError as exc:
+            raise ServiceError("invalid_settings", str(exc)) from None
+
+    def settings_of(self, live: LiveSession) -> SessionSettings:
+        c = live.session.config
+        return SessionSettings(
+            window_s=c.window_s,
+            cache_budget=c.cache_budget,
+            method=live.session.method,
+            keep=c.ingest_keep,
+            ask_budget=c.ask_budget,
+        )
+
+    def live_for(self, token: str | None, session_id: str | None = None) -> LiveSession:
+        """The live session a token grants (AuthError / ServiceError otherwise)."""
+        sid = self.signer.verify(token, session_id)
+        live = self.sessions.get(sid)
+        if live is None or live.closed:
+            raise ServiceError("session_not_found", "this session has ended; create a new one")
+        return live
+
+    async def close_session(self, live: LiveSession) -> None:
+        self.sessions.pop(live.session_id, None)
+        if self.worker is not None:
+            self.worker.scheduler.remove(live.session_id)
+        await live.close()
+        try:
+            await self.store.unregister_session(live.session_id, live.key_id)
+        except Exception:
+            log.warning("could not unregister %s from the store", live.session_id)
+
+    async def answer_sdp(self, live: LiveSession, offer_sdp: str) -> str:
+        """Apply a client's SDP offer and return the answer (ServiceError on a malformed offer)."""
+        from aiortc import RTCSessionDescription
+
+        try:
+            await live.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await live.pc.setLocalDescription(await live.pc.createAnswer())
+        except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
+            raise ServiceError("bad_sdp", f"cannot use this SDP offer: {str(exc)[:200]}") from None
+        return str(live.pc.localDescription.sdp)
+
+    # ------------------------------------------------------------- questions
+    async def ask(
+        self, live: LiveSession, question: str, window_s: float | None
+    ) -> AsyncIterator[ServerEvent]:
+        """Rate-limit, queue and stream one answer as protocol events; the history records it."""
+        if not await self.store.take_question(live.key_id, self.config.server.questions_per_minute):
+            raise ServiceError(
+                "rate_limited", f"more than {self.config.server.questions_per_minute} questions per minute"
+            )
+        assert self.worker is not None
+        response_id = uuid.uuid4().hex[:12]
+        job: AskJob = self.worker.submit(live.session, question, window_s)
+        live.jobs[response_id] = job
+        self.counters["questions"] += 1
+        yield ResponseCreated(response_id=response_id, question=question)
+        text: list[str] = []
+        status = "completed"
+        try:
+            async for piece in job.pieces():
+                text.append(piece)
+                yield ResponseTextDelta(response_id=response_id, delta=piece)
+            if job.cancelled.is_set():
+                status = "cancelled"
+        except EchoError as exc:
+            status = "failed"
+            raise ServiceError(exc.code, str(exc)) from None
+        finally:
+            live.jobs.pop(response_id, None)
+            answer = "".join(text).strip()
+            try:
+                await self.store.append_history(
+                    live.session_id,
+                    HistoryRecord(
+                        response_id, question, answer if status != "failed" else "", job.loop.time()
+                    ),
+                    self.config.server.history_maxlen,
+                )
+            except Exception:
+                log.warning("%s: history write failed", live.session_id)
+        a = job.answer
+        usage = Usage()
+        if a is not None:
+            usage = Usage(
+                a.av_tokens, a.audio_tokens, a.video_tokens, round(a.ttft_ms, 2), round(a.total_ms, 2)
+            )
+        yield ResponseDone(response_id=response_id, answer=answer, status=status, usage=usage)
+
+    # ------------------------------------------------------------------ HTTP
+    def build_app(self) -> web.Application:
+        from .connection import websocket_handler
+        from .whip import add_whip_routes
+
+        app = web.Application(client_max_size=self.config.server.max_message_bytes)
+        app[SERVER_KEY] = self
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/ws", websocket_handler)
+        app.router.add_post("/v1/sessions/{session_id}/ask", self.http_ask)
+        add_whip_routes(app)
+        static = Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
+        if static.is_dir():
+            app.router.add_get("/", self.index)
+            app.router.add_static("/static/", static, show_index=False)
+        return app
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        static = Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
+        return web.FileResponse(static / "index.html")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ok = self.worker is not None and self.worker._thread.is_alive()
+        body = {
+            "status": "ok" if ok else "degraded",
+            "sessions": len(self.sessions),
+            "worker": self.worker_id,
+        }
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# TYPE echo_sessions gauge",
+            f"echo_sessions {len(self.sessions)}",
+            "# TYPE echo_sessions_created_total counter",
+            f"echo_sessions_created_total {self.counters['sessions_created']}",
+            "# TYPE echo_questions_total counter",
+            f"echo_questions_total {self.counters['questions']}",
+            "# TYPE echo_errors_total counter",
+        ]
+        lines += [
+            f'echo_errors_total{{code="{k[6:]}"}} {v}'
+            for k, v in sorted(self.counters.items())
+            if k.startswith("error:")
+        ]
+        lines += ["# TYPE echo_ingest_lag_seconds gauge"]
+        for live in self.sessions.values():
+            lines.append(
+                f'echo_ingest_lag_seconds{{session="{live.session_id}"}} {live.session.ingest_lag_s:.3f}'
+            )
+        lines += ["# TYPE echo_chunks_ingested_total counter"]
+        for live in self.sessions.values():
+            chunks = live.session.stats.chunks_ingested
+            lines.append(f'echo_chunks_ingested_total{{session="{live.session_id}"}} {chunks}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+    async def http_ask(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/sessions/{id}/ask` {question, window_s?} → server-sent events of the answer."""
+        sid = request.match_info["session_id"]
+        try:
+            token = bearer(request)
+            live = self.live_for(token, sid)
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
+            question, window_s = body.get("question") if isinstance(body, dict) else None, None
+            if isinstance(body, dict) and body.get("window_s") is not None:
+                window_s = body["window_s"]
+            if not isinstance(question, str) or not question.strip():
+                raise ProtocolError("invalid_field", "question must be a non-empty string")
+            if window_s is not None and (not isinstance(window_s, int | float) or window_s <= 0):
+                raise ProtocolError("invalid_field", "window_s must be a positive number")
+        except (AuthError, ServiceError, ProtocolError) as exc:
+            status = 401 if isinstance(exc, AuthError) else 404 if exc.code == "session_not_found" else 400
+            self.counters[f"error:{exc.code}"] += 1
+            return web.json_response(
+                {"type": "error", "code": exc.code, "message": exc.message}, status=status
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        try:
+            async for event in self.ask(live, question, float(window_s) if window_s is not None else None):
+                await response.write(sse(to_wire(event)))
+        except ServiceError as exc:
+            self.counters[f"error:{exc.code}"] += 1
+            await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
+        await response.write_eof()
+        return response
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if any."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.startswith("Bearer ") else None
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    """One server-sent event named after the event type."""
+    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+#: Where handlers find the server in their aiohttp application.
+SERVER_KEY: web.AppKey[EchoServer] = web.AppKey("echo_server", EchoServer)

@@ -1,0 +1,250 @@
+"""One WebSocket connection: parse events, check auth, dispatch, stream answers and stats.
+
+Every failure a client can cause becomes an `error` event with a code; the connection
+stays up. Answers stream in their own named tasks (so `response.cancel` and other events
+are read meanwhile); all of a connection's tasks are cancelled when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from .auth import AuthError
+from .protocol import (
+    Error,
+    History,
+    HistoryGet,
+    HistoryItem,
+    ProtocolError,
+    ResponseCancel,
+    ResponseCreate,
+    ServerEvent,
+    SessionAttach,
+    SessionCreate,
+    SessionCreated,
+    SessionUpdate,
+    SessionUpdated,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCOffer,
+    WindowStats,
+    encode,
+    parse_client_event,
+)
+
+if TYPE_CHECKING:
+    from .app import EchoServer
+    from .live import LiveSession
+
+log = logging.getLogger(__name__)
+
+#: Window shown in `window.stats` when the session has no default window.
+STATS_WINDOW_S = 30.0
+
+
+class Connection:
+    """State of one WebSocket: the attached session and the tasks it owns."""
+
+    def __init__(self, server: EchoServer, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self.live: LiveSession | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, event: ServerEvent) -> None:
+        if self.ws.closed:
+            return
+        async with self._send_lock:
+            await self.ws.send_str(encode(event))
+
+    async def fail(self, code: str, message: str, event_id: str | None) -> None:
+        self.server.counters[f"error:{code}"] += 1
+        await self.send(Error(event_id=event_id, code=code, message=message))
+
+    def spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, raw: str) -> None:
+        from .app import ServiceError
+
+        event_id = None
+        try:
+            event = parse_client_event(raw, max_bytes=self.server.config.server.max_message_bytes)
+            event_id = event.event_id
+            await self.dispatch(event)
+        except (ProtocolError, AuthError, ServiceError) as exc:
+            await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
+
+    async def dispatch(self, event: Any) -> None:
+        server = self.server
+        if isinstance(event, SessionCreate):
+            key_id = server.keys.check(event.api_key)
+            live, token, expiry = await server.create_session(key_id, event.settings)
+            self.attach(live)
+            await self.send(
+                SessionCreated(
+                    event_id=event.event_id,
+                    session_id=live.session_id,
+                    token=token,
+                    expires_at=expiry,
+                    settings=server.settings_of(live),
+                )
+            )
+        elif isinstance(event, SessionAttach):
+            if event.token is not None:
+                live = server.live_for(event.token, event.session_id)
+            else:
+                from .app import ServiceError
+
+                key_id = server.keys.check(event.api_key)
+                found = server.sessions.get(event.session_id)
+                if found is None or found.closed:
+                    raise ServiceError("session_not_found", "this session has ended; create a new one")
+                if found.key_id != key_id:
+                    raise AuthError("forbidden", "this session belongs to another API key")
+                live = found
+            token, expiry = server.signer.issue(live.session_id)
+            self.attach(live)
+            await self.send(
+                SessionCreated(
+                    event_id=event.event_id,
+                    session_id=live.session_id,
+                    token=token,
+                    expires_at=expiry,
+                    settings=server.settings_of(live),
+                )
+            )
+        elif isinstance(event, SessionUpdate):
+            live = self.own(event.token)
+            server.apply_settings(live, event.settings)
+            await self.send(
+                SessionUpdated(
+                    event_id=event.event_id, session_id=live.session_id, settings=server.settings_of(live)
+                )
+            )
+        elif isinstance(event, WebRTCOffer):
+            live = self.own(event.token)
+            sdp = await server.answer_sdp(live, event.sdp)
+            await self.send(WebRTCAnswer(event_id=event.event_id, sdp=sdp))
+        elif isinstance(event, WebRTCCandidate):
+            live = self.own(event.token)
+            await add_candidate(live, event.candidate, event.sdp_mid, event.sdp_mline_index)
+        elif isinstance(event, ResponseCreate):
+            live = self.own(event.token)
+            self.spawn(self.answer(live, event), f"answer-{live.session_id}")
+        elif isinstance(event, ResponseCancel):
+            live = self.own(event.token)
+            job = live.jobs.get(event.response_id) if event.response_id else live.latest_job()
+            if job is not None:
+                job.cancelled.set()
+        elif isinstance(event, HistoryGet):
+            live = self.own(event.token)
+            records = await server.store.history(live.session_id, max(0, min(event.limit, 1000)))
+            items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
+            await self.send(History(event_id=event.event_id, session_id=live.session_id, items=items))
+
+    def own(self, token: str) -> LiveSession:
+        """The session this connection's token grants (and attach the connection to it)."""
+        live = self.server.live_for(token)
+        if self.live is not live:
+            self.attach(live)
+        return live
+
+    def attach(self, live: LiveSession) -> None:
+        if self.live is live:
+            return
+        if self.live is not None:
+            self.live.attached -= 1
+        self.live = live
+        live.attached += 1
+        self.spawn(self.stats_loop(live), f"stats-{live.session_id}")
+
+    async def answer(self, live: LiveSession, event: ResponseCreate) -> None:
+        from .app import ServiceError
+
+        try:
+            async for out in self.server.ask(live, event.question, event.window_s):
+                await self.send(out)
+        except ServiceError as exc:
+            await self.fail(exc.code, exc.message, event.event_id)
+
+    async def stats_loop(self, live: LiveSession) -> None:
+        interval = self.server.config.server.stats_interval_s
+        while self.live is live and not live.closed:
+            s = live.session
+            window = s.config.window_s or STATS_WINDOW_S
+            audio_times, patches, grid = s.kept_layout(window)
+            end = (s.now_tid or 0) / 25
+            st = s.stats
+            await self.send(
+                WindowStats(
+                    session_id=live.session_id,
+                    seen_audio=st.seen_audio,
+                    seen_video=st.seen_video,
+                    kept_audio=len(audio_times),
+                    kept_video=len(patches),
+                    ingest_lag_s=round(s.ingest_lag_s, 3),
+                    drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
+                    window_start_s=max(0.0, end - window),
+                    window_end_s=end,
+                    audio_times=audio_times,
+                    video_patches=patches,
+                    grid=grid,
+                )
+            )
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.live is not None:
+            self.live.attached -= 1
+
+
+async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None) -> None:
+    """Add a trickled ICE candidate (`candidate:…` line) to the session's peer connection."""
+    from aiortc.sdp import candidate_from_sdp
+
+    from .app import ServiceError
+
+    line = candidate.removeprefix("a=").removeprefix("candidate:")
+    if not line.strip():
+        return  # end-of-candidates
+    try:
+        ice = candidate_from_sdp(line)
+    except Exception:
+        raise ServiceError("bad_candidate", f"cannot parse ICE candidate {candidate[:80]!r}") from None
+    ice.sdpMid, ice.sdpMLineIndex = sdp_mid, index
+    await live.pc.addIceCandidate(ice)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    from .app import SERVER_KEY
+
+    server = request.app[SERVER_KEY]
+    origins = server.config.server.allowed_origins
+    origin = request.headers.get("Origin")
+    if origins and origin is not None and origin not in origins:
+        raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed")
+    ws = web.WebSocketResponse(max_msg_size=server.config.server.max_message_bytes * 4, heartbeat=20.0)
+    await ws.prepare(request)
+    conn = Connection(server, ws)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await conn.handle(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await conn.fail("invalid_event", "binary messages are not part of the protocol", None)
+            elif msg.type == WSMsgType.ERROR:
+                log.info("websocket error: %s", ws.exception())
+    finally:
+        await conn.close()
+    return ws

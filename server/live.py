@@ -1,0 +1,55 @@
+"""A live session on this worker: the engine session, its peer connection, ingest tasks, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from echo_core.stream.session import StreamSession
+
+from .clock import SessionClock
+from .engine import AskJob
+from .ingest import TrackIngest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveSession:
+    """Everything one client's stream owns; `close` releases all of it."""
+
+    session: StreamSession
+    key_id: str
+    pc: Any  # aiortc RTCPeerConnection
+    clock: SessionClock = field(default_factory=SessionClock)
+    ingests: list[TrackIngest] = field(default_factory=list)
+    jobs: dict[str, AskJob] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    closed: bool = False
+    attached: int = 0  # WebSocket connections currently attached
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    def add_track(self, track: Any) -> None:
+        ingest = TrackIngest(track, self.session, self.clock, None)
+        ingest.start()
+        self.ingests.append(ingest)
+        log.info("%s: receiving %s", self.session_id, track.kind)
+
+    def latest_job(self) -> AskJob | None:
+        return next(reversed(self.jobs.values()), None) if self.jobs else None
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for job in self.jobs.values():
+            job.cancelled.set()
+        await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)
+        await self.pc.close()
+        log.info("%s: closed", self.session_id)

@@ -1,0 +1,215 @@
+"""The live service end to end: a real aiohttp server, real WebRTC over loopback, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from echo_core.backend import OmniBackend
+from echo_core.config import SieveConfig, StreamConfig
+from echo_core.sieve import CS2
+from echo_core.stream.runtime import StreamModel
+from server.app import EchoServer
+from server.config import ServerConfig, ServiceConfig
+from tests.media_tracks import ColourTrack, ToneTrack
+
+KEY = "test-key-0123456789"
+
+
+@pytest_asyncio.fixture
+async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    config = ServiceConfig(
+        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=3),
+        server=ServerConfig(
+            port=0, api_keys=[KEY, "other-key-0123456789"], questions_per_minute=4, stats_interval_s=0.2
+        ),
+    )
+    srv = EchoServer(config, model=model)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+class Client:
+    """A WebSocket client speaking the protocol."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.token = ""
+        self.session_id = ""
+
+    async def send(self, **event: Any) -> None:
+        await self.ws.send_str(json.dumps(event))
+
+    async def recv(self, kind: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The next event of type `kind` (others skipped), or the first error."""
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive(), timeout)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            event = json.loads(msg.data)
+            if event["type"] in (kind, "error"):
+                return event
+
+    async def create(self, key: str = KEY) -> dict[str, Any]:
+        await self.send(type="session.create", api_key=key)
+        event = await self.recv("session.created")
+        self.token, self.session_id = event.get("token", ""), event.get("session_id", "")
+        return event
+
+
+async def stream_to(client: Client) -> RTCPeerConnection:
+    pc = RTCPeerConnection()
+    pc.addTrack(ColourTrack())
+    pc.addTrack(ToneTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    await client.send(type="webrtc.offer", token=client.token, sdp=pc.localDescription.sdp)
+    answer = await client.recv("webrtc.answer")
+    assert answer["type"] == "webrtc.answer", answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    return pc
+
+
+@pytest.mark.asyncio
+async def test_websocket_session_stream_ask_history(server: EchoServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{server.url}/ws") as ws:
+            client = Client(ws)
+            created = await client.create()
+            assert created["version"] == "echo.v1" and created["settings"]["cache_budget"] == 512
+            pc = await stream_to(client)
+            while True:  # window.stats until kept tokens of both modalities show up
+                stats = await client.recv("window.stats")
+                if stats["kept_audio"] and stats["kept_video"]:
+                    break
+            assert stats["grid"] == [4, 4] and all(len(p) == 3 for p in stats["video_patches"])
+            await client.send(type="response.create", token=client.token, question="what colour", window_s=10)
+            created_r = await client.recv("response.created")
+            done = await client.recv("response.done")
+            assert done["response_id"] == created_r["response_id"] and done["status"] == "completed"
+            assert (
+                done["usage"]["av_tokens"]
+                == done["usage"]["audio_tokens"] + done["usage"]["video_tokens"]
+                > 0
+            )
+            assert done["usage"]["ttft_ms"] > 0
+            await client.send(type="history.get", token=client.token, event_id="h")
+            history = await client.recv("history")
+            assert [i["question"] for i in history["items"]] == ["what colour"]
+            await pc.close()
+        async with http.ws_connect(f"{server.url}/ws") as ws2:  # reconnect: attach and replay
+            again = Client(ws2)
+            await again.send(type="session.attach", session_id=client.session_id, token=client.token)
+            attached = await again.recv("session.created")
+            assert attached["session_id"] == client.session_id
+            await again.send(type="history.get", token=attached["token"])
+            assert (await again.recv("history"))["items"][0]["answer"] == done["answer"]
+        async with http.get(f"{server.url}/healthz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with http.get(f"{server.url}/metrics") as r:
+            text = await r.text()
+            assert "echo_questions_total 1" in text and "echo_sessions " in text
+
+
+@pytest.mark.asyncio
+async def test_bad_input_gets_codes_and_the_connection_lives(server: EchoServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        client = Client(ws)
+
+        async def expect(code: str, raw: str) -> None:
+            await ws.send_str(raw)
+            event = await client.recv("error")
+            assert event["type"] == "error" and event["code"] == code, event
+
+        await expect("invalid_json", "{nope")
+        await expect("unknown_event", '{"type": "session.destroy"}')
+        await expect("invalid_field", '{"type": "session.create", "api_key": 7}')
+        await expect("bad_api_key", '{"type": "session.create", "api_key": "wrong"}')
+        await expect("message_too_large", json.dumps({"type": "history.get", "token": "x" * 300_000}))
+        await expect("invalid_token", '{"type": "history.get", "token": "a.1.b"}')
+        await client.create()
+        await expect(
+            "bad_sdp", json.dumps({"type": "webrtc.offer", "token": client.token, "sdp": "v=0 junk"})
+        )
+        await expect(
+            "invalid_settings",
+            json.dumps({"type": "session.update", "token": client.token, "settings": {"keep": 2.0}}),
+        )
+        other = Client(ws)
+        await other.create("other-key-0123456789")
+        await expect(
+            "forbidden",
+            json.dumps({"type": "session.attach", "session_id": other.session_id, "token": client.token}),
+        )
+        await expect(
+            "forbidden",
+            json.dumps({"type": "session.attach", "session_id": other.session_id, "api_key": KEY}),
+        )
+        await expect(
+            "empty_av", json.dumps({"type": "response.create", "token": client.token, "question": "q"})
+        )
+        for _ in range(3):  # 4 per minute: the empty one above counted
+            await client.send(type="response.create", token=client.token, question="q")
+            await client.recv("error")
+        await expect(
+            "rate_limited", json.dumps({"type": "response.create", "token": client.token, "question": "q"})
+        )
+        await client.send(type="session.update", token=client.token, settings={"window_s": 5})
+        updated = await client.recv("session.updated")
+        assert updated["settings"]["window_s"] == 5.0
+
+
+@pytest.mark.asyncio
+async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
+    pc = RTCPeerConnection()
+    pc.addTrack(ColourTrack())
+    pc.addTrack(ToneTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    async with aiohttp.ClientSession() as http:
+        sdp = {"Content-Type": "application/sdp"}
+        async with http.post(f"{server.url}/whip", data=offer, headers=sdp) as r:
+            assert r.status == 401
+        async with http.post(
+            f"{server.url}/whip", data=offer, headers={**sdp, "Authorization": "Bearer nope"}
+        ) as r:
+            assert r.status == 401 and (await r.json())["code"] == "bad_api_key"
+        auth = {**sdp, "Authorization": f"Bearer {KEY}"}
+        async with http.post(f"{server.url}/whip", data="v=0\r\nm=video junk\r\n", headers=auth) as r:
+            assert r.status == 400 and (await r.json())["code"] == "bad_sdp"
+        async with http.post(f"{server.url}/whip", data=offer, headers=auth) as r:
+            assert r.status == 201, await r.text()
+            location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=await r.text(), type="answer"))
+        sid = location.rsplit("/", 1)[1]
+        live = server.sessions[sid]
+        for _ in range(200):
+            if live.session.stats.chunks_ingested >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert live.session.stats.seen_audio > 0 and live.session.stats.seen_video > 0
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with http.post(
+            f"{server.url}/v1/sessions/{sid}/ask", json={"question": "what colour"}, headers=bearer
+        ) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            body = await r.text()
+        events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.done"
+        async with http.post(f"{server.url}/v1/sessions/{sid}/ask", json={"question": "q"}, headers={}) as r:
+            assert r.status == 401
+        async with http.delete(
+            f"{server.url}{location}", headers={"Authorization": "Bearer other-key-0123456789"}
+        ) as r:
+            assert r.status == 403
+        async with http.delete(f"{server.url}{location}", headers={"Authorization": f"Bearer {KEY}"}) as r:
+            assert r.status == 200
+        assert sid not in server.sessions
+    await pc.close()
