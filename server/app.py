@@ -170,6 +170,7 @@ class EchoServer:
 
         self.worker.scheduler.add(session)
         self.sessions[session_id] = live
+        live.ticker = asyncio.create_task(live.tick(), name=f"tick-{session_id}")
         await self.store.register_session(
             session_id, key_id, self.worker_id, self.config.server.heartbeat_ttl_s
         )

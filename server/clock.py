@@ -24,6 +24,10 @@ class SessionClock:
         self._now = now
         self._origin: float | None = None
 
+    def peek(self) -> float | None:
+        """Session time now, or None before the first media arrived (does not start the clock)."""
+        return None if self._origin is None else self._now() - self._origin
+
     def elapsed(self, arrival: float | None = None) -> float:
         """Session time of an arrival (default: now); the first call sets the origin."""
         t = self._now() if arrival is None else arrival

@@ -71,6 +71,11 @@ class TrackIngest:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
+    @property
+    def ended(self) -> bool:
+        """The track ended and every frame it delivered reached the session."""
+        return self._ended.is_set() and not self._buffer and all(t.done() for t in self.tasks[1:])
+
     async def wait_ended(self) -> None:
         """Until the track ended and every buffered frame was converted."""
         await asyncio.gather(*self.tasks, return_exceptions=True)

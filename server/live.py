@@ -30,6 +30,7 @@ class LiveSession:
     created: float = field(default_factory=time.time)
     closed: bool = False
     attached: int = 0  # WebSocket connections currently attached
+    ticker: asyncio.Task[None] | None = None
 
     @property
     def session_id(self) -> str:
@@ -41,6 +42,21 @@ class LiveSession:
         self.ingests.append(ingest)
         log.info("%s: receiving %s", self.session_id, track.kind)
 
+    async def tick(self, period_s: float = 0.25, margin_s: float = 1.0) -> None:
+        """Keep the session's chunker on the clock: close due chunks in stalls, flush when media ends.
+
+        `margin_s` leaves frames still being converted time to arrive before their chunk closes.
+        """
+        ended = False
+        while not self.closed:
+            now = self.clock.peek()
+            if now is not None:
+                self.session.mark_time(now - margin_s)
+            if self.ingests and not ended and all(i.ended for i in self.ingests):
+                ended = True
+                self.session.end_stream()
+            await asyncio.sleep(period_s)
+
     def latest_job(self) -> AskJob | None:
         return next(reversed(self.jobs.values()), None) if self.jobs else None
 
@@ -48,6 +64,9 @@ class LiveSession:
         if self.closed:
             return
         self.closed = True
+        if self.ticker is not None:
+            self.ticker.cancel()
+            await asyncio.gather(self.ticker, return_exceptions=True)
         for job in self.jobs.values():
             job.cancelled.set()
         await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)

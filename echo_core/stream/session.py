@@ -114,6 +114,8 @@ class StreamSession:
             self._prefill_prefix()
         self.base_tid: int | None = None
         self.now_tid: int | None = None
+        self._clock_s: float | None = None  # stream time now, from the owner's clock (any thread)
+        self._end_requested = False
 
     # ------------------------------------------------------------------ input
     def push_video(self, frame: VideoFrame) -> None:
@@ -144,11 +146,25 @@ class StreamSession:
         if s.latest_media_s is None or t > s.latest_media_s:
             s.latest_media_s = float(t)
 
+    def mark_time(self, now_s: float) -> None:
+        """The stream clock reads `now_s` (thread-safe): the next drain closes chunks that are due
+        even if no media arrives (a stalled or silent stream)."""
+        self._clock_s = now_s
+
+    def end_stream(self) -> None:
+        """The media ended (thread-safe): the next drain closes the last, partial chunk."""
+        self._end_requested = True
+
     def drain(self, now_s: float | None = None, *, flush: bool = False) -> int:
         """Move queued media into the chunker; returns how many chunks are waiting.
 
-        `now_s` lets a stalled stream's chunks close on the clock; `flush` closes them all.
+        `now_s` (default: the last `mark_time`) lets a stalled stream's chunks close on the
+        clock; `flush` (or an `end_stream` request) closes them all.
         """
+        if now_s is None:
+            now_s = self._clock_s
+        if self._end_requested:
+            self._end_requested, flush = False, True
         chunks: list[MediaChunk] = []
         # Merge the two queues by time, so a backlog of one modality cannot close chunks
         # before the other's queued media for them reaches the chunker.

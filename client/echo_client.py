@@ -1,0 +1,172 @@
+"""`EchoClient`: stream media to an Echo server over WebRTC and ask about it (asyncio).
+
+async with EchoClient("http://127.0.0.1:8080", api_key) as client:
+    await client.stream_file("clip.webm")          # any file or URL PyAV opens, e.g. rtsp://…
+    async for delta in client.ask("what colour?", window_s=10):
+        print(delta, end="")
+    print(client.last_done["usage"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+class ClientError(Exception):
+    """A failure the user can act on, with the server's error code when there is one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class EchoClient:
+    """One session on one server."""
+
+    def __init__(self, url: str, api_key: str, *, settings: dict[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.settings = settings or {}
+        self.session_id = ""
+        self.token = ""
+        self.last_done: dict[str, Any] = {}
+        self.last_stats: dict[str, Any] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pc: Any = None
+        self._player: Any = None
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EchoClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object | TracebackType) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- session
+    async def connect(self) -> None:
+        """Open the WebSocket and create a session (ClientError on a bad key or no server)."""
+        self._http = aiohttp.ClientSession()
+        ws_url = self.url.replace("http", "ws", 1) + "/ws"
+        try:
+            self._ws = await self._http.ws_connect(ws_url)
+        except (aiohttp.ClientError, OSError) as exc:
+            await self._http.close()
+            raise ClientError(
+                "server_unreachable", f"cannot reach the Echo server at {self.url}: {exc}"
+            ) from None
+        self._reader = asyncio.create_task(self._read(), name="echo-client-reader")
+        await self._send({"type": "session.create", "api_key": self.api_key, "settings": self.settings})
+        created = await self._expect("session.created")
+        self.session_id, self.token = created["session_id"], created["token"]
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            event = json.loads(msg.data)
+            if event.get("type") == "window.stats":
+                self.last_stats = event
+                continue
+            await self._events.put(event)
+        await self._events.put(
+            {"type": "error", "code": "connection_lost", "message": "the server closed the connection"}
+        )
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps(event))
+
+    async def _expect(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
+        while True:
+            event = await asyncio.wait_for(self._events.get(), timeout)
+            if event.get("type") == "error":
+                raise ClientError(str(event.get("code")), str(event.get("message")))
+            if event.get("type") == kind:
+                return event
+
+    # ----------------------------------------------------------------- media
+    async def stream_file(
+        self, source: str, *, fmt: str | None = None, options: dict[str, str] | None = None
+    ) -> None:
+        """Stream a file, URL (RTSP, HTTP) or device PyAV opens, in real time, over WebRTC."""
+        from aiortc.contrib.media import MediaPlayer
+
+        try:
+            self._player = MediaPlayer(source, format=fmt, options=options or {})
+        except Exception as exc:  # PyAV: no such file, no camera, unknown format
+            raise ClientError("no_media", f"cannot open {source!r}: {exc}") from None
+        tracks = [t for t in (self._player.video, self._player.audio) if t is not None]
+        if not tracks:
+            raise ClientError("no_media", f"{source!r} has neither audio nor video")
+        await self.stream_tracks(tracks)
+
+    async def stream_tracks(self, tracks: list[Any]) -> None:
+        """Send aiortc tracks (e.g. a microphone track) to the session."""
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        self._pc = RTCPeerConnection()
+        for track in tracks:
+            self._pc.addTrack(track)
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        await self._send({"type": "webrtc.offer", "token": self.token, "sdp": self._pc.localDescription.sdp})
+        answer = await self._expect("webrtc.answer")
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def stop_streaming(self) -> None:
+        if self._pc is not None:
+            await self._pc.close()
+            self._pc = None
+
+    # --------------------------------------------------------------- asking
+    async def ask(self, question: str, window_s: float | None = None) -> AsyncIterator[str]:
+        """Yield the answer's text deltas; `last_done` holds `response.done` afterwards."""
+        event: dict[str, Any] = {"type": "response.create", "token": self.token, "question": question}
+        if window_s is not None:
+            event["window_s"] = window_s
+        await self._send(event)
+        await self._expect("response.created")
+        while True:
+            item = await self._expect_any(("response.output_text.delta", "response.done"))
+            if item["type"] == "response.done":
+                self.last_done = item
+                return
+            yield str(item["delta"])
+
+    async def _expect_any(self, kinds: tuple[str, ...], timeout: float = 120.0) -> dict[str, Any]:
+        while True:
+            event = await asyncio.wait_for(self._events.get(), timeout)
+            if event.get("type") == "error":
+                raise ClientError(str(event.get("code")), str(event.get("message")))
+            if event.get("type") in kinds:
+                return event
+
+    async def ask_text(self, question: str, window_s: float | None = None) -> str:
+        return "".join([d async for d in self.ask(question, window_s)]).strip()
+
+    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
+        await self._send({"type": "history.get", "token": self.token, "limit": limit})
+        return list((await self._expect("history"))["items"])
+
+    async def close(self) -> None:
+        await self.stop_streaming()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._ws is not None:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
