@@ -213,3 +213,32 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
             assert r.status == 200
         assert sid not in server.sessions
     await pc.close()
+
+
+@pytest.mark.asyncio
+async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any) -> None:
+    from client.echo_client import ClientError, EchoClient
+    from echo_core.world import make_clip
+    from echo_core.world.containers import write_webm
+
+    with pytest.raises(ClientError) as info:
+        await EchoClient("http://127.0.0.1:9", KEY).connect()
+    assert info.value.code == "server_unreachable"
+    with pytest.raises(ClientError) as info:
+        async with EchoClient(server.url, "wrong-key"):
+            pass
+    assert info.value.code == "bad_api_key"
+    async with EchoClient(server.url, KEY) as client:
+        with pytest.raises(ClientError) as info:
+            await client.stream_file(str(tmp_path / "missing.webm"))
+        assert info.value.code == "no_media"
+        clip = make_clip("test", 0)
+        await client.stream_file(str(write_webm(clip, tmp_path / "clip.webm")))
+        live = server.sessions[client.session_id]
+        for _ in range(300):
+            if live.session.stats.chunks_ingested >= 2:
+                break
+            await asyncio.sleep(0.05)
+        text = await client.ask_text("what pitch was the first tone", window_s=30)
+        assert client.last_done["status"] == "completed" and isinstance(text, str)
+        assert [h["question"] for h in await client.history()] == ["what pitch was the first tone"]

@@ -1,0 +1,102 @@
+"""`echo-client`: stream media to an Echo server and ask about it.
+
+echo-client stream FILE|URL [--ask "…" …]        a file or any URL PyAV opens (rtsp://…)
+echo-client stream --camera /dev/video0 [--mic]  a V4L2 camera (and the microphone)
+echo-client stream --mic                          the microphone only (sounddevice)
+echo-client ask "…" --session ID --token TOKEN    ask an existing session over HTTP
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+import aiohttp
+
+from .echo_client import ClientError, EchoClient
+
+
+async def stream(args: argparse.Namespace) -> int:
+    async with EchoClient(args.server, args.api_key) as client:
+        print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
+        if args.camera:
+            await client.stream_file(args.camera, fmt="v4l2", options={"framerate": "15"})
+        elif args.source:
+            await client.stream_file(args.source)
+        if args.mic:
+            from .microphone import MicrophoneTrack
+
+            await client.stream_tracks([MicrophoneTrack()])
+        await asyncio.sleep(args.warmup)
+        for question in args.ask:
+            print(f"Q: {question}")
+            print("A: ", end="", flush=True)
+            async for delta in client.ask(question, args.window):
+                print(delta, end="", flush=True)
+            usage = client.last_done.get("usage", {})
+            print(f"   (TTFT {usage.get('ttft_ms', 0):.1f} ms, {usage.get('av_tokens', 0)} AV tokens)")
+        if not args.ask:
+            print("streaming; press Ctrl-C to stop", file=sys.stderr)
+            await asyncio.Event().wait()
+    return 0
+
+
+async def ask(args: argparse.Namespace) -> int:
+    body = {"question": args.question, **({"window_s": args.window} if args.window else {})}
+    headers = {"Authorization": f"Bearer {args.token}"}
+    url = f"{args.server.rstrip('/')}/v1/sessions/{args.session}/ask"
+    try:
+        async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
+            if r.status != 200:
+                error = await r.json()
+                raise ClientError(error.get("code", str(r.status)), error.get("message", ""))
+            async for raw in r.content:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["type"] == "response.output_text.delta":
+                        print(event["delta"], end="", flush=True)
+                    elif event["type"] == "error":
+                        raise ClientError(event["code"], event["message"])
+        print()
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ClientError("server_unreachable", f"cannot reach {args.server}: {exc}") from None
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="echo-client", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--server", default="http://127.0.0.1:8080")
+    p.add_argument("--api-key", default=os.environ.get("ECHO_API_KEY", "demo-key-change-me"))
+    sub = p.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("stream", help="stream a file, URL, camera or microphone")
+    st.add_argument("source", nargs="?", help="file or URL")
+    st.add_argument("--camera", help="V4L2 device, e.g. /dev/video0")
+    st.add_argument("--mic", action="store_true", help="also stream the microphone")
+    st.add_argument("--ask", action="append", default=[], help="question to ask (repeatable)")
+    st.add_argument("--window", type=float, help="seconds of recent stream each question is about")
+    st.add_argument("--warmup", type=float, default=5.0, help="seconds to stream before the first question")
+    a = sub.add_parser("ask", help="ask an existing session over HTTP")
+    a.add_argument("question")
+    a.add_argument("--session", required=True)
+    a.add_argument("--token", required=True)
+    a.add_argument("--window", type=float)
+    args = p.parse_args(argv)
+    if args.command == "stream" and not (args.source or args.camera or args.mic):
+        p.error("stream needs a FILE/URL, --camera or --mic")
+    try:
+        return asyncio.run(stream(args) if args.command == "stream" else ask(args))
+    except ClientError as exc:
+        print(f"echo-client: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The microphone as an aiortc audio track (sounddevice), 48 kHz mono in 20-ms frames."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from typing import Any
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
+from av import AudioFrame
+
+RATE = 48000
+FRAME = 960  # 20 ms
+
+
+class MicrophoneTrack(MediaStreamTrack):
+    """Captures the default input device; raises ClientError-friendly errors when there is none."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            import sounddevice as sd
+        except (ImportError, OSError) as exc:
+            raise RuntimeError(f"the microphone needs sounddevice and PortAudio: {exc}") from None
+        self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(maxsize=50)
+        loop = asyncio.get_running_loop()
+
+        def on_audio(data: Any, frames: int, time: Any, status: Any) -> None:
+            block = np.asarray(data[:, 0] * 32767, dtype=np.int16).copy()
+            loop.call_soon_threadsafe(self._offer, block)
+
+        try:
+            self._stream = sd.InputStream(samplerate=RATE, channels=1, blocksize=FRAME, callback=on_audio)
+            self._stream.start()
+        except Exception as exc:
+            raise RuntimeError(f"no usable microphone: {exc}") from None
+        self._pts = 0
+
+    def _offer(self, block: np.ndarray) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()  # drop the oldest: stay live
+        self._queue.put_nowait(block)
+
+    async def recv(self) -> AudioFrame:
+        block = await self._queue.get()
+        frame = AudioFrame.from_ndarray(block[None, :], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = RATE, self._pts, fractions.Fraction(1, RATE)
+        self._pts += len(block)
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._stream.stop()
