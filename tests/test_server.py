@@ -242,3 +242,43 @@ async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any
         text = await client.ask_text("what pitch was the first tone", window_s=30)
         assert client.last_done["status"] == "completed" and isinstance(text, str)
         assert [h["question"] for h in await client.history()] == ["what pitch was the first tone"]
+
+
+@pytest.mark.asyncio
+async def test_redis_backed_history_and_origin_allow_list(
+    backend: OmniBackend, cs2: CS2, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    config = ServiceConfig(
+        stream=StreamConfig(cache_budget=256, max_new_tokens=2),
+        server=ServerConfig(
+            port=0, api_keys=[KEY], redis_url=redis_url, allowed_origins=["https://echo.test"]
+        ),
+    )
+    srv = EchoServer(config, model=model)
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await http.ws_connect(f"{srv.url}/ws", headers={"Origin": "https://evil.test"})
+            async with http.ws_connect(f"{srv.url}/ws", headers={"Origin": "https://echo.test"}) as ws:
+                client = Client(ws)
+                await client.create()
+                pc = await stream_to(client)
+                live = srv.sessions[client.session_id]
+                for _ in range(300):
+                    if live.session.stats.chunks_ingested >= 1:
+                        break
+                    await asyncio.sleep(0.05)
+                await client.send(type="response.create", token=client.token, question="what colour")
+                done = await client.recv("response.done")
+                await pc.close()
+        r = aioredis.from_url(redis_url, decode_responses=True)
+        entries = await r.xrange(f"echo:history:{client.session_id}")
+        assert [e[1]["answer"] for e in entries] == [done["answer"]]
+        assert await r.exists(f"echo:session:{client.session_id}")
+        await r.aclose()
+    finally:
+        await srv.stop()

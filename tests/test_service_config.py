@@ -34,3 +34,10 @@ def test_demo_config_loads() -> None:
 def test_bad_values_name_the_key(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_service_config(CONFIGS / "demo.yaml", [override])
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_omni_3b.yaml", "qwen2_5_omni_7b.yaml"])
+def test_gpu_configs_validate(name: str) -> None:
+    config = load_service_config(CONFIGS / name)
+    assert config.model.device == "cuda" and config.model.dtype == "bfloat16"
+    assert config.server.redis_url and config.server.ice_servers[0].urls.startswith("stun:")
