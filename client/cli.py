@@ -86,7 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--session", required=True)
     a.add_argument("--token", required=True)
     a.add_argument("--window", type=float)
+    acc = sub.add_parser("accuracy", help="start a local server, stream test clips, measure answer accuracy")
+    acc.add_argument("--config", default="configs/demo.yaml")
+    acc.add_argument("--clips", type=int, default=20)
+    acc.add_argument("--concurrency", type=int, default=2)
+    acc.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
+    if args.command == "accuracy":
+        from pathlib import Path
+
+        from .live_accuracy import run_live_accuracy, write_report
+
+        write_report(
+            asyncio.run(run_live_accuracy(Path(args.config), args.clips, args.concurrency)), args.json
+        )
+        return 0
     if args.command == "stream" and not (args.source or args.camera or args.mic):
         p.error("stream needs a FILE/URL, --camera or --mic")
     try:

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import aiohttp
 
 from echo_core.world import Clip, make_clip
 from echo_core.world.containers import write_webm
@@ -27,15 +22,9 @@ from echo_core.world.questions import Question
 from server.config import load_service_config
 
 from .echo_client import ClientError, EchoClient
+from .local_server import ROOT, local_server
 
-ROOT = Path(__file__).resolve().parents[1]
 CROSS_MODAL = ("av_binding", "av_order")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pick_clip(split: str = "test", start: int = 0) -> Clip:
@@ -53,18 +42,37 @@ def pick_questions(clip: Clip) -> list[Question]:
     return [cross, *others[:2]]
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"echo-server exited with code {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with http.get(f"{url}/healthz") as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"echo-server did not become healthy within {timeout:.0f} s")
+@dataclass(frozen=True)
+class Asked:
+    """One question asked over the live stream, with the server's answer and usage."""
+
+    family: str
+    question: str
+    truth: str
+    answer: str
+    usage: dict[str, float]
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.answer) and self.answer.split()[0] == self.truth
+
+
+async def stream_and_ask(
+    url: str, api_key: str, clip: Clip, questions: list[Question]
+) -> tuple[list[Asked], dict[str, object]]:
+    """Stream `clip` (WebM: VP8 + Opus) over WebRTC in real time, then ask `questions`."""
+    duration = len(clip.audio) / 16000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_webm(clip, Path(tmp) / "clip.webm")
+        async with EchoClient(url, api_key) as client:
+            await client.stream_file(str(path))
+            await asyncio.sleep(duration + 2.5)  # real time, then the last chunk closes
+            stats = dict(client.last_stats)
+            asked = []
+            for q in questions:
+                answer = await client.ask_text(q.text)
+                asked.append(Asked(q.family, q.text, q.answer, answer, client.last_done.get("usage", {})))
+    return asked, stats
 
 
 async def run(config_path: Path, clip_index: int) -> int:
@@ -72,66 +80,35 @@ async def run(config_path: Path, clip_index: int) -> int:
     if not config.server.api_keys:
         print("echo-demo: the config has no server.api_keys", file=sys.stderr)
         return 2
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "server.cli",
-        "--config",
-        str(config_path),
-        f"server.port={port}",
-        "server.host=127.0.0.1",
-    ]
-    print(f"starting echo-server ({config_path.name}) on {url} …", flush=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    print(f"starting echo-server ({config_path.name}) …", flush=True)
     try:
-        await wait_healthy(url, proc)
-        clip = pick_clip("test", clip_index)
-        duration = len(clip.audio) / 16000
-        size = clip.frames.shape[1]
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_webm(clip, Path(tmp) / "clip.webm")
+        async with local_server(config_path) as url:
+            clip = pick_clip("test", clip_index)
+            size = clip.frames.shape[1]
             print(
-                f"streaming synthetic clip (seed {clip.spec.seed}, {duration:.1f} s, {size}×{size} at 2 fps "
-                "+ audio) over WebRTC (VP8/Opus) in real time …",
+                f"streaming a synthetic clip (seed {clip.spec.seed}, {len(clip.audio) / 16000:.1f} s, "
+                f"{size}×{size} at 2 fps + audio) to {url} over WebRTC (VP8/Opus) in real time …",
                 flush=True,
             )
-            async with EchoClient(url, config.server.api_keys[0]) as client:
-                await client.stream_file(str(path))
-                await asyncio.sleep(duration + 2.5)  # real time, then the last chunk closes
-                stats = client.last_stats
+            asked, stats = await stream_and_ask(url, config.server.api_keys[0], clip, pick_questions(clip))
+            print(
+                f"the session saw {stats.get('seen_audio', 0)} audio + {stats.get('seen_video', 0)} video "
+                f"tokens and holds {stats.get('kept_audio', 0)} + {stats.get('kept_video', 0)} in its cache"
+            )
+            for i, a in enumerate(asked, 1):
+                u = a.usage
+                print(f"Q{i} [{a.family}] {a.question}?")
                 print(
-                    f"session {client.session_id}: saw {stats.get('seen_audio', 0)} audio + "
-                    f"{stats.get('seen_video', 0)} video tokens, kept {stats.get('kept_audio', 0)} + "
-                    f"{stats.get('kept_video', 0)} in the cache",
+                    f"   answer: {a.answer or '(none)'}   correct: {a.truth} {'✓' if a.correct else '✗'}   "
+                    f"TTFT {u.get('ttft_ms', 0):.1f} ms · {u.get('av_tokens', 0)} AV tokens "
+                    f"(audio {u.get('audio_tokens', 0)}, video {u.get('video_tokens', 0)})",
                     flush=True,
                 )
-                correct = 0
-                questions = pick_questions(clip)
-                for i, q in enumerate(questions, 1):
-                    answer = await client.ask_text(q.text)
-                    usage = client.last_done.get("usage", {})
-                    ok = answer.split()[0] == q.answer if answer else False
-                    correct += int(ok)
-                    print(f"Q{i} [{q.family}] {q.text}?")
-                    print(
-                        f"   answer: {answer or '(none)'}   correct: {q.answer} {'✓' if ok else '✗'}   "
-                        f"TTFT {usage.get('ttft_ms', 0):.1f} ms · {usage.get('av_tokens', 0)} AV tokens "
-                        f"(audio {usage.get('audio_tokens', 0)}, video {usage.get('video_tokens', 0)})",
-                        flush=True,
-                    )
-                print(f"{correct}/{len(questions)} answers correct")
+            print(f"{sum(a.correct for a in asked)}/{len(asked)} answers correct")
         return 0
-    except ClientError as exc:
+    except (ClientError, RuntimeError) as exc:
         print(f"echo-demo: {exc}", file=sys.stderr)
         return 1
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:

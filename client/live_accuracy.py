@@ -1,0 +1,65 @@
+"""`echo-client accuracy`: end-to-end answer accuracy of a live server over streamed clips.
+
+Starts echo-server (configs/demo.yaml by default) in its own process, streams `clips`
+synthetic test clips as WebM (VP8 + Opus) over real WebRTC in real time, `concurrency`
+sessions at a time, asks every question each clip determines at the end of its stream, and
+writes per-family accuracy (first answer word vs the truth) with TTFT and token usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from echo_core.world import iter_clips
+from server.config import load_service_config
+
+from .demo import Asked, stream_and_ask
+from .local_server import local_server
+
+
+async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> dict[str, object]:
+    config = load_service_config(config_path)
+    key = config.server.api_keys[0]
+    all_clips = list(iter_clips("test", 0, clips))
+    results: list[Asked] = []
+    started = time.monotonic()
+    async with local_server(config_path, f"server.max_sessions_per_key={max(concurrency, 1) + 1}") as url:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(clip: object) -> None:
+            async with gate:
+                asked, _ = await stream_and_ask(url, key, clip, list(clip.questions))  # type: ignore[attr-defined]
+                results.extend(asked)
+
+        await asyncio.gather(*(one(c) for c in all_clips))
+    by_family: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a in results:
+        by_family[a.family][0] += int(a.correct)
+        by_family[a.family][1] += 1
+    ttft = [float(a.usage.get("ttft_ms", 0.0)) for a in results]
+    return {
+        "config": config_path.name,
+        "clips": clips,
+        "concurrency": concurrency,
+        "questions": len(results),
+        "accuracy": sum(a.correct for a in results) / max(1, len(results)),
+        "by_family": {f: c / n for f, (c, n) in sorted(by_family.items())},
+        "ttft_ms_p50": statistics.median(ttft) if ttft else None,
+        "av_tokens_mean": statistics.fmean(float(a.usage.get("av_tokens", 0)) for a in results)
+        if results
+        else None,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def write_report(report: dict[str, object], path: str | None) -> None:
+    text = json.dumps(report, indent=2)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print(text)

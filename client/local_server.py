@@ -1,0 +1,63 @@
+"""Run `echo-server` as a child process on a free loopback port (the demo and the live benchmark)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"echo-server exited with code {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{url}/healthz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"echo-server did not become healthy within {timeout:.0f} s")
+
+
+@contextlib.asynccontextmanager
+async def local_server(config_path: Path, *overrides: str) -> AsyncIterator[str]:
+    """Start echo-server with `config_path` on a free port; yields its URL; stops it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "--config",
+        str(config_path),
+        f"server.port={port}",
+        "server.host=127.0.0.1",
+        *overrides,
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        await wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
