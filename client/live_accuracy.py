@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from echo_core.world import iter_clips
+from echo_core.world import Clip, iter_clips
 from server.config import load_service_config
 
 from .demo import Asked, stream_and_ask
@@ -31,9 +31,9 @@ async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> 
     async with local_server(config_path, f"server.max_sessions_per_key={max(concurrency, 1) + 1}") as url:
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(clip: object) -> None:
+        async def one(clip: Clip) -> None:
             async with gate:
-                asked, _ = await stream_and_ask(url, key, clip, list(clip.questions))  # type: ignore[attr-defined]
+                asked, _ = await stream_and_ask(url, key, clip, list(clip.questions))
                 results.extend(asked)
 
         await asyncio.gather(*(one(c) for c in all_clips))
