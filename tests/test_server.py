@@ -17,6 +17,7 @@ from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from server.app import EchoServer
+from server.auth import key_id
 from server.config import ServerConfig, ServiceConfig
 from tests.media_tracks import ColourTrack, ToneTrack
 
@@ -280,5 +281,31 @@ async def test_redis_backed_history_and_origin_allow_list(
         assert [e[1]["answer"] for e in entries] == [done["answer"]]
         assert await r.exists(f"echo:session:{client.session_id}")
         await r.aclose()
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.asyncio
+async def test_peer_disconnect_frees_the_session(backend: OmniBackend, cs2: CS2) -> None:
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    config = ServiceConfig(server=ServerConfig(port=0, api_keys=[KEY], heartbeat_ttl_s=0.6))
+    srv = EchoServer(config, model=model)
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"{srv.url}/ws") as ws:
+            client = Client(ws)
+            await client.create()
+            pc = await stream_to(client)
+            for _ in range(100):
+                if pc.connectionState == "connected":
+                    break
+                await asyncio.sleep(0.05)
+            await pc.close()
+        for _ in range(100):
+            if not srv.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert srv.sessions == {} and srv.worker is not None and srv.worker.scheduler.sessions() == []
+        assert await srv.store.live_sessions(key_id(KEY)) == 0
     finally:
         await srv.stop()
