@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "accuracy":
         from pathlib import Path
 
-        from .live_accuracy import run_live_accuracy, write_report
+        from echo_core.bench.cli import write_report
+
+        from .live_accuracy import run_live_accuracy
 
         write_report(
             asyncio.run(run_live_accuracy(Path(args.config), args.clips, args.concurrency)), args.json

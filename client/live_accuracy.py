@@ -9,7 +9,6 @@ writes per-family accuracy (first answer word vs the truth) with TTFT and token 
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -55,11 +54,3 @@ async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> 
         else None,
         "wall_s": round(time.monotonic() - started, 1),
     }
-
-
-def write_report(report: dict[str, object], path: str | None) -> None:
-    text = json.dumps(report, indent=2)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-    print(text)

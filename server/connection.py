@@ -87,16 +87,7 @@ class Connection:
         if isinstance(event, SessionCreate):
             key_id = server.keys.check(event.api_key)
             live, token, expiry = await server.create_session(key_id, event.settings)
-            self.attach(live)
-            await self.send(
-                SessionCreated(
-                    event_id=event.event_id,
-                    session_id=live.session_id,
-                    token=token,
-                    expires_at=expiry,
-                    settings=server.settings_of(live),
-                )
-            )
+            await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionAttach):
             if event.token is not None:
                 live = server.live_for(event.token, event.session_id)
@@ -111,16 +102,7 @@ class Connection:
                     raise AuthError("forbidden", "this session belongs to another API key")
                 live = found
             token, expiry = server.signer.issue(live.session_id)
-            self.attach(live)
-            await self.send(
-                SessionCreated(
-                    event_id=event.event_id,
-                    session_id=live.session_id,
-                    token=token,
-                    expires_at=expiry,
-                    settings=server.settings_of(live),
-                )
-            )
+            await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionUpdate):
             live = self.own(event.token)
             server.apply_settings(live, event.settings)
@@ -149,6 +131,21 @@ class Connection:
             records = await server.store.history(live.session_id, max(0, min(event.limit, 1000)))
             items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
             await self.send(History(event_id=event.event_id, session_id=live.session_id, items=items))
+
+    async def attach_and_confirm(
+        self, live: LiveSession, token: str, expiry: float, event_id: str | None
+    ) -> None:
+        """Attach this connection to `live` and send `session.created` with a fresh token."""
+        self.attach(live)
+        await self.send(
+            SessionCreated(
+                event_id=event_id,
+                session_id=live.session_id,
+                token=token,
+                expires_at=expiry,
+                settings=self.server.settings_of(live),
+            )
+        )
 
     def own(self, token: str) -> LiveSession:
         """The session this connection's token grants (and attach the connection to it)."""

@@ -13,7 +13,8 @@ from ..errors import EchoError
 TOLERANCE = 1e-5
 
 
-def _write(report: dict[str, object], path: str | None) -> None:
+def write_report(report: dict[str, object], path: str | None) -> None:
+    """Print a JSON report and write it to `path` (parents created) when given."""
     text = json.dumps(report, indent=2)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +26,7 @@ def cmd_equivalence(args: argparse.Namespace) -> int:
     from .equivalence import run_equivalence
 
     report = run_equivalence(args.preset, args.seed)
-    _write(report, args.json)
+    write_report(report, args.json)
     worst = max(float(str(report["max_abs_logit_diff"])), float(str(report["max_abs_logit_diff_sync_zero"])))
     if worst > TOLERANCE:
         print(f"FAIL: max |Δlogit| {worst:.3g} > {TOLERANCE:g}", file=sys.stderr)
@@ -67,7 +68,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     else:
         report = run_fidelity(backend, cs2, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
-    _write(report, args.json)
+    write_report(report, args.json)
     if args.plot:
         plot_fidelity(report, args.plot)
     print(markdown_table(report), file=sys.stderr)
@@ -93,7 +94,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
         "full_over_sieved_kv_60s_keep0.1": ratio(report, 60.0, 0.1, "full", "sieved_kv"),
         "sieved_kv_600s_over_60s_keep0.1": _kv_growth(report),
     }
-    _write(report, args.json)
+    write_report(report, args.json)
     return 0
 
 
