@@ -54,7 +54,7 @@ def clip_chunks(model: StreamModel, clip: Clip) -> list[MediaChunk]:
 def cache_budget(encoded: list[EncodedChunk], keep: float, cache_seconds: float) -> int:
     """Tokens of `cache_seconds` of this clip's media at `keep` (at least one chunk's worth)."""
     per_chunk = max(len(e.absolute) for e in encoded)
-    return max(math.ceil(keep * per_chunk), math.ceil(keep * per_chunk * cache_seconds / 2))
+    return math.ceil(keep * per_chunk - 1e-9) * max(1, math.ceil(cache_seconds / 2))
 
 
 def run_streaming_fidelity(
