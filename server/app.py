@@ -167,6 +167,8 @@ class EchoServer:
         async def on_state() -> None:
             if live.pc.connectionState in ("failed", "closed"):
                 log.info("%s: peer %s", session_id, live.pc.connectionState)
+                if live.attached == 0 and not live.closed:
+                    await self.close_session(live)
 
         self.worker.scheduler.add(session)
         self.sessions[session_id] = live

@@ -204,6 +204,8 @@ class Connection:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.live is not None:
             self.live.attached -= 1
+            if self.live.attached == 0 and self.live.pc.connectionState in ("failed", "closed"):
+                await self.server.close_session(self.live)  # nobody can use it any more
 
 
 async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None) -> None:

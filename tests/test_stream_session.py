@@ -288,3 +288,11 @@ def test_window_ends_at_the_last_media_of_a_short_final_chunk(model: StreamModel
     slots = s.window_slots(1.0)
     assert int(s.cache.time_ids[slots].min()) == 2 * POSITIONS_PER_SECOND
     assert s.ingest_lag_s == pytest.approx(0.0)
+
+
+def test_a_few_ms_of_audio_in_the_last_chunk_are_ignored(model: StreamModel) -> None:
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=1.0))
+    feed(s, 0.0, 2.0)
+    s.push_audio(AudioPacket(2.0, np.zeros(45, dtype=np.float32), 16000))  # 3 ms past the chunk
+    assert s.process(flush=True) == 2
+    assert s.stats.chunks_dropped == 0 and s.stats.seen_audio == 50

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import media
 from ..backend import OmniBackend
 from ..config import ModelConfig, SieveConfig
 from ..errors import ConfigError
@@ -129,7 +130,8 @@ class StreamModel:
     def encode(self, chunks: list[MediaChunk]) -> list[tuple[VideoTokens | None, AudioTokens | None]]:
         """Both encoders over every chunk, one call per modality."""
         with_video = [i for i, c in enumerate(chunks) if c.frames is not None]
-        with_audio = [i for i, c in enumerate(chunks) if c.audio is not None and len(c.audio) > 0]
+        # A stream's last chunk may hold a few ms of audio: less than one STFT window has no tokens.
+        with_audio = [i for i, c in enumerate(chunks) if c.audio is not None and len(c.audio) >= media.N_FFT]
         videos: dict[int, VideoTokens] = {}
         audios: dict[int, AudioTokens] = {}
         if with_video:
