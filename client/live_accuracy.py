@@ -27,7 +27,11 @@ async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> 
     all_clips = list(iter_clips("test", 0, clips))
     results: list[Asked] = []
     started = time.monotonic()
-    async with local_server(config_path, f"server.max_sessions_per_key={clips + concurrency}") as url:
+    async with local_server(
+        config_path,
+        f"server.max_sessions_per_key={clips + concurrency}",
+        "server.questions_per_minute=1000",
+    ) as url:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(clip: Clip) -> None:

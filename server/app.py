@@ -216,14 +216,15 @@ class EchoServer:
         return live
 
     async def close_session(self, live: LiveSession) -> None:
+        """Forget the session everywhere first (no new work reaches it), then release its resources."""
         self.sessions.pop(live.session_id, None)
         if self.worker is not None:
             self.worker.scheduler.remove(live.session_id)
-        await live.close()
         try:
             await self.store.unregister_session(live.session_id, live.key_id)
         except Exception:
             log.warning("could not unregister %s from the store", live.session_id)
+        await live.close()
 
     async def answer_sdp(self, live: LiveSession, offer_sdp: str) -> str:
         """Apply a client's SDP offer and return the answer (ServiceError on a malformed offer)."""

@@ -127,10 +127,10 @@ class Connection:
             if job is not None:
                 job.cancelled.set()
         elif isinstance(event, HistoryGet):
-            live = self.own(event.token)
-            records = await server.store.history(live.session_id, max(0, min(event.limit, 1000)))
+            sid = server.signer.verify(event.token)  # an ended session's history stays readable
+            records = await server.store.history(sid, max(0, min(event.limit, 1000)))
             items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
-            await self.send(History(event_id=event.event_id, session_id=live.session_id, items=items))
+            await self.send(History(event_id=event.event_id, session_id=sid, items=items))
 
     async def attach_and_confirm(
         self, live: LiveSession, token: str, expiry: float, event_id: str | None

@@ -104,14 +104,23 @@ async def test_websocket_session_stream_ask_history(server: EchoServer) -> None:
             await client.send(type="history.get", token=client.token, event_id="h")
             history = await client.recv("history")
             assert [i["question"] for i in history["items"]] == ["what colour"]
-            await pc.close()
-        async with http.ws_connect(f"{server.url}/ws") as ws2:  # reconnect: attach and replay
+        async with http.ws_connect(f"{server.url}/ws") as ws2:  # the socket dropped, media goes on
             again = Client(ws2)
             await again.send(type="session.attach", session_id=client.session_id, token=client.token)
             attached = await again.recv("session.created")
             assert attached["session_id"] == client.session_id
             await again.send(type="history.get", token=attached["token"])
             assert (await again.recv("history"))["items"][0]["answer"] == done["answer"]
+            await pc.close()
+        for _ in range(100):  # peer gone, nobody attached: the session ends
+            if client.session_id not in server.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert client.session_id not in server.sessions
+        async with http.ws_connect(f"{server.url}/ws") as ws3:  # its history stays readable with its token
+            late = Client(ws3)
+            await late.send(type="history.get", token=client.token)
+            assert (await late.recv("history"))["items"][0]["question"] == "what colour"
         async with http.get(f"{server.url}/healthz") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
         async with http.get(f"{server.url}/metrics") as r:
@@ -279,7 +288,7 @@ async def test_redis_backed_history_and_origin_allow_list(
         r = aioredis.from_url(redis_url, decode_responses=True)
         entries = await r.xrange(f"echo:history:{client.session_id}")
         assert [e[1]["answer"] for e in entries] == [done["answer"]]
-        assert await r.exists(f"echo:session:{client.session_id}")
+        assert not await r.exists(f"echo:session:{client.session_id}")  # unregistered when the peer left
         await r.aclose()
     finally:
         await srv.stop()
