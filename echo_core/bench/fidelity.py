@@ -205,7 +205,8 @@ def plot_fidelity(report: dict[str, object], path: str | Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("keep ratio (AV tokens kept)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{report['model']} on {report['split']} (n={report['n']})")
+    mode = "streaming, " if report.get("mode") == "streaming" else ""
+    ax.set_title(f"{report['model']} on {report['split']} ({mode}n={report['n']})")
     ax.legend(fontsize=7, ncol=2)
     fam: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:  # type: ignore[attr-defined]
