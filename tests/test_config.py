@@ -16,8 +16,16 @@ def test_defaults_and_shipped_configs_load() -> None:
     assert load_config() == EchoConfig()
     from echo_core.train.config import load_train_config
 
+    from echo_core.config import read_yaml
+    from server.config import load_service_config
+
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        (load_train_config if path.name.endswith("_train.yaml") else load_config)(path)
+        if path.name.endswith("_train.yaml"):
+            load_train_config(path)
+        elif "server" in read_yaml(path):  # a service config: core sections + server
+            load_service_config(path)
+        else:
+            load_config(path)
 
 
 def test_overrides_parse_yaml_scalars(tmp_path: Path) -> None:
