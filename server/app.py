@@ -307,7 +307,7 @@ class EchoServer:
         return web.FileResponse(static / "index.html")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        ok = self.worker is not None and self.worker._thread.is_alive()
+        ok = self.worker is not None and self.worker.alive
         body = {
             "status": "ok" if ok else "degraded",
             "sessions": len(self.sessions),

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from echo_core.rope import POSITIONS_PER_SECOND
+
 from .auth import AuthError
 from .protocol import (
     Error,
@@ -177,8 +179,11 @@ class Connection:
         while self.live is live and not live.closed:
             s = live.session
             window = s.config.window_s or STATS_WINDOW_S
-            audio_times, patches, grid = s.kept_layout(window)
-            end = (s.now_tid or 0) / 25
+            # the session lock may be held by an ingest step: read the cache off the event loop
+            audio_times, patches, grid = await asyncio.get_running_loop().run_in_executor(
+                None, s.kept_layout, window
+            )
+            end = (s.now_tid or 0) / POSITIONS_PER_SECOND
             st = s.stats
             await self.send(
                 WindowStats(
