@@ -14,10 +14,11 @@ The greedy first answer token is scored as in the offline benchmark.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from tqdm import tqdm
 
-from ..config import SieveConfig, StreamConfig
+from ..config import StreamConfig
 from ..sieve import METHODS
 from ..stream.frames import AudioPacket, MediaChunk, VideoFrame
 from ..stream.runtime import EncodedChunk, IngestRequest, StreamModel
@@ -73,9 +74,7 @@ def run_streaming_fidelity(
     """Evaluate the planned rows through the streaming engine; returns the JSON report."""
     rows = stream_plan(methods or list(METHODS), list(keeps or DEFAULT_KEEPS), ropes)
     models = {
-        rope: StreamModel(
-            model.backend, model.cs2, SieveConfig(**{**model.sieve_config.__dict__, "rope": rope})
-        )
+        rope: StreamModel(model.backend, model.cs2, replace(model.sieve_config, rope=rope))
         for rope in {r for _, r, _ in rows}
     }
     tallies = {row: Tally() for row in rows}

@@ -184,21 +184,20 @@ class StreamModel:
         """Run each request's ingest sieve over its encoded chunk (CS2 batched per layout)."""
         if not requests:
             return []
-        pairs = [(e.absolute, e.relative) for e in encoded]
         scores: list[torch.Tensor | None] = [None] * len(requests)
         # CS2 chunks with one layout share a refiner call.
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            if r.method == "cs2" and len(pairs[i][1]) > 0:
-                groups[(r.chunk.signature, len(pairs[i][1]))].append(i)
+            if r.method == "cs2" and len(encoded[i].relative) > 0:
+                groups[(r.chunk.signature, len(encoded[i].relative))].append(i)
         cs2 = self.sieve("cs2") if groups else None
         for members in groups.values():
             assert isinstance(cs2, CS2Sieve)
-            for i, s in zip(members, cs2.score_batch([pairs[i][1] for i in members]), strict=True):
+            for i, s in zip(members, cs2.score_batch([encoded[i].relative for i in members]), strict=True):
                 scores[i] = s
         out: list[PreparedChunk] = []
         for i, r in enumerate(requests):
-            seq, rel = pairs[i]
+            seq, rel = encoded[i].absolute, encoded[i].relative
             n = len(seq)
             if n == 0:
                 kept_idx = torch.zeros(0, dtype=torch.long)

@@ -33,7 +33,7 @@ from ..aliasing import aliasing_by_mode
 from ..config import StreamConfig
 from ..errors import ConfigError, EmptyAVError
 from ..generate import GenerationConfig, Prefill, prefill
-from ..positions import build_positions, next_position
+from ..positions import av_rows, build_positions, mode_rows, next_position
 from ..rope import POSITIONS_PER_SECOND
 from ..sieve.base import av_indices
 from ..tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
@@ -209,13 +209,14 @@ class StreamSession:
         return len(prepared)
 
     # ------------------------------------------------------------------ cache
-    def _rows(self, tokens: CachedTokens, suffix: TokenLayout | None = None) -> torch.Tensor:
-        """Position rows of the prefix + `tokens` (+ suffix), as one fresh sequence would get."""
+    def av_rows(self, tokens: CachedTokens) -> torch.Tensor:
+        """Position rows [R, K] of cached tokens: each depends only on its own metadata, so they
+        equal what `build_positions` gives the same tokens in a fresh prefix + AV sequence."""
         assert self.base_tid is not None
-        parts = [self.prefix_layout, tokens.layout(self.base_tid)]
-        if suffix is not None:
-            parts.append(suffix)
-        return build_positions(TokenLayout.concat(parts), self.model.rope)
+        rows = av_rows(
+            self.origin, tokens.time_ids - self.base_tid, tokens.modality, tokens.grid_h, tokens.grid_w
+        )
+        return mode_rows(rows, self.model.rope)
 
     def _prefill_prefix(self) -> None:
         assert self.kv is not None
@@ -231,8 +232,7 @@ class StreamSession:
         if self.kv is None or count == 0:
             return
         lm = self.model.lm
-        tokens = self.cache.tokens(torch.arange(first + count))
-        rows = self._rows(tokens)[:, len(self.prefix_layout) + first :]
+        rows = self.av_rows(self.cache.tokens(torch.arange(first, first + count)))
         cache = self.kv.dynamic_cache(None, used=first, spare=count)
         with torch.no_grad():
             lm.forward(
@@ -416,7 +416,7 @@ class StreamSession:
         """Prefill only the question against the cached KV of `slots`."""
         assert self.kv is not None
         lm = self.model.lm
-        rows = self._rows(tokens, suffix.layout)[:, len(self.prefix_layout) + len(tokens) :]
+        rows = build_positions(suffix.layout, self.model.rope, start=int(self.av_rows(tokens).max()) + 1)
         whole = len(slots) == len(self.cache)  # every slot, in order: one contiguous copy
         cache = self.kv.dynamic_cache(
             None if whole else slots, used=len(self.cache), spare=len(suffix) + self.config.max_new_tokens + 1
