@@ -76,3 +76,31 @@ def test_clips_without_questions_are_skipped(tmp_path: Path, monkeypatch: pytest
         "stage2.full_share=0.0", "stage2.chunk_share=0.0",
     ])  # fmt: skip
     assert rc == 0
+
+
+def test_stage1_dir_resumes_and_frozen_llm_waits(tmp_path: Path) -> None:
+    """A kept stage-1 thinker is reused; with the LLM frozen throughout, stage 2 leaves it as it was."""
+    stage1 = tmp_path / "stage1"
+    common = [
+        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--stage1-dir", str(stage1),
+        "stage1.steps=2", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "stage2.llm_frozen_steps=2", "log_every=1",
+    ]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert (stage1 / "model.safetensors").is_file()
+    kept = (stage1 / "model.safetensors").read_bytes()
+    assert main([*common, "--out", str(tmp_path / "b")]) == 0
+    assert (stage1 / "model.safetensors").read_bytes() == kept  # stage 1 did not run again
+    rows = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
+    assert [r.count('"stage1"') for r in rows] == [1, 1, 0, 0]
+    assert all('"lr": 0.0' in r for r in rows[2:])  # the LLM group was frozen
+    before = OmniBackend.load(stage1).model.state_dict()
+    after = OmniBackend.load(tmp_path / "b").model.state_dict()
+    assert before.keys() == after.keys()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name
+
+
+def test_frozen_steps_bounded() -> None:
+    with pytest.raises(ConfigError, match="llm_frozen_steps"):
+        load_train_config(None, ["stage2.steps=5", "stage2.llm_frozen_steps=6"])

@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="echo-train", description="Train echo-tiny on the synthetic world.")
     p.add_argument("--config", default="configs/echo_tiny_train.yaml", help="training config YAML")
     p.add_argument("--out", help="output directory (default: the config's out_dir)")
+    p.add_argument(
+        "--stage1-dir",
+        help="keep the stage-1 thinker here; if the directory already holds one, stage 1 is skipped",
+    )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. stage1.steps=2")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -31,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or config.out_dir)
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as work:
-            trainer = Trainer(config, Path(work))
+            stage1_dir = Path(args.stage1_dir) if args.stage1_dir else None
+            trainer = Trainer(config, Path(work), stage1_dir)
             trainer.stage1()
             cs2 = trainer.stage2() if config.stage2.steps > 0 else None
             trainer.save(cs2, out, yaml.safe_dump(asdict(config), sort_keys=False))

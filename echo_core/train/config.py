@@ -29,6 +29,7 @@ class Stage2Config:
     lr_llm: float = 3e-4
     lr_sieve: float = 1e-3
     warmup: int = 50
+    llm_frozen_steps: int = 0  # the LLM waits while the fresh score head learns to pick
     keep_min: float = 0.05
     keep_max: float = 0.3
     chunk_share: float = 0.5  # share of examples sieved 2-s chunk by chunk without the question
@@ -54,6 +55,10 @@ class TrainConfig:
         if not 0 < self.stage2.keep_min <= self.stage2.keep_max <= 1:
             raise ConfigError(
                 f"need 0 < keep_min ≤ keep_max ≤ 1, got {self.stage2.keep_min}, {self.stage2.keep_max}"
+            )
+        if not 0 <= self.stage2.llm_frozen_steps <= self.stage2.steps:
+            raise ConfigError(
+                f"need 0 ≤ stage2.llm_frozen_steps ≤ stage2.steps, got {self.stage2.llm_frozen_steps}"
             )
         if self.stage1.steps < 0 or self.stage2.steps < 0:
             raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")

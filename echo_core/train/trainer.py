@@ -51,18 +51,28 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
 class Trainer:
     """Owns the backend, CS2, the optimisers' schedule and the log."""
 
-    def __init__(self, config: TrainConfig, work_dir: Path) -> None:
+    def __init__(self, config: TrainConfig, work_dir: Path, stage1_dir: Path | None = None) -> None:
+        """`stage1_dir`: where the stage-1 thinker is kept; if it already holds one, stage 1 is skipped."""
         self.config = config
         self.work_dir = work_dir
+        self.stage1_dir = stage1_dir
         random.seed(config.seed)
         torch.manual_seed(config.seed)
-        init_dir = work_dir / "init"
-        build_random_checkpoint(init_dir, config.preset, seed=config.seed, words=world_vocabulary())
-        self.backend = OmniBackend.load(init_dir)
+        self.log_rows: list[dict[str, object]] = []
+        self.stage1_done = stage1_dir is not None and (stage1_dir / "config.json").is_file()
+        if self.stage1_done:
+            assert stage1_dir is not None
+            start_dir = stage1_dir
+            log = stage1_dir / "train_log.jsonl"
+            if log.is_file():
+                self.log_rows = [json.loads(line) for line in log.read_text().splitlines() if line]
+        else:
+            start_dir = work_dir / "init"
+            build_random_checkpoint(start_dir, config.preset, seed=config.seed, words=world_vocabulary())
+        self.backend = OmniBackend.load(start_dir)
         self.lm = self.backend.lm
         self.ropes = [RopeMode.parse(r) for r in config.ropes]
         self.rng = random.Random(config.seed)
-        self.log_rows: list[dict[str, object]] = []
         self.started = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
@@ -78,15 +88,25 @@ class Trainer:
         self.log_rows.append(row)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
 
-    def _loop(self, stage: str, steps: int, step_fn, optimizer: torch.optim.Optimizer, warmup: int) -> None:  # type: ignore[no-untyped-def]
+    def _loop(  # type: ignore[no-untyped-def]
+        self,
+        stage: str,
+        steps: int,
+        step_fn,
+        optimizer: torch.optim.Optimizer,
+        warmup: int,
+        frozen_until: dict[int, int] | None = None,
+    ) -> None:
+        """Run `steps` optimiser steps; param group i has lr 0 before step frozen_until[i]."""
         base = [g["lr"] for g in optimizer.param_groups]
+        frozen = frozen_until or {}
         losses: list[float] = []
         hits = total = 0
         with tqdm(range(steps), desc=stage, unit="step", dynamic_ncols=True) as bar:
             for step in bar:
                 scale = cosine_lr(step, steps, warmup)
-                for g, lr in zip(optimizer.param_groups, base, strict=True):
-                    g["lr"] = lr * scale
+                for i, (g, lr) in enumerate(zip(optimizer.param_groups, base, strict=True)):
+                    g["lr"] = 0.0 if step < frozen.get(i, 0) else lr * scale
                 rope = self.ropes[step % len(self.ropes)]
                 loss, correct, count = step_fn(step, rope)
                 optimizer.zero_grad(set_to_none=True)
@@ -98,12 +118,19 @@ class Trainer:
                 total += count
                 if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
                     self._log(
-                        stage, step + 1, sum(losses) / len(losses), hits / max(1, total), base[0] * scale, bar
+                        stage,
+                        step + 1,
+                        sum(losses) / len(losses),
+                        hits / max(1, total),
+                        optimizer.param_groups[0]["lr"],
+                        bar,
                     )
                     losses, hits, total = [], 0, 0
 
     # ------------------------------------------------------------------ stage 1
     def stage1(self) -> None:
+        if self.stage1_done:
+            return
         cfg = self.config.stage1
         params = [p for p in self.backend.model.parameters()]
         for p in params:
@@ -131,6 +158,8 @@ class Trainer:
 
         self._loop("stage1", cfg.steps, step_fn, optimizer, cfg.warmup)
         self.backend.model.eval()
+        if self.stage1_dir is not None:
+            self._write_thinker(self.stage1_dir)
 
     # ------------------------------------------------------------------ stage 2
     def stage2(self) -> CS2:
@@ -192,7 +221,7 @@ class Trainer:
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             return loss, correct, len(questions)
 
-        self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup)
+        self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup, {0: cfg.llm_frozen_steps})
         cs2.eval()
         self.backend.model.eval()
         return cs2
@@ -221,13 +250,17 @@ class Trainer:
     # ------------------------------------------------------------------- output
     def save(self, cs2: CS2 | None, out_dir: Path, config_text: str) -> None:
         """Write the thinker, tokenizer, CS2 weights, the config used and the log."""
+        self._write_thinker(out_dir)
+        if cs2 is not None:
+            cs2.save(out_dir)
+        (out_dir / "train_config.yaml").write_text(config_text)
+        plot_training_log(out_dir / "train_log.jsonl", out_dir / "train_curve.png")
+
+    def _write_thinker(self, out_dir: Path) -> None:
+        """A fresh directory with the thinker, its tokenizer and the log so far."""
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
         self.backend.model.save_pretrained(out_dir, safe_serialization=True)
         self.backend.tokenizer.save_pretrained(out_dir)
-        if cs2 is not None:
-            cs2.save(out_dir)
-        (out_dir / "train_config.yaml").write_text(config_text)
         (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))
-        plot_training_log(out_dir / "train_log.jsonl", out_dir / "train_curve.png")
