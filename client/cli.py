@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 import aiohttp
@@ -20,16 +21,19 @@ from .echo_client import ClientError, EchoClient
 
 
 async def stream(args: argparse.Namespace) -> int:
-    async with EchoClient(args.server, args.api_key) as client:
+    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+    async with EchoClient(args.server, args.api_key, ssl_context=context) as client:
         print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
+        tracks = []
         if args.camera:
-            await client.stream_file(args.camera, fmt="v4l2", options={"framerate": "15"})
+            tracks += client.open_media(args.camera, fmt="v4l2", options={"framerate": "15"})
         elif args.source:
-            await client.stream_file(args.source)
+            tracks += client.open_media(args.source)
         if args.mic:
             from .microphone import MicrophoneTrack
 
-            await client.stream_tracks([MicrophoneTrack()])
+            tracks = [t for t in tracks if t.kind != "audio"] + [MicrophoneTrack()]
+        await client.stream_tracks(tracks)  # one peer connection carries them all
         await asyncio.sleep(args.warmup)
         for question in args.ask:
             print(f"Q: {question}")
@@ -49,7 +53,11 @@ async def ask(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {args.token}"}
     url = f"{args.server.rstrip('/')}/v1/sessions/{args.session}/ask"
     try:
-        async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
+        context = ssl.create_default_context(cafile=args.cafile) if args.cafile else True
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, json=body, headers=headers, ssl=context) as r,
+        ):
             if r.status != 200:
                 error = await r.json()
                 raise ClientError(error.get("code", str(r.status)), error.get("message", ""))
@@ -73,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--server", default="http://127.0.0.1:8080")
     p.add_argument("--api-key", default=os.environ.get("ECHO_API_KEY", "demo-key-change-me"))
+    p.add_argument("--cafile", help="CA bundle that signs an https server's certificate (self-signed TLS)")
     sub = p.add_subparsers(dest="command", required=True)
     st = sub.add_parser("stream", help="stream a file, URL, camera or microphone")
     st.add_argument("source", nargs="?", help="file or URL")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -33,10 +34,19 @@ class ClientError(Exception):
 class EchoClient:
     """One session on one server."""
 
-    def __init__(self, url: str, api_key: str, *, settings: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        settings: dict[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context`: how to trust an https server (e.g. one with a self-signed certificate)."""
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.settings = settings or {}
+        self.ssl_context = ssl_context
         self.session_id = ""
         self.token = ""
         self.last_done: dict[str, Any] = {}
@@ -61,7 +71,7 @@ class EchoClient:
         self._http = aiohttp.ClientSession()
         ws_url = self.url.replace("http", "ws", 1) + "/ws"
         try:
-            self._ws = await self._http.ws_connect(ws_url)
+            self._ws = await self._http.ws_connect(ws_url, ssl=self.ssl_context or True)
         except (aiohttp.ClientError, OSError) as exc:
             await self._http.close()
             raise ClientError(
@@ -91,28 +101,30 @@ class EchoClient:
         await self._ws.send_str(json.dumps(event))
 
     async def _expect(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
-        while True:
-            event = await asyncio.wait_for(self._events.get(), timeout)
-            if event.get("type") == "error":
-                raise ClientError(str(event.get("code")), str(event.get("message")))
-            if event.get("type") == kind:
-                return event
+        return await self._expect_any((kind,), timeout)
 
     # ----------------------------------------------------------------- media
     async def stream_file(
         self, source: str, *, fmt: str | None = None, options: dict[str, str] | None = None
     ) -> None:
         """Stream a file, URL (RTSP, HTTP) or device PyAV opens, in real time, over WebRTC."""
+        await self.stream_tracks(self.open_media(source, fmt=fmt, options=options))
+
+    def open_media(
+        self, source: str, *, fmt: str | None = None, options: dict[str, str] | None = None
+    ) -> list[Any]:
+        """The audio and video tracks of a file, URL or device (ClientError when there are none)."""
         from aiortc.contrib.media import MediaPlayer
 
+        what = "camera" if fmt == "v4l2" else "media"
         try:
             self._player = MediaPlayer(source, format=fmt, options=options or {})
         except Exception as exc:  # PyAV: no such file, no camera, unknown format
-            raise ClientError("no_media", f"cannot open {source!r}: {exc}") from None
+            raise ClientError(f"no_{what}", f"cannot open {what} {source!r}: {exc}") from None
         tracks = [t for t in (self._player.video, self._player.audio) if t is not None]
         if not tracks:
-            raise ClientError("no_media", f"{source!r} has neither audio nor video")
-        await self.stream_tracks(tracks)
+            raise ClientError(f"no_{what}", f"{source!r} has neither audio nor video")
+        return tracks
 
     async def stream_tracks(self, tracks: list[Any]) -> None:
         """Send aiortc tracks (e.g. a microphone track) to the session."""
@@ -153,6 +165,13 @@ class EchoClient:
                 raise ClientError(str(event.get("code")), str(event.get("message")))
             if event.get("type") in kinds:
                 return event
+
+    async def cancel(self, response_id: str | None = None) -> None:
+        """Stop an answer being generated (the latest when `response_id` is None)."""
+        event: dict[str, Any] = {"type": "response.cancel", "token": self.token}
+        if response_id is not None:
+            event["response_id"] = response_id
+        await self._send(event)
 
     async def ask_text(self, question: str, window_s: float | None = None) -> str:
         return "".join([d async for d in self.ask(question, window_s)]).strip()

@@ -10,12 +10,14 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame
 
+from .echo_client import ClientError
+
 RATE = 48000
 FRAME = 960  # 20 ms
 
 
 class MicrophoneTrack(MediaStreamTrack):
-    """Captures the default input device; raises ClientError-friendly errors when there is none."""
+    """Captures the default input device; ClientError `no_microphone` when there is none."""
 
     kind = "audio"
 
@@ -24,7 +26,9 @@ class MicrophoneTrack(MediaStreamTrack):
         try:
             import sounddevice as sd
         except (ImportError, OSError) as exc:
-            raise RuntimeError(f"the microphone needs sounddevice and PortAudio: {exc}") from None
+            raise ClientError(
+                "no_microphone", f"the microphone needs sounddevice and PortAudio: {exc}"
+            ) from None
         self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(maxsize=50)
         loop = asyncio.get_running_loop()
 
@@ -36,7 +40,7 @@ class MicrophoneTrack(MediaStreamTrack):
             self._stream = sd.InputStream(samplerate=RATE, channels=1, blocksize=FRAME, callback=on_audio)
             self._stream.start()
         except Exception as exc:
-            raise RuntimeError(f"no usable microphone: {exc}") from None
+            raise ClientError("no_microphone", f"no usable microphone: {exc}") from None
         self._pts = 0
 
     def _offer(self, block: np.ndarray) -> None:

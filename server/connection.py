@@ -226,8 +226,12 @@ async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, 
         ice = candidate_from_sdp(line)
     except Exception:
         raise ServiceError("bad_candidate", f"cannot parse ICE candidate {candidate[:80]!r}") from None
-    ice.sdpMid, ice.sdpMLineIndex = sdp_mid, index
-    await live.pc.addIceCandidate(ice)
+    # Without a mid or index the candidate belongs to the first m-line (the BUNDLE group).
+    ice.sdpMid, ice.sdpMLineIndex = sdp_mid, index if index is not None or sdp_mid is not None else 0
+    try:
+        await live.pc.addIceCandidate(ice)
+    except (ValueError, OSError) as exc:
+        raise ServiceError("bad_candidate", f"cannot use ICE candidate {candidate[:80]!r}: {exc}") from None
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:

@@ -318,3 +318,73 @@ async def test_peer_disconnect_frees_the_session(backend: OmniBackend, cs2: CS2)
         assert await srv.store.live_sessions(key_id(KEY)) == 0
     finally:
         await srv.stop()
+
+
+@pytest.mark.asyncio
+async def test_response_cancel_stops_the_answer(server: EchoServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{server.url}/ws") as ws:
+        client = Client(ws)
+        await client.create()
+        pc = await stream_to(client)
+        live = server.sessions[client.session_id]
+        for _ in range(300):
+            if live.session.stats.chunks_ingested >= 1:
+                break
+            await asyncio.sleep(0.05)
+        # The engine is busy with this session (its lock held), so the answer cannot start before the
+        # cancel arrives: the cancel is then checked before the first piece is generated.
+        with live.session._lock:
+            await client.send(type="response.create", token=client.token, question="what colour")
+            created = await client.recv("response.created")
+            await client.send(type="response.cancel", token=client.token, response_id=created["response_id"])
+            await asyncio.sleep(0.3)  # the cancel is read while the answer waits
+        done = await client.recv("response.done")
+        assert done["response_id"] == created["response_id"]
+        assert done["status"] == "cancelled" and done["answer"] == ""
+        await client.send(type="response.cancel", token=client.token)  # nothing running: a no-op
+        await client.send(type="response.create", token=client.token, question="what colour")
+        assert (await client.recv("response.done"))["status"] == "completed"  # the engine goes on
+        await pc.close()
+
+
+@pytest.mark.asyncio
+async def test_whip_patch_trickles_candidates(server: EchoServer) -> None:
+    pc = RTCPeerConnection()
+    pc.addTrack(ToneTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with http.post(
+            f"{server.url}/whip",
+            data=pc.localDescription.sdp,
+            headers={**auth, "Content-Type": "application/sdp"},
+        ) as r:
+            assert r.status == 201
+            location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
+        live = server.sessions[location.rsplit("/", 1)[1]]
+        frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        candidate = "a=candidate:9 1 udp 2122260223 127.0.0.1 45999 typ host"
+        body = f"a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n{candidate}\r\n"
+        async with http.patch(f"{server.url}{location}", data=body, headers={**frag, **auth}) as r:
+            assert r.status == 204
+        assert "127.0.0.1 45999 typ host" in live.pc.remoteDescription.sdp
+        bare = "a=candidate:10 1 udp 2122260222 127.0.0.1 46000 typ host\r\n"  # no mid: the first m-line
+        bearer = {"Authorization": f"Bearer {token}"}  # the session token works too
+        async with http.patch(f"{server.url}{location}", data=bare, headers={**frag, **bearer}) as r:
+            assert r.status == 204
+        assert "127.0.0.1 46000 typ host" in live.pc.remoteDescription.sdp
+        async with http.patch(
+            f"{server.url}{location}", data="a=candidate:junk\r\n", headers={**frag, **auth}
+        ) as r:
+            assert r.status == 400 and (await r.json())["code"] == "bad_candidate"
+        async with http.patch(f"{server.url}{location}", data=body, headers=frag) as r:
+            assert r.status == 401
+        async with http.patch(
+            f"{server.url}{location}",
+            data=body,
+            headers={**frag, "Authorization": "Bearer other-key-0123456789"},
+        ) as r:
+            assert r.status == 403
+        async with http.delete(f"{server.url}{location}", headers=auth) as r:
+            assert r.status == 200
+    await pc.close()
