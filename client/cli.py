@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("--config", default="configs/demo.yaml")
     acc.add_argument("--clips", type=int, default=20)
     acc.add_argument("--concurrency", type=int, default=2)
+    acc.add_argument("--families", help="only these question families, comma-separated (default: all)")
     acc.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
     if args.command == "accuracy":
@@ -108,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from .live_accuracy import run_live_accuracy
 
-        write_report(
-            asyncio.run(run_live_accuracy(Path(args.config), args.clips, args.concurrency)), args.json
-        )
+        families = frozenset(args.families.split(",")) if args.families else None
+        report = run_live_accuracy(Path(args.config), args.clips, args.concurrency, families)
+        write_report(asyncio.run(report), args.json)
         return 0
     if args.command == "stream" and not (args.source or args.camera or args.mic):
         p.error("stream needs a FILE/URL, --camera or --mic")

@@ -9,22 +9,31 @@ writes per-family accuracy (first answer word vs the truth) with TTFT and token 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from echo_core.world import Clip, iter_clips
+from echo_core.world.questions import Question
 from server.config import load_service_config
 
 from .demo import Asked, stream_and_ask
 from .local_server import local_server
 
 
-async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> dict[str, object]:
+async def run_live_accuracy(
+    config_path: Path, clips: int, concurrency: int, families: frozenset[str] | None = None
+) -> dict[str, object]:
+    """Stream the first `clips` test clips that ask a question of `families` (all when None)."""
     config = load_service_config(config_path)
     key = config.server.api_keys[0]
-    all_clips = list(iter_clips("test", 0, clips))
+
+    def asked(clip: Clip) -> list[Question]:
+        return [q for q in clip.questions if families is None or q.family in families]
+
+    all_clips = list(itertools.islice((c for c in iter_clips("test", 0, 100 * clips) if asked(c)), clips))
     results: list[Asked] = []
     started = time.monotonic()
     async with local_server(
@@ -36,8 +45,8 @@ async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> 
 
         async def one(clip: Clip) -> None:
             async with gate:
-                asked, _ = await stream_and_ask(url, key, clip, list(clip.questions))
-                results.extend(asked)
+                answers, _ = await stream_and_ask(url, key, clip, asked(clip))
+                results.extend(answers)
 
         await asyncio.gather(*(one(c) for c in all_clips))
     by_family: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -47,7 +56,8 @@ async def run_live_accuracy(config_path: Path, clips: int, concurrency: int) -> 
     ttft = [float(a.usage.get("ttft_ms", 0.0)) for a in results]
     return {
         "config": config_path.name,
-        "clips": clips,
+        "clips": len(all_clips),
+        "families": sorted(families) if families else "all",
         "concurrency": concurrency,
         "questions": len(results),
         "accuracy": sum(a.correct for a in results) / max(1, len(results)),
