@@ -23,6 +23,7 @@ from echo_core.world import make_clip
 from echo_core.world.containers import write_webm
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
+from tests.waiting import wait_ingested
 
 KEY = "tls-key-0123456789"
 
@@ -92,10 +93,7 @@ async def test_https_and_wss_with_a_self_signed_certificate(tls_server: EchoServ
     async with EchoClient(tls_server.url, KEY, ssl_context=trust) as client:  # wss://…/ws
         await client.stream_file(str(write_webm(make_clip("test", 1), tmp_path / "clip.webm")))
         live = tls_server.sessions[client.session_id]
-        for _ in range(300):
-            if live.session.stats.chunks_ingested >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await wait_ingested(live.session, 1)
         await client.ask_text("what colour", window_s=30)
         assert client.last_done["status"] == "completed"
 

@@ -20,6 +20,7 @@ from server.app import EchoServer
 from server.auth import key_id
 from server.config import ServerConfig, ServiceConfig
 from tests.media_tracks import ColourTrack, ToneTrack
+from tests.waiting import wait_ingested
 
 KEY = "test-key-0123456789"
 
@@ -200,10 +201,7 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=await r.text(), type="answer"))
         sid = location.rsplit("/", 1)[1]
         live = server.sessions[sid]
-        for _ in range(200):
-            if live.session.stats.chunks_ingested >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await wait_ingested(live.session, 1)
         assert live.session.stats.seen_audio > 0 and live.session.stats.seen_video > 0
         bearer = {"Authorization": f"Bearer {token}"}
         async with http.post(
@@ -245,10 +243,7 @@ async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any
         clip = make_clip("test", 0)
         await client.stream_file(str(write_webm(clip, tmp_path / "clip.webm")))
         live = server.sessions[client.session_id]
-        for _ in range(300):
-            if live.session.stats.chunks_ingested >= 2:
-                break
-            await asyncio.sleep(0.05)
+        await wait_ingested(live.session, 2)
         text = await client.ask_text("what pitch was the first tone", window_s=30)
         assert client.last_done["status"] == "completed" and isinstance(text, str)
         assert [h["question"] for h in await client.history()] == ["what pitch was the first tone"]
@@ -278,10 +273,7 @@ async def test_redis_backed_history_and_origin_allow_list(
                 await client.create()
                 pc = await stream_to(client)
                 live = srv.sessions[client.session_id]
-                for _ in range(300):
-                    if live.session.stats.chunks_ingested >= 1:
-                        break
-                    await asyncio.sleep(0.05)
+                await wait_ingested(live.session, 1)
                 await client.send(type="response.create", token=client.token, question="what colour")
                 done = await client.recv("response.done")
                 await pc.close()
@@ -327,10 +319,7 @@ async def test_response_cancel_stops_the_answer(server: EchoServer) -> None:
         await client.create()
         pc = await stream_to(client)
         live = server.sessions[client.session_id]
-        for _ in range(300):
-            if live.session.stats.chunks_ingested >= 1:
-                break
-            await asyncio.sleep(0.05)
+        await wait_ingested(live.session, 1)
         # The engine is busy with this session (its lock held), so the answer cannot start before the
         # cancel arrives: the cancel is then checked before the first piece is generated.
         with live.session._lock:
