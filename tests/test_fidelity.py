@@ -79,7 +79,7 @@ def test_shipped_checkpoint_guard() -> None:
     """A broken or badly trained echo-tiny fails here.
 
     The issue asks ≥ 85 % full and ≥ 80 % cs2+sync at keep 0.1; the shipped checkpoint
-    measures 73.6 % and 63.8 % on this slice (see README), so the guard sits just below
+    measures 82.8 % and 70.1 % on this slice (see README), so the guard sits just below
     those (a random-weight model scores about 30 %). Raise it when a better model ships.
     """
     directory = default_model_dir()
@@ -99,5 +99,5 @@ def test_shipped_checkpoint_guard() -> None:
     full = find_row(report, "none", "sync", 1.0)
     sieved = find_row(report, "cs2", "sync", 0.1)
     assert full is not None and sieved is not None
-    assert float(full["accuracy"]) >= 0.70, full  # type: ignore[arg-type]
-    assert float(sieved["accuracy"]) >= 0.60, sieved  # type: ignore[arg-type]
+    assert float(full["accuracy"]) >= 0.80, full  # type: ignore[arg-type]
+    assert float(sieved["accuracy"]) >= 0.67, sieved  # type: ignore[arg-type]
