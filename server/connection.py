@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from echo_core.rope import POSITIONS_PER_SECOND
+from echo_core.tokens import Modality
 
 from .auth import AuthError
 from .protocol import (
@@ -106,7 +107,12 @@ class Connection:
             token, expiry = server.signer.issue(live.session_id)
             await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionUpdate):
+            from .app import ServiceError
+
             live = self.own(event.token)
+            budget = event.settings.cache_budget
+            if budget is not None and budget != live.session.config.cache_budget:
+                raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
             server.apply_settings(live, event.settings)
             await self.send(
                 SessionUpdated(
@@ -192,6 +198,9 @@ class Connection:
                     seen_video=st.seen_video,
                     kept_audio=len(audio_times),
                     kept_video=len(patches),
+                    cache_audio=s.cache.count(Modality.AUDIO),
+                    cache_video=s.cache.count(Modality.VIDEO),
+                    cache_budget=s.config.cache_budget,
                     ingest_lag_s=round(s.ingest_lag_s, 3),
                     drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
                     window_start_s=max(0.0, end - window),

@@ -177,8 +177,11 @@ class WindowStats(ServerEvent):
     session_id: str = ""
     seen_audio: int = 0
     seen_video: int = 0
-    kept_audio: int = 0  # in the cache now
+    kept_audio: int = 0  # kept tokens inside the window
     kept_video: int = 0
+    cache_audio: int = 0  # kept tokens in the whole cache
+    cache_video: int = 0
+    cache_budget: int = 0  # B: the most the cache holds, audio and video together
     ingest_lag_s: float = 0.0
     drops: int = 0
     window_start_s: float = 0.0

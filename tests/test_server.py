@@ -92,6 +92,8 @@ async def test_websocket_session_stream_ask_history(server: EchoServer) -> None:
                 if stats["kept_audio"] and stats["kept_video"]:
                     break
             assert stats["grid"] == [4, 4] and all(len(p) == 3 for p in stats["video_patches"])
+            assert stats["cache_budget"] == 512
+            assert stats["cache_audio"] >= stats["kept_audio"] and stats["cache_video"] >= stats["kept_video"]
             await client.send(type="response.create", token=client.token, question="what colour", window_s=10)
             created_r = await client.recv("response.created")
             done = await client.recv("response.done")
@@ -171,6 +173,10 @@ async def test_bad_input_gets_codes_and_the_connection_lives(server: EchoServer)
             await client.recv("error")
         await expect(
             "rate_limited", json.dumps({"type": "response.create", "token": client.token, "question": "q"})
+        )
+        await expect(
+            "invalid_settings",
+            json.dumps({"type": "session.update", "token": client.token, "settings": {"cache_budget": 64}}),
         )
         await client.send(type="session.update", token=client.token, settings={"window_s": 5})
         updated = await client.recv("session.updated")

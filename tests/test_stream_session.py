@@ -295,3 +295,14 @@ def test_a_few_ms_of_audio_in_the_last_chunk_are_ignored(model: StreamModel) -> 
     s.push_audio(AudioPacket(2.0, np.zeros(45, dtype=np.float32), 16000))  # 3 ms past the chunk
     assert s.process(flush=True) == 2
     assert s.stats.chunks_dropped == 0 and s.stats.seen_audio == 50
+
+
+def test_kept_layout_reports_the_full_frame_grid(model: StreamModel) -> None:
+    """The grid is the newest frame's, not the span of the few kept patches."""
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.05))
+    feed(s, 0.0, 4.0, size=112)  # 4 × 4 merged patches per temporal patch
+    s.process(flush=True)
+    audio_times, patches, grid = s.kept_layout(10.0)
+    assert grid == [4, 4]
+    assert 0 < len(patches) < 16 and all(0 <= h < 4 and 0 <= w < 4 for _, h, w in patches)
+    assert all(0.0 <= t <= 4.0 for t in audio_times)

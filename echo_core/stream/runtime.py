@@ -59,6 +59,7 @@ class PreparedChunk:
     kept: CachedTokens
     seen_audio: int
     seen_video: int
+    video_grid: tuple[int, int] | None = None  # merged (rows, cols) of the chunk's frames
 
 
 def time_id(seconds: float) -> int:
@@ -219,5 +220,11 @@ class StreamModel:
                 grid_w=lay.grid_w[kept_idx],
                 scores=z[kept_idx] if z.numel() else torch.zeros(0),
             )
-            out.append(PreparedChunk(r.chunk, kept, lay.count(Modality.AUDIO), lay.count(Modality.VIDEO)))
+            video = lay.modality == Modality.VIDEO
+            grid = None
+            if video.any():
+                grid = (int(lay.grid_h[video].max()) + 1, int(lay.grid_w[video].max()) + 1)
+            out.append(
+                PreparedChunk(r.chunk, kept, lay.count(Modality.AUDIO), lay.count(Modality.VIDEO), grid)
+            )
         return out

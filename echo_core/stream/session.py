@@ -114,6 +114,7 @@ class StreamSession:
             self._prefill_prefix()
         self.base_tid: int | None = None
         self.now_tid: int | None = None
+        self.video_grid: tuple[int, int] | None = None  # merged grid of the newest video chunk
         self._clock_s: float | None = None  # stream time now, from the owner's clock (any thread)
         self._end_requested = False
 
@@ -287,6 +288,8 @@ class StreamSession:
             elif end - self.base_tid > horizon:
                 self._rebase(max(self.base_tid, end - round(REBASE_KEEP * horizon)))
             tokens = prepared.kept
+            if prepared.video_grid is not None:
+                self.video_grid = prepared.video_grid
             budget = self.config.cache_budget
             n_old = len(self.cache)
             n_evict = n_old + len(tokens) - budget
@@ -458,10 +461,7 @@ class StreamSession:
                 strict=True,
             )
         ]
-        grid = (
-            [int(tokens.grid_h[video].max()) + 1, int(tokens.grid_w[video].max()) + 1] if video.any() else []
-        )
-        return audio_times, patches, grid
+        return audio_times, patches, list(self.video_grid or ())
 
     def cache_bytes(self) -> int:
         """Bytes allocated for this session's cache: slots plus KV."""
