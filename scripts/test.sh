@@ -14,6 +14,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "test: redis-server missing and apt-get unavailable; install Redis" >&2; exit 1
   fi
 fi
+# The browser test drives Debian's Chromium through Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing chromium" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test: /usr/bin/chromium missing and apt-get unavailable; install Chromium" >&2; exit 1
+  fi
+fi
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== pytest"

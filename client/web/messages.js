@@ -27,6 +27,9 @@ export const ERROR_TEXT = Object.freeze({
     "Echo has not seen or heard anything in that window yet. Wait a few seconds, " +
     "or choose a longer window.",
   connection_lost: "The connection to the server was lost. Reconnecting…",
+  media_failed:
+    "Your camera and microphone could not reach the server (a firewall or network may block " +
+    "WebRTC). Press Try again.",
   server_unreachable: "Cannot reach the Echo server.",
   timeout: "The server did not answer in time.",
 });

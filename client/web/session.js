@@ -72,6 +72,7 @@ export class Session extends EventTarget {
       return true;
     } catch (err) {
       if (!(err instanceof EchoError) || err.code === "connection_lost" || err.code === "timeout") throw err;
+      console.info(`echo: cannot re-attach to session ${saved.session_id} (${err.code})`);
       if (saved.token === this.token) {
         this.token = "";
         this.id = "";

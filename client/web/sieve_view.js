@@ -27,14 +27,44 @@ function fit(canvas) {
 }
 
 /**
+ * The merged video grid. `window.stats` reports one more than the largest kept (h, w), which
+ * falls short when no kept token lies in the last row or column; the largest grid seen since
+ * the source (session, frame size) last changed is the real one.
+ */
+export class GridTracker {
+  constructor() {
+    this.source = "";
+    this.rows = 0;
+    this.cols = 0;
+  }
+
+  /**
+   * @param {{grid?: number[]}} stats
+   * @param {string} source changes when the session or the frame size changes
+   * @returns {[number, number]} [rows, cols]
+   */
+  update(stats, source) {
+    if (source !== this.source) {
+      this.source = source;
+      this.rows = 0;
+      this.cols = 0;
+    }
+    const [rows, cols] = stats.grid && stats.grid.length === 2 ? stats.grid : [0, 0];
+    this.rows = Math.max(this.rows, rows);
+    this.cols = Math.max(this.cols, cols);
+    return [this.rows, this.cols];
+  }
+}
+
+/**
  * Heat-map of the video patches kept from the last RECENT_S seconds of frames.
  * @param {HTMLCanvasElement} canvas laid over the preview, same box
- * @param {{video_patches: number[][], grid: number[]}} stats
+ * @param {{video_patches: number[][]}} stats
+ * @param {[number, number]} grid [rows, cols] of the merged video grid (GridTracker)
  * @returns {number} patches drawn (also `data-kept-patches`)
  */
-export function drawHeatmap(canvas, stats) {
+export function drawHeatmap(canvas, stats, [rows, cols]) {
   const [ctx, width, height] = fit(canvas);
-  const [rows, cols] = stats.grid && stats.grid.length === 2 ? stats.grid : [0, 0];
   const patches = stats.video_patches || [];
   let drawn = 0;
   if (rows > 0 && cols > 0 && patches.length > 0) {
@@ -53,10 +83,10 @@ export function drawHeatmap(canvas, stats) {
       if (weight[i] <= 0) continue;
       const x = (i % cols) * cw;
       const y = Math.floor(i / cols) * ch;
-      const alpha = 0.15 + 0.45 * Math.min(1, weight[i]);
+      const alpha = 0.08 + 0.32 * Math.min(1, weight[i]);
       ctx.fillStyle = `rgba(245, 166, 35, ${alpha.toFixed(3)})`;
       ctx.fillRect(x, y, cw, ch);
-      ctx.strokeStyle = "rgba(255, 255, 255, 0.55)";
+      ctx.strokeStyle = "rgba(245, 166, 35, 0.9)";
       ctx.strokeRect(x + 0.5, y + 0.5, cw - 1, ch - 1);
     }
   }

@@ -76,6 +76,29 @@ export class MediaLink {
     return !["failed", "closed"].includes(this.pc.connectionState);
   }
 
+  /**
+   * Whether the link reaches "connected" within `timeoutMs` (false once it fails or closes).
+   * @param {number} timeoutMs
+   * @returns {Promise<boolean>}
+   */
+  whenConnected(timeoutMs) {
+    return new Promise((resolve) => {
+      const finish = (ok) => {
+        window.clearTimeout(timer);
+        this.pc.removeEventListener("connectionstatechange", check);
+        resolve(ok);
+      };
+      const check = () => {
+        const s = this.pc.connectionState;
+        if (s === "connected") finish(true);
+        else if (s === "failed" || s === "closed") finish(false);
+      };
+      const timer = window.setTimeout(() => finish(false), timeoutMs);
+      this.pc.addEventListener("connectionstatechange", check);
+      check();
+    });
+  }
+
   /** @returns {Promise<string>} the SDP offer (set as the local description). */
   async createOffer() {
     await this.pc.setLocalDescription(await this.pc.createOffer());
