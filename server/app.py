@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 import ssl
 import uuid
@@ -45,6 +46,8 @@ from .store import HistoryRecord, MemoryStore, RedisStore, Store
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
+#: An offer must carry at least one audio or video section (aiortc accepts an SDP without any).
+MEDIA_LINE = re.compile(r"^m=(audio|video) ", re.MULTILINE)
 
 
 class ServiceError(Exception):
@@ -230,6 +233,8 @@ class EchoServer:
         """Apply a client's SDP offer and return the answer (ServiceError on a malformed offer)."""
         from aiortc import RTCSessionDescription
 
+        if not MEDIA_LINE.search(offer_sdp):
+            raise ServiceError("bad_sdp", "the SDP offer has no audio or video m-line")
         try:
             await live.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await live.pc.setLocalDescription(await live.pc.createAnswer())

@@ -244,9 +244,13 @@ def test_page_streams_sieves_answers_and_recovers(
         assert "key=" not in page.url, "the API key stays out of the address bar"
         session_id = page.evaluate("document.body.dataset.sessionId")
 
-        # the window control goes through session.update; the server confirms it
+        # the window and keep controls go through session.update; the server confirms them. The
+        # questions are asked at 20 % keep: the page's 10 % default is the aggressive end, where
+        # echo-tiny answers this clip 1 of 3 right (accuracy vs keep is the benchmarks' job).
         page.select_option("#window", str(LOOP_WINDOW_S))
         expect(page.locator("#window")).to_have_attribute("data-applied", str(LOOP_WINDOW_S))
+        page.select_option("#keep", "0.2")
+        expect(page.locator("#keep")).to_have_attribute("data-applied", "0.2")
 
         # a whole loop of the clip inside the window, and kept tokens drawn
         page.wait_for_function(
@@ -285,9 +289,9 @@ def test_page_streams_sieves_answers_and_recovers(
         if target:
             shutil.copy(shot, ROOT / target)
 
-        # the keep control goes through session.update too
-        page.select_option("#keep", "0.2")
-        expect(page.locator("#keep")).to_have_attribute("data-applied", "0.2")
+        # back to the default keep
+        page.select_option("#keep", "0.1")
+        expect(page.locator("#keep")).to_have_attribute("data-applied", "0.1")
 
         # connection lost: the page says so, reconnects, re-attaches to the same session, replays history
         sockets[-1].close()

@@ -151,6 +151,8 @@ async def test_bad_input_gets_codes_and_the_connection_lives(server: EchoServer)
         await expect(
             "bad_sdp", json.dumps({"type": "webrtc.offer", "token": client.token, "sdp": "v=0 junk"})
         )
+        no_media = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"  # aiortc itself would accept it
+        await expect("bad_sdp", json.dumps({"type": "webrtc.offer", "token": client.token, "sdp": no_media}))
         await expect(
             "invalid_settings",
             json.dumps({"type": "session.update", "token": client.token, "settings": {"keep": 2.0}}),
