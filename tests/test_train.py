@@ -101,6 +101,7 @@ def test_stage1_dir_resumes_and_frozen_llm_waits(tmp_path: Path) -> None:
         assert torch.equal(value, after[name]), name
 
 
-def test_frozen_steps_bounded() -> None:
+def test_frozen_steps_not_negative() -> None:
     with pytest.raises(ConfigError, match="llm_frozen_steps"):
-        load_train_config(None, ["stage2.steps=5", "stage2.llm_frozen_steps=6"])
+        load_train_config(None, ["stage2.llm_frozen_steps=-1"])
+    assert load_train_config(None, ["stage2.steps=2", "stage2.llm_frozen_steps=100"]).stage2.steps == 2

@@ -29,7 +29,7 @@ class Stage2Config:
     lr_llm: float = 3e-4
     lr_sieve: float = 1e-3
     warmup: int = 50
-    llm_frozen_steps: int = 0  # the LLM waits while the fresh score head learns to pick
+    llm_frozen_steps: int = 0  # the LLM waits while the fresh score head learns to pick (≥ steps: all)
     keep_min: float = 0.05
     keep_max: float = 0.3
     chunk_share: float = 0.5  # share of examples sieved 2-s chunk by chunk without the question
@@ -56,10 +56,8 @@ class TrainConfig:
             raise ConfigError(
                 f"need 0 < keep_min ≤ keep_max ≤ 1, got {self.stage2.keep_min}, {self.stage2.keep_max}"
             )
-        if not 0 <= self.stage2.llm_frozen_steps <= self.stage2.steps:
-            raise ConfigError(
-                f"need 0 ≤ stage2.llm_frozen_steps ≤ stage2.steps, got {self.stage2.llm_frozen_steps}"
-            )
+        if self.stage2.llm_frozen_steps < 0:  # ≥ steps: the LLM stays frozen for the whole stage
+            raise ConfigError(f"need stage2.llm_frozen_steps ≥ 0, got {self.stage2.llm_frozen_steps}")
         if self.stage1.steps < 0 or self.stage2.steps < 0:
             raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
 
