@@ -113,7 +113,7 @@ class Trainer:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 hits += correct
                 total += count
                 if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
