@@ -20,9 +20,13 @@ import aiohttp
 from .echo_client import ClientError, EchoClient
 
 
+def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context that trusts `--cafile` (None: the system's CAs)."""
+    return ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+
+
 async def stream(args: argparse.Namespace) -> int:
-    context = ssl.create_default_context(cafile=args.cafile) if args.cafile else None
-    async with EchoClient(args.server, args.api_key, ssl_context=context) as client:
+    async with EchoClient(args.server, args.api_key, ssl_context=trust(args)) as client:
         print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
         tracks = []
         if args.camera:
@@ -53,10 +57,9 @@ async def ask(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {args.token}"}
     url = f"{args.server.rstrip('/')}/v1/sessions/{args.session}/ask"
     try:
-        context = ssl.create_default_context(cafile=args.cafile) if args.cafile else True
         async with (
             aiohttp.ClientSession() as http,
-            http.post(url, json=body, headers=headers, ssl=context) as r,
+            http.post(url, json=body, headers=headers, ssl=trust(args) or True) as r,
         ):
             if r.status != 200:
                 error = await r.json()

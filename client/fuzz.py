@@ -6,11 +6,13 @@ unknown events, wrong field types, forged and malformed tokens, malformed and tr
 bad ICE candidates, out-of-range settings and over-long questions. The protocol answers every
 bad message with an `error` event and keeps the connection; a message over the transport limit
 may close that one connection (the client reconnects). Meanwhile a healthy session streams a
-synthetic clip over WebRTC; it is asked the same questions before and after.
+synthetic clip over WebRTC while the attack runs and is then asked the clip's questions; a fresh
+session asks them again after the attack, for comparison.
 
-A case fails when the server neither answers it nor closes the connection in time, when it
-answers with anything but `error`, or when `/healthz` stops answering. The report also says
-whether the healthy session's answers were the same after the fuzzing.
+A `history.get` probe follows every case. A case fails when the server answers it with anything
+but `error`, stays quiet where the protocol owes a reply (only `webrtc.candidate` and
+`response.cancel` may succeed silently), neither answers nor closes in time, or when `/healthz`
+stops answering.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-MAX_MESSAGE_BYTES = 256 * 1024  # the protocol's default limit (docs/protocol.md)
+from server.protocol import MAX_MESSAGE_BYTES
+
 REPLY_TIMEOUT_S = 10.0
 #: Events that succeed without a reply (an accepted candidate, a cancel of nothing).
 QUIET_OK = frozenset({"webrtc.candidate", "response.cancel"})
@@ -215,6 +218,12 @@ class Attacker:
             raise RuntimeError(f"the attacker could not create a session: {created}")
         self.token = str(created["token"])
 
+    async def reconnect(self) -> None:
+        assert self.ws is not None
+        await self.ws.close()
+        self.reconnects += 1
+        await self.connect()
+
     async def probe(self, n: int) -> tuple[dict[str, Any] | None, bool]:
         """Send `history.get` with event_id probe-n; (first reply before the probe's, probe answered)."""
         assert self.ws is not None
@@ -256,13 +265,12 @@ class Attacker:
                 await self.ws.send_str(case.payload)
             event, alive = await self.probe(n)
         except TimeoutError:
+            await self.reconnect()  # a late reply must not be taken for the next case's
             return "timeout"
         except (aiohttp.ClientError, ConnectionError):
             event, alive = None, False
         if not alive:
-            await self.ws.close()
-            self.reconnects += 1
-            await self.connect()
+            await self.reconnect()
             return "closed"
         if event is None:
             return "quiet"

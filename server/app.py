@@ -185,7 +185,10 @@ class EchoServer:
         return live, token, expiry
 
     def apply_settings(self, live: LiveSession, settings: SessionSettings) -> None:
-        """Apply client settings (ConfigError → `invalid_settings`)."""
+        """Apply client settings (ConfigError → `invalid_settings`); the cache budget is fixed at creation."""
+        budget = settings.cache_budget
+        if budget is not None and budget != live.session.config.cache_budget:
+            raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
         changes: dict[str, object] = {}
         if settings.window_s is not None:
             changes["window_s"] = settings.window_s

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from echo_core.rope import POSITIONS_PER_SECOND
-from echo_core.tokens import Modality
 
 from .auth import AuthError
 from .protocol import (
@@ -40,6 +39,8 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
+    from echo_core.stream.session import KeptLayout, StreamSession
+
     from .app import EchoServer
     from .live import LiveSession
 
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 
 #: Window shown in `window.stats` when the session has no default window.
 STATS_WINDOW_S = 30.0
+
+
+def read_window(session: StreamSession, window_s: float) -> tuple[KeptLayout, tuple[int, int]]:
+    """Where the window's kept tokens lie, and the whole cache's (audio, video) counts."""
+    return session.kept_layout(window_s), session.cache_counts()
 
 
 class Connection:
@@ -107,12 +113,7 @@ class Connection:
             token, expiry = server.signer.issue(live.session_id)
             await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionUpdate):
-            from .app import ServiceError
-
             live = self.own(event.token)
-            budget = event.settings.cache_budget
-            if budget is not None and budget != live.session.config.cache_budget:
-                raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
             server.apply_settings(live, event.settings)
             await self.send(
                 SessionUpdated(
@@ -186,9 +187,8 @@ class Connection:
             s = live.session
             window = s.config.window_s or STATS_WINDOW_S
             # the session lock may be held by an ingest step: read the cache off the event loop
-            audio_times, patches, grid = await asyncio.get_running_loop().run_in_executor(
-                None, s.kept_layout, window
-            )
+            layout, counts = await asyncio.get_running_loop().run_in_executor(None, read_window, s, window)
+            (audio_times, patches, grid), (cache_audio, cache_video) = layout, counts
             end = (s.now_tid or 0) / POSITIONS_PER_SECOND
             st = s.stats
             await self.send(
@@ -198,8 +198,8 @@ class Connection:
                     seen_video=st.seen_video,
                     kept_audio=len(audio_times),
                     kept_video=len(patches),
-                    cache_audio=s.cache.count(Modality.AUDIO),
-                    cache_video=s.cache.count(Modality.VIDEO),
+                    cache_audio=cache_audio,
+                    cache_video=cache_video,
                     cache_budget=s.config.cache_budget,
                     ingest_lag_s=round(s.ingest_lag_s, 3),
                     drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,

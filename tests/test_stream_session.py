@@ -306,3 +306,5 @@ def test_kept_layout_reports_the_full_frame_grid(model: StreamModel) -> None:
     assert grid == [4, 4]
     assert 0 < len(patches) < 16 and all(0 <= h < 4 and 0 <= w < 4 for _, h, w in patches)
     assert all(0.0 <= t <= 4.0 for t in audio_times)
+    audio, video = s.cache_counts()
+    assert audio + video == len(s.cache) and video >= len(patches) and audio >= len(audio_times)

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 REBASE_KEEP = 0.75
 
 
+#: (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols] of the newest grid)
+KeptLayout = tuple[list[float], list[list[float]], list[int]]
+
+
 @dataclass
 class SessionStats:
     """Counters of one session (cumulative unless noted)."""
@@ -439,7 +443,7 @@ class StreamSession:
         done = s.ingested_until_s if s.ingested_until_s is not None else s.first_media_s
         return max(0.0, s.latest_media_s - done)
 
-    def kept_layout(self, window_s: float) -> tuple[list[float], list[list[float]], list[int]]:
+    def kept_layout(self, window_s: float) -> KeptLayout:
         """Where the cached tokens of the last `window_s` seconds lie, for visualisation.
 
         Returns (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols]
@@ -462,6 +466,11 @@ class StreamSession:
             )
         ]
         return audio_times, patches, list(self.video_grid or ())
+
+    def cache_counts(self) -> tuple[int, int]:
+        """(audio, video) tokens in the whole cache now."""
+        with self._lock:
+            return self.cache.count(Modality.AUDIO), self.cache.count(Modality.VIDEO)
 
     def cache_bytes(self) -> int:
         """Bytes allocated for this session's cache: slots plus KV."""
