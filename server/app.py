@@ -11,13 +11,10 @@ import asyncio
 import json
 import logging
 import re
-import secrets
-import ssl
+import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +24,11 @@ from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 
-from .auth import ApiKeys, AuthError, TokenSigner
+from .auth import AuthError
 from .config import ServiceConfig
 from .engine import AskJob, EngineWorker
+from .http_service import HttpService
+from .journal import HistoryJournal
 from .live import LiveSession
 from .protocol import (
     ProtocolError,
@@ -45,9 +44,10 @@ from .store import HistoryRecord, MemoryStore, RedisStore, Store
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
 #: An offer must carry at least one audio or video section (aiortc accepts an SDP without any).
 MEDIA_LINE = re.compile(r"^m=(audio|video) ", re.MULTILINE)
+#: A session nobody attached to and no peer ever connected to is closed after this long.
+UNCLAIMED_SESSION_S = 60.0
 
 
 class ServiceError(Exception):
@@ -59,23 +59,25 @@ class ServiceError(Exception):
         self.message = message
 
 
-class EchoServer:
-    """The service: sessions, the engine worker, the store and the HTTP/WebSocket app."""
+class EchoServer(HttpService):
+    """The service: sessions, the engine worker, the store and the HTTP/WebSocket app.
+
+    In `worker` mode it also registers in Redis and runs the commands gateways route to it
+    (server/worker_node.py); in `standalone` mode clients reach it directly.
+    """
 
     def __init__(self, config: ServiceConfig, *, model: StreamModel | None = None) -> None:
-        self.config = config
+        if config.server.mode == "gateway":
+            raise ConfigError("server.mode=gateway runs server.gateway.Gateway, not EchoServer")
+        super().__init__(config)
         self.model = model
         self.sessions: dict[str, LiveSession] = {}
-        self.keys = ApiKeys(config.server.api_keys)
-        secret = config.server.token_secret or secrets.token_urlsafe(32)
-        self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s)
         self.store: Store = MemoryStore()
         self.worker: EngineWorker | None = None
-        self.counters: Counter[str] = Counter()
-        self.worker_id = f"worker-{uuid.uuid4().hex[:8]}"
-        self._runner: web.AppRunner | None = None
+        self.worker_id = config.server.worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.journal = HistoryJournal(config.server.history_maxlen)
+        self.node: Any = None  # the WorkerNode in worker mode
         self._tasks: list[asyncio.Task[None]] = []
-        self.port = config.server.port
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -91,22 +93,20 @@ class EchoServer:
         model = self.model
         self.worker = EngineWorker(Scheduler(model))
         self.worker.start()
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        tls = None
-        if self.config.server.tls_cert:
-            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            tls.load_cert_chain(self.config.server.tls_cert, self.config.server.tls_key)
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, ssl_context=tls)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = int(server.sockets[0].getsockname()[1])
+        await self.listen(self.build_app())
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="echo-heartbeat"))
+        if self.config.server.mode == "worker":
+            from .worker_node import WorkerNode
+
+            assert isinstance(self.store, RedisStore)
+            self.node = WorkerNode(self, self.store)
+            await self.node.start()
         log.info("echo-server listening on %s:%d (%s)", self.config.server.host, self.port, self.worker_id)
 
     async def stop(self) -> None:
         """Graceful shutdown: close every session, stop the engine, the listener and the store."""
+        if self.node is not None:
+            await self.node.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -114,27 +114,54 @@ class EchoServer:
             await self.close_session(live)
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self.close_listener()
         await self.store.close()
 
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.config.server.tls_cert else "http"
-        return f"{scheme}://{self.config.server.host}:{self.port}"
+    async def _heartbeat(self, beat_s: float = 1.0) -> None:
+        """Keep the store's session records fresh, close abandoned sessions, repair after outages.
 
-    async def _heartbeat(self) -> None:
+        When the store restarted (its epoch changed) or a history write failed, every live
+        session is registered again and the history journal is reconciled.
+        """
         ttl = self.config.server.heartbeat_ttl_s
+        epoch: str | None = None
+        next_beat = 0.0
         while True:
-            await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(min(beat_s, ttl / 3))
+            now = time.monotonic()
             for live in list(self.sessions.values()):
-                if live.pc.connectionState in ("failed", "closed") and live.attached == 0:
+                if live.attached == 0 and (
+                    live.pc.connectionState in ("failed", "closed")
+                    or (live.pc.connectionState == "new" and time.time() - live.created > UNCLAIMED_SESSION_S)
+                ):
                     await self.close_session(live)
-                    continue
-                try:
-                    await self.store.heartbeat(live.session_id, live.key_id, ttl)
-                except Exception:  # the store may be restarting: retry on the next beat
-                    log.warning("heartbeat for %s failed; retrying", live.session_id)
+            try:
+                current = await self.store.epoch()
+                if epoch is not None and current != epoch:
+                    log.warning("the store restarted; registering %d sessions again", len(self.sessions))
+                    next_beat = 0.0
+                if now >= next_beat:
+                    for live in list(self.sessions.values()):
+                        await self.store.heartbeat(live.session_id, live.key_id, ttl)
+                    next_beat = now + ttl / 3
+                if self.journal.dirty or (epoch is not None and current != epoch):
+                    repaired = await self.journal.reconcile(self.store)
+                    if repaired:
+                        log.warning("wrote %d history entries the store had lost", repaired)
+                epoch = current
+            except Exception:  # the store may be restarting: retry on the next beat
+                log.warning("store unreachable; retrying")
+                next_beat = 0.0
+                self.journal.dirty = True
+
+    def admit(self) -> None:
+        """Refuse a new session (`server_busy`) when this process is full or its ingest is behind."""
+        limit = self.config.server.max_sessions
+        if len(self.sessions) >= limit:
+            raise ServiceError("server_busy", f"this server is full ({limit} sessions); try again later")
+        lag = max((live.session.ingest_lag_s for live in self.sessions.values()), default=0.0)
+        if lag > self.config.server.max_ingest_lag_s:
+            raise ServiceError("server_busy", f"ingest is {lag:.1f} s behind; try again later")
 
     # -------------------------------------------------------------- sessions
     def peer_connection(self) -> Any:
@@ -147,7 +174,8 @@ class EchoServer:
         return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
 
     async def create_session(self, key_id: str, settings: SessionSettings) -> tuple[LiveSession, str, float]:
-        """A new session for an authenticated key (quota checked): (live session, token, expiry)."""
+        """A new session for an authenticated key (capacity and quota checked): (live, token, expiry)."""
+        self.admit()
         if await self.store.live_sessions(key_id) >= self.config.server.max_sessions_per_key:
             raise ServiceError(
                 "session_quota",
@@ -274,16 +302,9 @@ class EchoServer:
         finally:
             live.jobs.pop(response_id, None)
             answer = "".join(text).strip()
-            try:
-                await self.store.append_history(
-                    live.session_id,
-                    HistoryRecord(
-                        response_id, question, answer if status != "failed" else "", job.loop.time()
-                    ),
-                    self.config.server.history_maxlen,
-                )
-            except Exception:
-                log.warning("%s: history write failed", live.session_id)
+            record = HistoryRecord(response_id, question, answer if status != "failed" else "", time.time())
+            if not await self.journal.write(self.store, live.session_id, record):
+                log.warning("%s: history write failed; the journal will repair it", live.session_id)
         a = job.answer
         usage = Usage()
         if a is not None:
@@ -304,21 +325,16 @@ class EchoServer:
         app.router.add_get("/ws", websocket_handler)
         app.router.add_post("/v1/sessions/{session_id}/ask", self.http_ask)
         add_whip_routes(app)
-        static = Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
-        if static.is_dir():
-            app.router.add_get("/", self.index)
-            app.router.add_static("/static/", static, show_index=False)
+        self.add_page_routes(app)
         return app
-
-    async def index(self, request: web.Request) -> web.StreamResponse:
-        static = Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
-        return web.FileResponse(static / "index.html")
 
     async def healthz(self, request: web.Request) -> web.Response:
         ok = self.worker is not None and self.worker.alive
         body = {
             "status": "ok" if ok else "degraded",
+            "mode": self.config.server.mode,
             "sessions": len(self.sessions),
+            "max_sessions": self.config.server.max_sessions,
             "worker": self.worker_id,
         }
         return web.json_response(body, status=200 if ok else 503)
@@ -331,12 +347,9 @@ class EchoServer:
             f"echo_sessions_created_total {self.counters['sessions_created']}",
             "# TYPE echo_questions_total counter",
             f"echo_questions_total {self.counters['questions']}",
-            "# TYPE echo_errors_total counter",
-        ]
-        lines += [
-            f'echo_errors_total{{code="{k[6:]}"}} {v}'
-            for k, v in sorted(self.counters.items())
-            if k.startswith("error:")
+            "# TYPE echo_history_repaired_total counter",
+            f"echo_history_repaired_total {self.journal.repaired}",
+            *self.error_metric_lines(),
         ]
         lines += ["# TYPE echo_ingest_lag_seconds gauge"]
         for live in self.sessions.values():

@@ -16,11 +16,12 @@ from .config import load_service_config
 
 async def serve(config_path: str | None, overrides: list[str]) -> int:
     from .app import EchoServer
+    from .gateway import Gateway
 
     config = load_service_config(config_path, overrides)
-    server = EchoServer(config)
+    server: EchoServer | Gateway = Gateway(config) if config.server.mode == "gateway" else EchoServer(config)
     await server.start()
-    print(f"echo-server: listening on {server.url}", file=sys.stderr, flush=True)
+    print(f"echo-server ({config.server.mode}): listening on {server.url}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

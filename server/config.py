@@ -8,6 +8,9 @@ from pathlib import Path
 from echo_core.config import ModelConfig, SieveConfig, StreamConfig, apply_overrides, build, read_yaml
 from echo_core.errors import ConfigError
 
+#: How an `echo-server` process takes part in a deployment.
+MODES = ("standalone", "worker", "gateway")
+
 
 @dataclass(frozen=True)
 class IceServer:
@@ -39,16 +42,38 @@ class ServerConfig:
     heartbeat_ttl_s: float = 30.0
     history_maxlen: int = 200
     static_dir: str | None = None  # None: the bundled client/web page when present
+    # scale-out (README "Deploying on several machines")
+    mode: str = "standalone"  # standalone | worker (registers in Redis) | gateway (routes, no model)
+    worker_id: str | None = None  # None: a random id per process; fix it to reclaim an inbox on restart
+    max_sessions: int = 8  # sessions this process admits; more are refused with `server_busy`
+    max_ingest_lag_s: float = 2.0  # refuse new sessions while any session's ingest lags this much
+    worker_ttl_s: float = 3.0  # a worker silent this long is lost (beats every third of it)
+    route_timeout_s: float = 15.0  # a gateway fails a routed command with no reply after this
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port must be in [0, 65535], got {self.port}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("server.tls_cert and server.tls_key must be given together")
-        for name in ("max_sessions_per_key", "questions_per_minute", "max_message_bytes", "history_maxlen"):
+        for name in (
+            "max_sessions_per_key",
+            "max_sessions",
+            "questions_per_minute",
+            "max_message_bytes",
+            "history_maxlen",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"server.{name} must be ≥ 1, got {getattr(self, name)}")
         for name in ("token_ttl_s", "stats_interval_s", "heartbeat_ttl_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"server.{name} must be > 0, got {getattr(self, name)}")
+        if self.mode not in MODES:
+            raise ConfigError(f"server.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode != "standalone" and (self.redis_url is None or self.token_secret is None):
+            raise ConfigError(
+                f"server.mode={self.mode} needs server.redis_url and a shared server.token_secret"
+            )
+        for name in ("max_ingest_lag_s", "worker_ttl_s", "route_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"server.{name} must be > 0, got {getattr(self, name)}")
         if self.token_secret is not None and len(self.token_secret) < 16:

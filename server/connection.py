@@ -37,6 +37,7 @@ from .protocol import (
     encode,
     parse_client_event,
 )
+from .routing import RouteError
 
 if TYPE_CHECKING:
     from echo_core.stream.session import KeptLayout, StreamSession
@@ -58,18 +59,21 @@ def read_window(session: StreamSession, window_s: float) -> tuple[KeptLayout, tu
 class Connection:
     """State of one WebSocket: the attached session and the tasks it owns."""
 
-    def __init__(self, server: EchoServer, ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: EchoServer, ws: web.WebSocketResponse | None) -> None:
         self.server = server
-        self.ws = ws
+        self.ws = ws  # set by serve_websocket once the request is upgraded
         self.live: LiveSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
 
     async def send(self, event: ServerEvent) -> None:
-        if self.ws.closed:
+        await self.send_text(encode(event))
+
+    async def send_text(self, text: str) -> None:
+        if self.ws is None or self.ws.closed:
             return
         async with self._send_lock:
-            await self.ws.send_str(encode(event))
+            await self.ws.send_str(text)
 
     async def fail(self, code: str, message: str, event_id: str | None) -> None:
         self.server.counters[f"error:{code}"] += 1
@@ -88,7 +92,7 @@ class Connection:
             event = parse_client_event(raw, max_bytes=self.server.config.server.max_message_bytes)
             event_id = event.event_id
             await self.dispatch(event)
-        except (ProtocolError, AuthError, ServiceError) as exc:
+        except (ProtocolError, AuthError, ServiceError, RouteError) as exc:
             await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
 
     async def dispatch(self, event: Any) -> None:
@@ -136,10 +140,14 @@ class Connection:
             if job is not None:
                 job.cancelled.set()
         elif isinstance(event, HistoryGet):
-            sid = server.signer.verify(event.token)  # an ended session's history stays readable
-            records = await server.store.history(sid, max(0, min(event.limit, 1000)))
-            items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
-            await self.send(History(event_id=event.event_id, session_id=sid, items=items))
+            await self.send_history(event)
+
+    async def send_history(self, event: HistoryGet) -> None:
+        """The session's history from the store: an ended (or lost) session's stays readable."""
+        sid = self.server.signer.verify(event.token)
+        records = await self.server.store.history(sid, max(0, min(event.limit, 1000)))
+        items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
+        await self.send(History(event_id=event.event_id, session_id=sid, items=items))
 
     async def attach_and_confirm(
         self, live: LiveSession, token: str, expiry: float, event_id: str | None
@@ -246,14 +254,19 @@ async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     from .app import SERVER_KEY
 
-    server = request.app[SERVER_KEY]
+    return await serve_websocket(request, Connection(request.app[SERVER_KEY], None))
+
+
+async def serve_websocket(request: web.Request, conn: Connection) -> web.WebSocketResponse:
+    """Run one connection's event loop on an upgraded request (origin checked first)."""
+    server = conn.server
     origins = server.config.server.allowed_origins
     origin = request.headers.get("Origin")
     if origins and origin is not None and origin not in origins:
         raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed")
     ws = web.WebSocketResponse(max_msg_size=server.config.server.max_message_bytes * 4, heartbeat=20.0)
     await ws.prepare(request)
-    conn = Connection(server, ws)
+    conn.ws = ws
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:

@@ -39,6 +39,7 @@ class Store(Protocol):
     async def take_question(self, key_id: str, per_minute: int) -> bool: ...
     async def append_history(self, session_id: str, record: HistoryRecord, maxlen: int) -> None: ...
     async def history(self, session_id: str, limit: int) -> list[HistoryRecord]: ...
+    async def epoch(self) -> str: ...
     async def close(self) -> None: ...
 
 
@@ -91,6 +92,9 @@ class MemoryStore:
         items = list(self._history.get(session_id, ()))
         return items[-limit:] if limit > 0 else []
 
+    async def epoch(self) -> str:
+        return "memory"  # never restarts under a live process
+
     def _expire_history(self) -> None:
         now = self._clock()
         for sid in [s for s, exp in self._history_expiry.items() if exp <= now]:
@@ -112,26 +116,42 @@ class RedisStore:
         self._redis: Any = aioredis.from_url(url, decode_responses=True)
         self._p = prefix
         self.history_ttl_s = history_ttl_s
+        self._workers: dict[str, str] = {}  # sessions this process registered → their worker
+
+    @property
+    def redis(self) -> Any:
+        """The client, shared with the worker registry and the router."""
+        return self._redis
+
+    @property
+    def prefix(self) -> str:
+        return self._p
+
+    async def epoch(self) -> str:
+        """The Redis server's run id: it changes when Redis restarts (and may have lost data)."""
+        info = await self._redis.info("server")
+        return str(info.get("run_id", ""))
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
 
     async def register_session(self, session_id: str, key_id: str, worker: str, ttl_s: float) -> None:
+        """(Re)write the session's record: a heartbeat after a Redis restart recreates it."""
+        self._workers[session_id] = worker
         now = time.time()
         key = f"{self._p}session:{session_id}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"key_id": key_id, "worker": worker, "created": now})
+            pipe.hset(key, mapping={"key_id": key_id, "worker": worker})
+            pipe.hsetnx(key, "created", now)
             pipe.pexpire(key, int(ttl_s * 1000))
             pipe.zadd(f"{self._p}key:{key_id}:sessions", {session_id: now + ttl_s})
             await pipe.execute()
 
     async def heartbeat(self, session_id: str, key_id: str, ttl_s: float) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.pexpire(f"{self._p}session:{session_id}", int(ttl_s * 1000))
-            pipe.zadd(f"{self._p}key:{key_id}:sessions", {session_id: time.time() + ttl_s}, xx=True)
-            await pipe.execute()
+        await self.register_session(session_id, key_id, self._workers.get(session_id, ""), ttl_s)
 
     async def unregister_session(self, session_id: str, key_id: str) -> None:
+        self._workers.pop(session_id, None)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(f"{self._p}session:{session_id}")
             pipe.zrem(f"{self._p}key:{key_id}:sessions", session_id)
@@ -174,10 +194,10 @@ class RedisStore:
         if limit <= 0:
             return []
         entries = await self._redis.xrevrange(f"{self._p}history:{session_id}", count=limit)
-        return [
-            HistoryRecord(f["response_id"], f["question"], f["answer"], float(f["at"]))
-            for _, f in reversed(entries)
+        records = [
+            HistoryRecord(f["response_id"], f["question"], f["answer"], float(f["at"])) for _, f in entries
         ]
+        return sorted(records, key=lambda r: r.at)  # entries repaired after an outage come in late
 
     async def close(self) -> None:
         await self._redis.aclose()

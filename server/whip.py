@@ -48,7 +48,8 @@ async def whip_post(request: web.Request) -> web.Response:
     try:
         live, token, _ = await server.create_session(key_id, SessionSettings())
     except ServiceError as exc:
-        return _error(429 if exc.code == "session_quota" else 400, exc.code, exc.message)
+        status = {"session_quota": 429, "server_busy": 503}.get(exc.code, 400)
+        return _error(status, exc.code, exc.message)
     try:
         answer = await server.answer_sdp(live, offer)
     except ServiceError as exc:

@@ -1,0 +1,182 @@
+"""`echo-server` in gateway mode: admits sessions onto workers and routes their control messages.
+
+A gateway loads no model. `session.create` goes to the least-loaded live worker with
+room (by share of capacity, then ingest lag); the worker's SDP answer carries its own
+ICE candidates, so media flows from the client straight to that worker. Every later
+control message is routed to the owning worker through Redis Streams (routing.py);
+history is read from Redis directly. A worker that stops beating is detected by every
+gateway connection watching one of its sessions: the session is marked lost, the client
+gets `error` `worker_lost`, and an answer in flight ends with `response.done` `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from echo_core.errors import ConfigError
+
+from .config import ServiceConfig
+from .gateway_connection import GatewayConnection
+from .http_service import HttpService
+from .protocol import SessionSettings
+from .registry import SessionOwner, WorkerRegistry
+from .routing import REDIS_DOWN, Command, Router
+from .store import RedisStore
+
+log = logging.getLogger(__name__)
+
+
+class Gateway(HttpService):
+    """Places sessions on workers and relays their control messages; holds no media."""
+
+    def __init__(self, config: ServiceConfig, *, watch_s: float = 0.5) -> None:
+        if config.server.mode != "gateway":
+            raise ConfigError(f"Gateway needs server.mode=gateway, got {config.server.mode!r}")
+        super().__init__(config)
+        assert config.server.redis_url is not None  # ServerConfig checks it for this mode
+        self.store = RedisStore(config.server.redis_url)
+        self.registry = WorkerRegistry(self.store.redis, self.store.prefix)
+        self.router = Router(
+            self.store.redis, self.registry, prefix=self.store.prefix, timeout_s=config.server.route_timeout_s
+        )
+        self.watch_s = watch_s
+        self.gateway_id = config.server.worker_id or f"gateway-{uuid.uuid4().hex[:8]}"
+        self.connections: set[GatewayConnection] = set()
+        self._epoch: tuple[str, float] = ("", 0.0)  # (Redis run id, when this gateway first saw it)
+
+    async def start(self) -> None:
+        await self.store.ping()
+        await self.listen(self.build_app())
+        log.info("echo gateway listening on %s:%d", self.config.server.host, self.port)
+
+    async def stop(self) -> None:
+        for conn in list(self.connections):
+            if conn.ws is not None:
+                await conn.ws.close()
+        await self.close_listener()
+        await self.store.close()
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.max_message_bytes)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/ws", self.websocket)
+        self.add_page_routes(app)
+        return app
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        from .connection import serve_websocket
+
+        conn = GatewayConnection(self)
+        self.connections.add(conn)
+        try:
+            return await serve_websocket(request, conn)
+        finally:
+            self.connections.discard(conn)
+
+    # ------------------------------------------------------------- placement
+    async def create_session(
+        self, key_id: str, settings: SessionSettings
+    ) -> tuple[SessionOwner, dict[str, Any]]:
+        """Create a session on the least-loaded worker with room: (its owner record, `session.created`)."""
+        from .app import ServiceError
+
+        limit = self.config.server.max_sessions_per_key
+        if await self.store.live_sessions(key_id) >= limit:
+            raise ServiceError("session_quota", f"this API key already has {limit} live sessions")
+        lag_limit = self.config.server.max_ingest_lag_s
+        workers = [w for w in await self.registry.live_workers() if w.room > 0 and w.lag_s <= lag_limit]
+        payload = {"key_id": key_id, "settings": to_wire_settings(settings)}
+        for worker in workers:
+            reply = await self.router.call_one(worker.worker_id, Command("create", "", payload))
+            if reply is None:
+                continue
+            if reply.get("type") == "error":
+                if reply.get("code") == "server_busy":
+                    continue  # filled up since its last beat: try the next one
+                raise ServiceError(str(reply.get("code")), str(reply.get("message")))
+            self.counters["sessions_created"] += 1
+            return SessionOwner(worker.worker_id, key_id, False), reply
+        raise ServiceError("server_busy", "no worker has room for a new session; try again later")
+
+    async def owner_of(self, session_id: str) -> SessionOwner:
+        """The live worker holding a session (ServiceError when it ended or its worker was lost)."""
+        from .app import ServiceError
+
+        owner = await self.registry.owner(session_id)
+        if owner is None:
+            raise ServiceError("session_not_found", "this session has ended; create a new one")
+        if owner.lost:
+            raise ServiceError("worker_lost", LOST_MESSAGE)
+        return owner
+
+    async def worker_alive(self, worker_id: str) -> bool:
+        """False once a worker's record expired; True while Redis is unreachable or just restarted.
+
+        A Redis restart without persistence drops every record until workers beat again,
+        so for one worker TTL after a new Redis run id is seen, absence is not loss.
+        """
+        try:
+            if await self.registry.alive(worker_id):
+                return True
+            info = await self.store.redis.info("server")
+        except REDIS_DOWN:
+            return True
+        run_id, now = str(info.get("run_id", "")), time.monotonic()
+        if run_id != self._epoch[0]:
+            self._epoch = (run_id, now if self._epoch[0] else 0.0)
+        return now - self._epoch[1] < self.config.server.worker_ttl_s
+
+    # ------------------------------------------------------------------ HTTP
+    async def healthz(self, request: web.Request) -> web.Response:
+        try:
+            workers = await self.registry.live_workers()
+        except REDIS_DOWN:
+            return web.json_response(
+                {"status": "degraded", "mode": "gateway", "redis": "unreachable"}, status=503
+            )
+        body = {
+            "status": "ok",
+            "mode": "gateway",
+            "gateway": self.gateway_id,
+            "workers": len(workers),
+            "room": sum(max(0, w.room) for w in workers),
+            "connections": len(self.connections),
+        }
+        return web.json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        try:
+            workers = await self.registry.live_workers()
+        except REDIS_DOWN:
+            workers = []
+        lines = [
+            "# TYPE echo_gateway_connections gauge",
+            f"echo_gateway_connections {len(self.connections)}",
+            "# TYPE echo_workers gauge",
+            f"echo_workers {len(workers)}",
+            "# TYPE echo_worker_load gauge",
+            *(f'echo_worker_load{{worker="{w.worker_id}"}} {w.load}' for w in workers),
+            "# TYPE echo_sessions_created_total counter",
+            f"echo_sessions_created_total {self.counters['sessions_created']}",
+            "# TYPE echo_routed_total counter",
+            f"echo_routed_total {self.counters['routed']}",
+            *self.error_metric_lines(),
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+LOST_MESSAGE = (
+    "the worker holding this session stopped; create a new session (the old token still reads its history)"
+)
+
+
+def to_wire_settings(settings: SessionSettings) -> dict[str, Any]:
+    """Settings as the JSON object a worker rebuilds them from (unset fields left out)."""
+    return {k: v for k, v in asdict(settings).items() if v is not None}

@@ -1,0 +1,72 @@
+"""What every `echo-server` process shares: its listener (TLS or not), page routes and counters."""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections import Counter
+from pathlib import Path
+
+from aiohttp import web
+
+from .auth import ApiKeys, TokenSigner
+from .config import ServiceConfig
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
+
+
+class HttpService:
+    """A listening aiohttp app with the config's keys, token signer and error counters."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.keys = ApiKeys(config.server.api_keys)
+        secret = config.server.token_secret or secrets.token_urlsafe(32)
+        self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s)
+        self.counters: Counter[str] = Counter()
+        self.port = config.server.port
+        self._runner: web.AppRunner | None = None
+
+    async def listen(self, app: web.Application) -> None:
+        """Serve `app` on the configured host and port (the real port is in `self.port`)."""
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        tls = None
+        if self.config.server.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.server.tls_cert, self.config.server.tls_key)
+        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port, ssl_context=tls)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
+
+    async def close_listener(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.server.tls_cert else "http"
+        return f"{scheme}://{self.config.server.host}:{self.port}"
+
+    @property
+    def static_dir(self) -> Path:
+        return Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
+
+    def add_page_routes(self, app: web.Application) -> None:
+        """The browser page at `/` and its files under `/static/`, when the page is installed."""
+        if self.static_dir.is_dir():
+            app.router.add_get("/", self.index)
+            app.router.add_static("/static/", self.static_dir, show_index=False)
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(self.static_dir / "index.html")
+
+    def error_metric_lines(self) -> list[str]:
+        """Prometheus lines of the `error:<code>` counters."""
+        return ["# TYPE echo_errors_total counter"] + [
+            f'echo_errors_total{{code="{k[6:]}"}} {v}'
+            for k, v in sorted(self.counters.items())
+            if k.startswith("error:")
+        ]
