@@ -78,8 +78,12 @@ class EchoClient:
                 "server_unreachable", f"cannot reach the Echo server at {self.url}: {exc}"
             ) from None
         self._reader = asyncio.create_task(self._read(), name="echo-client-reader")
-        await self._send({"type": "session.create", "api_key": self.api_key, "settings": self.settings})
-        created = await self._expect("session.created")
+        try:
+            await self._send({"type": "session.create", "api_key": self.api_key, "settings": self.settings})
+            created = await self._expect("session.created")
+        except BaseException:
+            await self.close()  # refused (bad key, server_busy, …): release the connection
+            raise
         self.session_id, self.token = created["session_id"], created["token"]
 
     async def _read(self) -> None:
@@ -105,20 +109,33 @@ class EchoClient:
 
     # ----------------------------------------------------------------- media
     async def stream_file(
-        self, source: str, *, fmt: str | None = None, options: dict[str, str] | None = None
+        self,
+        source: str,
+        *,
+        fmt: str | None = None,
+        options: dict[str, str] | None = None,
+        loop: bool = False,
     ) -> None:
         """Stream a file, URL (RTSP, HTTP) or device PyAV opens, in real time, over WebRTC."""
-        await self.stream_tracks(self.open_media(source, fmt=fmt, options=options))
+        await self.stream_tracks(self.open_media(source, fmt=fmt, options=options, loop=loop))
 
     def open_media(
-        self, source: str, *, fmt: str | None = None, options: dict[str, str] | None = None
+        self,
+        source: str,
+        *,
+        fmt: str | None = None,
+        options: dict[str, str] | None = None,
+        loop: bool = False,
     ) -> list[Any]:
-        """The audio and video tracks of a file, URL or device (ClientError when there are none)."""
+        """The audio and video tracks of a file, URL or device (ClientError when there are none).
+
+        `loop`: start a file again when it ends (load and soak runs).
+        """
         from aiortc.contrib.media import MediaPlayer
 
         what = "camera" if fmt == "v4l2" else "media"
         try:
-            self._player = MediaPlayer(source, format=fmt, options=options or {})
+            self._player = MediaPlayer(source, format=fmt, options=options or {}, loop=loop)
         except Exception as exc:  # PyAV: no such file, no camera, unknown format
             raise ClientError(f"no_{what}", f"cannot open {what} {source!r}: {exc}") from None
         tracks = [t for t in (self._player.video, self._player.audio) if t is not None]
@@ -158,6 +175,14 @@ class EchoClient:
                 return
             yield str(item["delta"])
 
+    async def next_error(self, timeout: float) -> ClientError:
+        """Wait for the server's next `error` event (e.g. `worker_lost`), skipping everything else."""
+        try:
+            await self._expect_any((), timeout)
+        except ClientError as exc:
+            return exc
+        raise AssertionError("unreachable")  # pragma: no cover - _expect_any returns only on a kind
+
     async def _expect_any(self, kinds: tuple[str, ...], timeout: float = 120.0) -> dict[str, Any]:
         while True:
             event = await asyncio.wait_for(self._events.get(), timeout)
@@ -176,8 +201,9 @@ class EchoClient:
     async def ask_text(self, question: str, window_s: float | None = None) -> str:
         return "".join([d async for d in self.ask(question, window_s)]).strip()
 
-    async def history(self, limit: int = 50) -> list[dict[str, Any]]:
-        await self._send({"type": "history.get", "token": self.token, "limit": limit})
+    async def history(self, limit: int = 50, token: str | None = None) -> list[dict[str, Any]]:
+        """Answered questions of this session (or of an ended one whose `token` you kept)."""
+        await self._send({"type": "history.get", "token": token or self.token, "limit": limit})
         return list((await self._expect("history"))["items"])
 
     async def close(self) -> None:

@@ -36,11 +36,8 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"echo-server did not become healthy within {timeout:.0f} s")
 
 
-@contextlib.asynccontextmanager
-async def local_server(config_path: Path, *overrides: str) -> AsyncIterator[str]:
-    """Start echo-server with `config_path` on a free port; yields its URL; stops it after."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+def spawn_server(config_path: Path, port: int, *overrides: str) -> subprocess.Popen[bytes]:
+    """`echo-server --config config_path` on 127.0.0.1:`port` as a child process (not yet healthy)."""
     cmd = [
         sys.executable,
         "-m",
@@ -51,13 +48,29 @@ async def local_server(config_path: Path, *overrides: str) -> AsyncIterator[str]
         "server.host=127.0.0.1",
         *overrides,
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    return subprocess.Popen(cmd, cwd=ROOT)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """SIGTERM (a graceful shutdown), SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def local_server(config_path: Path, *overrides: str) -> AsyncIterator[str]:
+    """Start echo-server with `config_path` on a free port; yields its URL; stops it after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn_server(config_path, port, *overrides)
     try:
         await wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

@@ -278,7 +278,7 @@ class EchoServer(HttpService):
         self, live: LiveSession, question: str, window_s: float | None
     ) -> AsyncIterator[ServerEvent]:
         """Rate-limit, queue and stream one answer as protocol events; the history records it."""
-        if not await self.store.take_question(live.key_id, self.config.server.questions_per_minute):
+        if not await self.within_rate(live.key_id):
             raise ServiceError(
                 "rate_limited", f"more than {self.config.server.questions_per_minute} questions per minute"
             )
@@ -312,6 +312,14 @@ class EchoServer(HttpService):
                 a.av_tokens, a.audio_tokens, a.video_tokens, round(a.ttft_ms, 2), round(a.total_ms, 2)
             )
         yield ResponseDone(response_id=response_id, answer=answer, status=status, usage=usage)
+
+    async def within_rate(self, key_id: str) -> bool:
+        """The key's question rate limit; while the store is unreachable, questions are let through."""
+        try:
+            return await self.store.take_question(key_id, self.config.server.questions_per_minute)
+        except Exception:
+            log.warning("rate limit unavailable (store unreachable); allowing the question")
+            return True
 
     # ------------------------------------------------------------------ HTTP
     def build_app(self) -> web.Application:
@@ -355,6 +363,19 @@ class EchoServer(HttpService):
         for live in self.sessions.values():
             lines.append(
                 f'echo_ingest_lag_seconds{{session="{live.session_id}"}} {live.session.ingest_lag_s:.3f}'
+            )
+        lives = list(self.sessions.values())
+        # the session lock may be held by an ingest step: read the caches off the event loop
+        caches = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [sum(live.session.cache_counts()) for live in lives]
+        )
+        lines += ["# TYPE echo_cache_tokens gauge"]
+        for live, tokens in zip(lives, caches, strict=True):
+            lines.append(f'echo_cache_tokens{{session="{live.session_id}"}} {tokens}')
+        lines += ["# TYPE echo_cache_budget gauge"]
+        for live in lives:
+            lines.append(
+                f'echo_cache_budget{{session="{live.session_id}"}} {live.session.config.cache_budget}'
             )
         lines += ["# TYPE echo_chunks_ingested_total counter"]
         for live in self.sessions.values():

@@ -46,7 +46,9 @@ class ServerConfig:
     mode: str = "standalone"  # standalone | worker (registers in Redis) | gateway (routes, no model)
     worker_id: str | None = None  # None: a random id per process; fix it to reclaim an inbox on restart
     max_sessions: int = 8  # sessions this process admits; more are refused with `server_busy`
-    max_ingest_lag_s: float = 2.0  # refuse new sessions while any session's ingest lags this much
+    max_ingest_lag_s: float = (
+        5.0  # refuse new sessions while a session lags this much (2-s chunks: ~2.5 s is normal)
+    )
     worker_ttl_s: float = 3.0  # a worker silent this long is lost (beats every third of it)
     route_timeout_s: float = 15.0  # a gateway fails a routed command with no reply after this
 

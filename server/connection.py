@@ -37,7 +37,7 @@ from .protocol import (
     encode,
     parse_client_event,
 )
-from .routing import RouteError
+from .routing import REDIS_DOWN, RouteError
 
 if TYPE_CHECKING:
     from echo_core.stream.session import KeptLayout, StreamSession
@@ -94,6 +94,11 @@ class Connection:
             await self.dispatch(event)
         except (ProtocolError, AuthError, ServiceError, RouteError) as exc:
             await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
+        except REDIS_DOWN:
+            await self.fail("store_unavailable", "shared state (Redis) is unreachable; try again", event_id)
+        except Exception:  # a bug must cost one message, not the connection
+            log.exception("handling a client message failed")
+            await self.fail("internal_error", "the server failed to handle this message", event_id)
 
     async def dispatch(self, event: Any) -> None:
         server = self.server

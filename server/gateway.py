@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -26,10 +27,11 @@ from .gateway_connection import GatewayConnection
 from .http_service import HttpService
 from .protocol import SessionSettings
 from .registry import SessionOwner, WorkerRegistry
-from .routing import REDIS_DOWN, Command, Router
+from .routing import REDIS_DOWN, Command, Router, with_retry
 from .store import RedisStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Gateway(HttpService):
@@ -88,10 +90,11 @@ class Gateway(HttpService):
         from .app import ServiceError
 
         limit = self.config.server.max_sessions_per_key
-        if await self.store.live_sessions(key_id) >= limit:
+        if await self.patiently(lambda: self.store.live_sessions(key_id), "quota") >= limit:
             raise ServiceError("session_quota", f"this API key already has {limit} live sessions")
         lag_limit = self.config.server.max_ingest_lag_s
-        workers = [w for w in await self.registry.live_workers() if w.room > 0 and w.lag_s <= lag_limit]
+        live = await self.patiently(self.registry.live_workers, "workers")
+        workers = [w for w in live if w.room > 0 and w.lag_s <= lag_limit]
         payload = {"key_id": key_id, "settings": to_wire_settings(settings)}
         for worker in workers:
             reply = await self.router.call_one(worker.worker_id, Command("create", "", payload))
@@ -109,12 +112,16 @@ class Gateway(HttpService):
         """The live worker holding a session (ServiceError when it ended or its worker was lost)."""
         from .app import ServiceError
 
-        owner = await self.registry.owner(session_id)
+        owner = await self.patiently(lambda: self.registry.owner(session_id), "owner")
         if owner is None:
             raise ServiceError("session_not_found", "this session has ended; create a new one")
         if owner.lost:
             raise ServiceError("worker_lost", LOST_MESSAGE)
         return owner
+
+    async def patiently(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        """A Redis read, retried through an outage for up to `route_timeout_s`."""
+        return await with_retry(op, time.monotonic() + self.config.server.route_timeout_s, what)
 
     async def worker_alive(self, worker_id: str) -> bool:
         """False once a worker's record expired; True while Redis is unreachable or just restarted.

@@ -43,6 +43,7 @@ def cluster_config(
             worker_ttl_s=1.0,
             route_timeout_s=10.0,
             max_sessions=2,
+            max_sessions_per_key=10,
             stats_interval_s=0.2,
             **server,  # type: ignore[arg-type]
         ),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 from pathlib import Path
 
-from client.fuzz import MAKERS, fuzz_local_server, generate_cases
+from client.fuzz import MAKERS, generate_cases
+from client.service_bench.cli import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,8 +18,11 @@ def test_cases_are_seeded_and_cover_every_family() -> None:
     assert any(isinstance(c.payload, bytes) for c in a)
 
 
-def test_hostile_messages_get_errors_and_the_healthy_session_is_unharmed() -> None:
-    report = asyncio.run(fuzz_local_server(ROOT / "configs" / "demo.yaml", 10 * len(MAKERS), seed=1))
+def test_hostile_messages_get_errors_and_the_healthy_session_is_unharmed(tmp_path: Path) -> None:
+    out = tmp_path / "fuzz.json"  # through `echo-bench fuzz`, as the committed run
+    args = ["fuzz", "--config", str(ROOT / "configs" / "demo.yaml"), "--cases", str(10 * len(MAKERS))]
+    assert bench_main([*args, "--seed", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
     print({k: v for k, v in report.items() if k != "failed_cases"})
     assert report["failures"] == 0, report["failed_cases"]
     by_family = report["by_family"]

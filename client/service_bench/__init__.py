@@ -1,0 +1,1 @@
+"""Service benchmarks (`echo-bench load|soak|faults|fuzz`): real processes, real clients, loopback."""

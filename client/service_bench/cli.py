@@ -1,0 +1,79 @@
+"""`echo-bench`: the library benchmarks (echo_core.bench) plus the service's load|soak|faults|fuzz.
+
+echo-bench load --sessions 1,2,4,8 --seconds 20 --json FILE
+echo-bench soak --minutes 10 --json FILE
+echo-bench faults [--only worker_killed,...] --json FILE
+echo-bench fuzz --cases 1000 --seed 0 --json FILE
+Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SERVICE_BENCHMARKS:
+        from echo_core.bench.cli import main as library_main
+
+        return library_main(argv)
+    from echo_core.bench.cli import write_report
+
+    p = argparse.ArgumentParser(
+        prog="echo-bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    ld = sub.add_parser("load", help="N WebRTC sessions on one server, N doubling until it saturates")
+    ld.add_argument("--sessions", default="1,2,4,8,16", help="session counts, comma-separated")
+    ld.add_argument("--seconds", type=float, default=20.0, help="measured seconds per step")
+    ld.add_argument("--ask-every", type=float, default=4.0, help="seconds between one client's questions")
+    sk = sub.add_parser("soak", help="a gateway and two workers under rolling sessions; RSS over time")
+    sk.add_argument("--minutes", type=float, default=10.0)
+    sk.add_argument("--concurrent", type=int, default=2, help="sessions at any time")
+    sk.add_argument("--session-seconds", type=float, default=45.0, help="each session's life")
+    fl = sub.add_parser("faults", help="kill a worker, restart Redis, drop and stall clients")
+    fl.add_argument("--only", help="scenarios, comma-separated (default: all)")
+    fz = sub.add_parser("fuzz", help="seeded hostile messages and media beside a healthy session")
+    fz.add_argument("--config", default="configs/demo.yaml")
+    fz.add_argument("--cases", type=int, default=1000)
+    fz.add_argument("--seed", type=int, default=0)
+    for sp in (ld, sk, fl, fz):
+        sp.add_argument("--json", help="write the report here")
+        sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
+    args = p.parse_args(argv)
+    if args.command == "load":
+        from .load import run_load
+        from .plots import plot_load
+
+        report = asyncio.run(
+            run_load([int(n) for n in args.sessions.split(",")], args.seconds, args.ask_every)
+        )
+        if args.plot:
+            plot_load(report, Path(args.plot))
+    elif args.command == "soak":
+        from .plots import plot_soak
+        from .soak import run_soak
+
+        report = asyncio.run(run_soak(args.minutes, args.concurrent, args.session_seconds))
+        if args.plot:
+            plot_soak(report, Path(args.plot))
+    elif args.command == "faults":
+        from .faults import run_faults
+
+        report = asyncio.run(run_faults(args.only.split(",") if args.only else None))
+    else:
+        from ..fuzz import fuzz_local_server
+
+        report = asyncio.run(fuzz_local_server(Path(args.config), args.cases, args.seed))
+    write_report(report, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
