@@ -104,23 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("--concurrency", type=int, default=2)
     acc.add_argument("--families", help="only these question families, comma-separated (default: all)")
     acc.add_argument("--json", help="write the report here")
-    fz = sub.add_parser(
-        "fuzz", help="start a local server, send seeded hostile messages beside a healthy session"
-    )
-    fz.add_argument("--config", default="configs/demo.yaml")
-    fz.add_argument("--cases", type=int, default=1000)
-    fz.add_argument("--seed", type=int, default=0)
-    fz.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
-    if args.command == "fuzz":
-        from pathlib import Path
-
-        from echo_core.bench.cli import write_report
-
-        from .fuzz import fuzz_local_server
-
-        write_report(asyncio.run(fuzz_local_server(Path(args.config), args.cases, args.seed)), args.json)
-        return 0
     if args.command == "accuracy":
         from pathlib import Path
 

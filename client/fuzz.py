@@ -1,4 +1,4 @@
-"""`echo-client fuzz`: seeded hostile input against a live server while a healthy session runs.
+"""`echo-bench fuzz`: seeded hostile input against a live server while a healthy session runs.
 
 Each case is one WebSocket message (text or binary) sent on an attacker connection that holds
 a session of its own: random bytes, truncated and deeply nested or huge JSON, non-object JSON,
@@ -279,11 +279,15 @@ class Attacker:
         return f"unexpected:{event.get('type')}"
 
 
-async def run_fuzz(url: str, api_key: str, count: int, seed: int, *, clip_index: int = 0) -> dict[str, Any]:
-    """Fuzz a running server at `url` with `count` cases while a healthy session streams."""
+async def run_fuzz(
+    url: str, api_key: str, count: int, seed: int, *, media_cases: int = 0, clip_index: int = 0
+) -> dict[str, Any]:
+    """Fuzz a running server at `url` with `media_cases` odd streams, then `count` hostile messages,
+    while a healthy session streams."""
     from echo_core.world import make_clip
 
     from .demo import stream_and_ask
+    from .media_fuzz import describe, generate_media_cases, run_media_case
 
     clip = make_clip("test", clip_index)
     questions = list(clip.questions)
@@ -293,6 +297,14 @@ async def run_fuzz(url: str, api_key: str, count: int, seed: int, *, clip_index:
 
     async def attack() -> int:
         async with aiohttp.ClientSession() as http:
+            for i, media in enumerate(generate_media_cases(seed, media_cases)):
+                outcome = await run_media_case(url, api_key, media)
+                outcomes[f"media:{media.family}"][outcome] += 1
+                if outcome == "timeout":
+                    failures.append({"case": f"media-{i}", "outcome": outcome, **describe(media)})
+                async with http.get(f"{url}/healthz") as r:
+                    if r.status != 200:
+                        failures.append({"case": f"media-{i}", "family": "healthz", "outcome": str(r.status)})
             attacker = Attacker(http, url, api_key)
             await attacker.connect()
             for i, case in enumerate(generate_cases(seed, count, attacker.token)):
@@ -319,6 +331,7 @@ async def run_fuzz(url: str, api_key: str, count: int, seed: int, *, clip_index:
     return {
         "seed": seed,
         "cases": count,
+        "media_cases": media_cases,
         "failures": len(failures),
         "failed_cases": failures[:50],
         "by_family": {f: dict(c) for f, c in sorted(outcomes.items())},
@@ -332,7 +345,7 @@ async def run_fuzz(url: str, api_key: str, count: int, seed: int, *, clip_index:
     }
 
 
-async def fuzz_local_server(config_path: Any, count: int, seed: int) -> dict[str, Any]:
+async def fuzz_local_server(config_path: Any, count: int, seed: int, media_cases: int = 0) -> dict[str, Any]:
     """Start echo-server with `config_path` on a free loopback port and fuzz it."""
     from server.config import load_service_config
 
@@ -340,6 +353,6 @@ async def fuzz_local_server(config_path: Any, count: int, seed: int) -> dict[str
 
     key = load_service_config(config_path).server.api_keys[0]
     async with local_server(config_path, "server.max_sessions_per_key=64") as url:
-        report = await run_fuzz(url, key, count, seed)
+        report = await run_fuzz(url, key, count, seed, media_cases=media_cases)
     report["config"] = str(config_path)
     return report

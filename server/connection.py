@@ -56,6 +56,34 @@ def read_window(session: StreamSession, window_s: float) -> tuple[KeptLayout, tu
     return session.kept_layout(window_s), session.cache_counts()
 
 
+async def window_stats(live: LiveSession) -> WindowStats:
+    """The session's `window.stats`: what it saw, what its cache keeps, where in the window."""
+    s = live.session
+    window = s.config.window_s or STATS_WINDOW_S
+    # the session lock may be held by an ingest step: read the cache off the event loop
+    layout, counts = await asyncio.get_running_loop().run_in_executor(None, read_window, s, window)
+    (audio_times, patches, grid), (cache_audio, cache_video) = layout, counts
+    end = (s.now_tid or 0) / POSITIONS_PER_SECOND
+    st = s.stats
+    return WindowStats(
+        session_id=live.session_id,
+        seen_audio=st.seen_audio,
+        seen_video=st.seen_video,
+        kept_audio=len(audio_times),
+        kept_video=len(patches),
+        cache_audio=cache_audio,
+        cache_video=cache_video,
+        cache_budget=s.config.cache_budget,
+        ingest_lag_s=round(s.ingest_lag_s, 3),
+        drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
+        window_start_s=max(0.0, end - window),
+        window_end_s=end,
+        audio_times=audio_times,
+        video_patches=patches,
+        grid=grid,
+    )
+
+
 class Connection:
     """State of one WebSocket: the attached session and the tasks it owns."""
 
@@ -197,32 +225,7 @@ class Connection:
     async def stats_loop(self, live: LiveSession) -> None:
         interval = self.server.config.server.stats_interval_s
         while self.live is live and not live.closed:
-            s = live.session
-            window = s.config.window_s or STATS_WINDOW_S
-            # the session lock may be held by an ingest step: read the cache off the event loop
-            layout, counts = await asyncio.get_running_loop().run_in_executor(None, read_window, s, window)
-            (audio_times, patches, grid), (cache_audio, cache_video) = layout, counts
-            end = (s.now_tid or 0) / POSITIONS_PER_SECOND
-            st = s.stats
-            await self.send(
-                WindowStats(
-                    session_id=live.session_id,
-                    seen_audio=st.seen_audio,
-                    seen_video=st.seen_video,
-                    kept_audio=len(audio_times),
-                    kept_video=len(patches),
-                    cache_audio=cache_audio,
-                    cache_video=cache_video,
-                    cache_budget=s.config.cache_budget,
-                    ingest_lag_s=round(s.ingest_lag_s, 3),
-                    drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
-                    window_start_s=max(0.0, end - window),
-                    window_end_s=end,
-                    audio_times=audio_times,
-                    video_patches=patches,
-                    grid=grid,
-                )
-            )
+            await self.send(await window_stats(live))
             await asyncio.sleep(interval)
 
     async def close(self) -> None:

@@ -25,7 +25,7 @@ from .protocol import (
     WebRTCOffer,
 )
 from .registry import SessionOwner
-from .routing import Command, RouteError
+from .routing import REDIS_DOWN, Command, RouteError
 from .store import HistoryRecord
 
 if TYPE_CHECKING:
@@ -107,6 +107,23 @@ class GatewayConnection(Connection):
             return
         self.session_id, self.owner = session_id, owner
         self.spawn(self.watch(session_id, owner), f"watch-{session_id}")
+        self.spawn(self.relay_stats(session_id), f"stats-{session_id}")
+
+    async def relay_stats(self, session_id: str) -> None:
+        """Forward the `window.stats` the owning worker publishes for this session."""
+        registry = self.gateway.registry
+        while self.session_id == session_id:
+            pubsub = registry.redis.pubsub()
+            try:
+                await pubsub.subscribe(f"{registry.prefix}stats:{session_id}")
+                while self.session_id == session_id:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        await self.send_text(str(message["data"]))
+            except REDIS_DOWN:
+                await asyncio.sleep(1.0)  # subscribe again once Redis is back
+            finally:
+                await pubsub.aclose()
 
     async def route(self, token: str, kind: str, payload: dict[str, Any], event_id: str | None) -> None:
         """Run a command on the owner and forward what it replies."""
@@ -138,24 +155,14 @@ class GatewayConnection(Connection):
                 await self.forward(reply, event.event_id)
         except RouteError as exc:
             await self.fail(exc.code, exc.message, event.event_id)
-            if response_id is not None:
-                await self.send_text(
-                    json.dumps(
-                        {
-                            "type": "response.done",
-                            "response_id": response_id,
-                            "answer": "",
-                            "status": "failed",
-                        }
-                    )
-                )
-            failed = HistoryRecord(
-                response_id or f"failed-{event.event_id or ''}", event.question, "", time.time()
-            )
-            try:
-                await g.store.append_history(sid, failed, g.config.server.history_maxlen)
-            except Exception:
-                log.warning("%s: could not record the failed question", sid)
+            if response_id is not None:  # the worker took the question and died with it
+                done = {"type": "response.done", "response_id": response_id, "answer": "", "status": "failed"}
+                await self.send_text(json.dumps(done))
+                failed = HistoryRecord(response_id, event.question, "", time.time())
+                try:
+                    await g.store.append_history(sid, failed, g.config.server.history_maxlen)
+                except Exception:
+                    log.warning("%s: could not record the failed question", sid)
 
     async def watch(self, session_id: str, owner: SessionOwner) -> None:
         """Tell the client as soon as the session's worker is gone (and mark the session lost)."""

@@ -44,6 +44,8 @@ class WorkerRegistry:
     """Worker records and session ownership, on the same Redis client as the store."""
 
     def __init__(self, redis: Any, prefix: str = "echo:") -> None:
+        self.redis = redis
+        self.prefix = prefix
         self._redis = redis
         self._p = prefix
 

@@ -18,7 +18,7 @@ from echo_core.config import build
 from echo_core.errors import ConfigError
 
 from .auth import AuthError
-from .protocol import ProtocolError, SessionSettings, to_wire
+from .protocol import ProtocolError, SessionSettings, encode, to_wire
 from .registry import WorkerInfo, WorkerRegistry
 from .routing import Command, Inbox
 
@@ -39,6 +39,8 @@ class WorkerNode:
         self.inbox = Inbox(store.redis, server.worker_id, self.handle, prefix=store.prefix)
         self.started = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self._publishers: set[asyncio.Task[None]] = set()
+        self.stopping = False
 
     async def start(self) -> None:
         await self.beat_now()
@@ -49,9 +51,10 @@ class WorkerNode:
 
     async def stop(self) -> None:
         """Leave the registry (gateways stop placing sessions here), then stop consuming."""
-        for task in self._tasks:
+        self.stopping = True
+        for task in [*self._tasks, *self._publishers]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._publishers, return_exceptions=True)
         await self.inbox.stop()
         try:
             await self.registry.leave(self.server.worker_id)
@@ -80,6 +83,25 @@ class WorkerNode:
             await asyncio.sleep(self.server.config.server.worker_ttl_s / 3)
             await self.beat_now()
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._publishers.add(task)
+        task.add_done_callback(self._publishers.discard)
+
+    async def publish_stats(self, live: LiveSession) -> None:
+        """Publish a gateway-placed session's `window.stats` on `stats:{id}` for gateways to relay."""
+        from .connection import window_stats
+
+        channel = f"{self.registry.prefix}stats:{live.session_id}"
+        while not live.closed and not self.stopping:
+            try:
+                await self.registry.redis.publish(channel, encode(await window_stats(live)))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("%s: stats not published (store unreachable)", live.session_id)
+            await asyncio.sleep(self.server.config.server.stats_interval_s)
+
     # -------------------------------------------------------------- commands
     async def handle(self, command: Command) -> AsyncIterator[dict[str, Any]]:
         """Run one routed command; its protocol events (errors included) in wire form."""
@@ -101,6 +123,7 @@ class WorkerNode:
             # like a WHIP session, it lives while its peer connection does (or is closed unclaimed)
             live, token, expiry = await server.create_session(str(p.get("key_id", "")), settings_from(p))
             await self.beat_now()  # gateways place the next session knowing this one
+            self._spawn(self.publish_stats(live))
             yield to_wire(SessionCreated(None, live.session_id, token, expiry, server.settings_of(live)))
             return
         live = self._live(command.session_id)

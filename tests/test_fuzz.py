@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from client.fuzz import MAKERS, generate_cases
+from client.media_fuzz import FAMILIES as MEDIA_FAMILIES
 from client.service_bench.cli import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,13 +22,14 @@ def test_cases_are_seeded_and_cover_every_family() -> None:
 def test_hostile_messages_get_errors_and_the_healthy_session_is_unharmed(tmp_path: Path) -> None:
     out = tmp_path / "fuzz.json"  # through `echo-bench fuzz`, as the committed run
     args = ["fuzz", "--config", str(ROOT / "configs" / "demo.yaml"), "--cases", str(10 * len(MAKERS))]
-    assert bench_main([*args, "--seed", "1", "--json", str(out)]) == 0
+    assert bench_main([*args, "--seed", "1", "--media-cases", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     print({k: v for k, v in report.items() if k != "failed_cases"})
     assert report["failures"] == 0, report["failed_cases"]
     by_family = report["by_family"]
-    assert set(by_family) == set(MAKERS)
-    assert all(outcomes.get("error", 0) > 0 for outcomes in by_family.values()), by_family
+    assert set(by_family) == set(MAKERS) | {f"media:{f}" for f in MEDIA_FAMILIES}
+    assert all(by_family[f].get("error", 0) > 0 for f in MAKERS), by_family
+    assert sum(sum(by_family[f"media:{f}"].values()) for f in MEDIA_FAMILIES) == 5
     # every question of the healthy session was answered while the attack ran, about as well as
     # by a fresh session afterwards (WebRTC timing may move one chunk boundary, hence the 1)
     assert report["healthy_questions"] > 0 and all(report["healthy_answers_during"])

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     fz.add_argument("--config", default="configs/demo.yaml")
     fz.add_argument("--cases", type=int, default=1000)
     fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--media-cases", type=int, default=40, help="odd streams (rates, layouts, sizes, clocks)")
     for sp in (ld, sk, fl, fz):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from ..fuzz import fuzz_local_server
 
-        report = asyncio.run(fuzz_local_server(Path(args.config), args.cases, args.seed))
+        report = asyncio.run(fuzz_local_server(Path(args.config), args.cases, args.seed, args.media_cases))
     write_report(report, args.json)
     return 0
 
