@@ -11,6 +11,7 @@ import sys
 
 from echo_core.errors import EchoError
 
+from .allocator import cap_malloc_arenas
 from .config import load_service_config
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. server.port=9000")
     args = p.parse_args(argv)
+    cap_malloc_arenas()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -54,6 +55,7 @@ class Gateway(HttpService):
 
     async def start(self) -> None:
         await self.store.ping()
+        self._epoch = (await self.store.epoch(), 0.0)  # a later run id means Redis restarted
         await self.listen(self.build_app())
         log.info("echo gateway listening on %s:%d", self.config.server.host, self.port)
 
@@ -97,6 +99,8 @@ class Gateway(HttpService):
         workers = [w for w in live if w.room > 0 and w.lag_s <= lag_limit]
         payload = {"key_id": key_id, "settings": to_wire_settings(settings)}
         for worker in workers:
+            if not await self.patiently(partial(self.registry.reserve, worker), "reserve"):
+                continue  # filled up (or gone) since we listed it
             reply = await self.router.call_one(worker.worker_id, Command("create", "", payload))
             if reply is None:
                 continue
@@ -132,10 +136,10 @@ class Gateway(HttpService):
         try:
             if await self.registry.alive(worker_id):
                 return True
-            info = await self.store.redis.info("server")
+            run_id = await self.store.epoch()
         except REDIS_DOWN:
             return True
-        run_id, now = str(info.get("run_id", "")), time.monotonic()
+        now = time.monotonic()
         if run_id != self._epoch[0]:
             self._epoch = (run_id, now if self._epoch[0] else 0.0)
         return now - self._epoch[1] < self.config.server.worker_ttl_s

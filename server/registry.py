@@ -85,6 +85,20 @@ class WorkerRegistry:
         ]
         return sorted(workers, key=lambda w: (w.load / max(1, w.capacity), w.lag_s, w.worker_id))
 
+    async def reserve(self, worker: WorkerInfo) -> bool:
+        """Count a session about to be placed on `worker` before its next beat does (False: full or gone).
+
+        Two gateways (or two connections of one) placing sessions at the same moment would
+        otherwise both read the same load and pick the same worker.
+        """
+        load = int(await self._redis.eval(_RESERVE, 1, f"{self._p}worker:{worker.worker_id}"))
+        if load < 0:
+            return False
+        if load > worker.capacity:
+            await self._redis.eval(_RELEASE, 1, f"{self._p}worker:{worker.worker_id}")
+            return False
+        return True
+
     async def owner(self, session_id: str) -> SessionOwner | None:
         """The worker holding a session (None when the session is unknown or expired)."""
         record = await self._redis.hgetall(f"{self._p}session:{session_id}")
@@ -101,3 +115,14 @@ class WorkerRegistry:
             exists, _ = await pipe.execute()
         if exists:
             await self._redis.hset(key, "state", "lost")
+
+
+#: Increment a live worker's load; -1 when its record expired (never recreate it without a TTL).
+_RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'load', 1)
+"""
+_RELEASE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'load', -1)
+"""

@@ -8,7 +8,8 @@ import pytest
 
 from client.service_bench.cli import main as bench_main
 from client.service_bench.load import run_load
-from client.service_bench.plots import plot_load
+from client.service_bench.plots import plot_load, plot_soak
+from client.service_bench.soak import run_soak
 from client.service_bench.streams import percentile
 
 
@@ -29,6 +30,17 @@ async def test_a_short_load_step_measures_a_real_session(tmp_path: Path) -> None
         assert shed["offered"] == 2 and shed["error_codes"] == {"server_busy": 1}
     plot_load(report, tmp_path / "load.png")
     assert (tmp_path / "load.png").stat().st_size > 10_000
+
+
+@pytest.mark.asyncio
+async def test_a_short_soak_fills_small_caches_and_never_exceeds_them(tmp_path: Path) -> None:
+    report = await run_soak(0.5, concurrent=2, session_seconds=14.0, sample_s=2.0, cache_budget=24)
+    assert report["sessions"] >= 2 and report["errors"] == 0, report["error_codes"]
+    assert report["max_cache_tokens"] == 24  # filled: eviction ran
+    assert report["cache_over_budget_samples"] == 0
+    assert set(report["rss_growth_after_warmup_pct"]) == {"gateway", "w1", "w2"}
+    plot_soak(report, tmp_path / "soak.png")
+    assert (tmp_path / "soak.png").stat().st_size > 10_000
 
 
 def test_echo_bench_passes_library_benchmarks_through(capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     sk.add_argument("--minutes", type=float, default=10.0)
     sk.add_argument("--concurrent", type=int, default=2, help="sessions at any time")
     sk.add_argument("--session-seconds", type=float, default=45.0, help="each session's life")
+    sk.add_argument(
+        "--cache-budget", type=int, default=96, help="AV tokens per session (small: eviction runs)"
+    )
     fl = sub.add_parser("faults", help="kill a worker, restart Redis, drop and stall clients")
     fl.add_argument("--only", help="scenarios, comma-separated (default: all)")
     fz = sub.add_parser("fuzz", help="seeded hostile messages and media beside a healthy session")
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         from .plots import plot_soak
         from .soak import run_soak
 
-        report = asyncio.run(run_soak(args.minutes, args.concurrent, args.session_seconds))
+        report = asyncio.run(
+            run_soak(args.minutes, args.concurrent, args.session_seconds, cache_budget=args.cache_budget)
+        )
         if args.plot:
             plot_soak(report, Path(args.plot))
     elif args.command == "faults":

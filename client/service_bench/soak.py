@@ -5,6 +5,10 @@
 Every `sample_s` seconds the report records each process's resident memory and every
 session's cache size against its budget (from the workers' /metrics). RSS growth is measured
 from the end of the warm-up (the first `warmup_share` of the run) to the end.
+
+The cache budget defaults to 96 tokens, well below the cluster config's 1024, so that
+every session fills its cache within its life and the run exercises eviction, not just
+growth.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ async def run_soak(
     session_seconds: float = 45.0,
     sample_s: float = 10.0,
     warmup_share: float = 0.2,
+    cache_budget: int = 96,
 ) -> dict[str, Any]:
     key = load_service_config(CLUSTER_CONFIG).server.api_keys[0]
     stats: list[StreamStats] = []
@@ -60,7 +65,10 @@ async def run_soak(
     with tempfile.TemporaryDirectory(prefix="echo-soak-") as tmp:
         clips = clip_files(8, Path(tmp))
         async with fleet(
-            2, f"server.max_sessions_per_key={4 * concurrent}", "server.questions_per_minute=100000"
+            2,
+            f"server.max_sessions_per_key={4 * concurrent}",
+            "server.questions_per_minute=100000",
+            f"stream.cache_budget={cache_budget}",
         ) as f:
             started = time.monotonic()
             end = started + minutes * 60
@@ -105,7 +113,7 @@ async def run_soak(
         "max_cache_tokens": max(
             (t for s in samples for c in s["cache_tokens"].values() for t in c), default=0
         ),
-        "cache_budget": load_service_config(CLUSTER_CONFIG).stream.cache_budget,
+        "cache_budget": cache_budget,
         "cache_over_budget_samples": sum(s["cache_over_budget"] for s in samples),
         "samples": samples,
     }
