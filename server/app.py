@@ -8,7 +8,6 @@ Redis) holds the registry, quotas, rate limits and history that other processes 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -24,14 +23,12 @@ from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 
-from .auth import AuthError
 from .config import ServiceConfig
 from .engine import AskJob, EngineWorker
 from .http_service import HttpService
 from .journal import HistoryJournal
 from .live import LiveSession
 from .protocol import (
-    ProtocolError,
     ResponseCreated,
     ResponseDone,
     ResponseTextDelta,
@@ -321,18 +318,52 @@ class EchoServer(HttpService):
             log.warning("rate limit unavailable (store unreachable); allowing the question")
             return True
 
+    # --------------------------------------------- the HTTP API (http_api.SessionFront)
+    def _held(self, session_id: str) -> LiveSession:
+        live = self.sessions.get(session_id)
+        if live is None or live.closed:
+            raise ServiceError("session_not_found", f"no session {session_id}")
+        return live
+
+    async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
+        live, token, _ = await self.create_session(key_id, SessionSettings())
+        try:
+            answer = await self.answer_sdp(live, offer_sdp)
+        except ServiceError:
+            await self.close_session(live)
+            raise
+        return live.session_id, token, answer
+
+    async def session_key(self, session_id: str) -> str:
+        return self._held(session_id).key_id
+
+    async def trickle(self, session_id: str, candidates: list[tuple[str, str | None]]) -> None:
+        from .connection import add_candidate
+
+        live = self._held(session_id)
+        for candidate, mid in candidates:
+            await add_candidate(live, candidate, mid, None)
+
+    async def end_session(self, session_id: str) -> None:
+        await self.close_session(self._held(session_id))
+
+    async def answer_events(
+        self, session_id: str, question: str, window_s: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for event in self.ask(self._held(session_id), question, window_s):
+            yield to_wire(event)
+
     # ------------------------------------------------------------------ HTTP
     def build_app(self) -> web.Application:
         from .connection import websocket_handler
-        from .whip import add_whip_routes
+        from .http_api import add_session_routes
 
         app = web.Application(client_max_size=self.config.server.max_message_bytes)
         app[SERVER_KEY] = self
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/ws", websocket_handler)
-        app.router.add_post("/v1/sessions/{session_id}/ask", self.http_ask)
-        add_whip_routes(app)
+        add_session_routes(app, self)
         self.add_page_routes(app)
         return app
 
@@ -382,53 +413,6 @@ class EchoServer(HttpService):
             chunks = live.session.stats.chunks_ingested
             lines.append(f'echo_chunks_ingested_total{{session="{live.session_id}"}} {chunks}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
-
-    async def http_ask(self, request: web.Request) -> web.StreamResponse:
-        """`POST /v1/sessions/{id}/ask` {question, window_s?} → server-sent events of the answer."""
-        sid = request.match_info["session_id"]
-        try:
-            token = bearer(request)
-            live = self.live_for(token, sid)
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
-            question, window_s = body.get("question") if isinstance(body, dict) else None, None
-            if isinstance(body, dict) and body.get("window_s") is not None:
-                window_s = body["window_s"]
-            if not isinstance(question, str) or not question.strip():
-                raise ProtocolError("invalid_field", "question must be a non-empty string")
-            if window_s is not None and (not isinstance(window_s, int | float) or window_s <= 0):
-                raise ProtocolError("invalid_field", "window_s must be a positive number")
-        except (AuthError, ServiceError, ProtocolError) as exc:
-            status = 401 if isinstance(exc, AuthError) else 404 if exc.code == "session_not_found" else 400
-            self.counters[f"error:{exc.code}"] += 1
-            return web.json_response(
-                {"type": "error", "code": exc.code, "message": exc.message}, status=status
-            )
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        try:
-            async for event in self.ask(live, question, float(window_s) if window_s is not None else None):
-                await response.write(sse(to_wire(event)))
-        except ServiceError as exc:
-            self.counters[f"error:{exc.code}"] += 1
-            await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
-        await response.write_eof()
-        return response
-
-
-def bearer(request: web.Request) -> str | None:
-    """The token of an `Authorization: Bearer …` header, if any."""
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.startswith("Bearer ") else None
-
-
-def sse(data: dict[str, Any]) -> bytes:
-    """One server-sent event named after the event type."""
-    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 #: Where handlers find the server in their aiohttp application.

@@ -104,7 +104,7 @@ class Connection:
             await self.ws.send_str(text)
 
     async def fail(self, code: str, message: str, event_id: str | None) -> None:
-        self.server.counters[f"error:{code}"] += 1
+        self.server.count_error(code)
         await self.send(Error(event_id=event_id, code=code, message=message))
 
     def spawn(self, coro: Any, name: str) -> None:

@@ -4,7 +4,8 @@ A gateway loads no model. `session.create` goes to the least-loaded live worker 
 room (by share of capacity, then ingest lag); the worker's SDP answer carries its own
 ICE candidates, so media flows from the client straight to that worker. Every later
 control message is routed to the owning worker through Redis Streams (routing.py);
-history is read from Redis directly. A worker that stops beating is detected by every
+history is read from Redis directly. WHIP and HTTP asks (http_api.py) are routed the same
+way, so clients never need to reach a worker's HTTP port. A worker that stops beating is detected by every
 gateway connection watching one of its sessions: the session is marked lost, the client
 gets `error` `worker_lost`, and an answer in flight ends with `response.done` `failed`.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from functools import partial
 from typing import Any, TypeVar
@@ -28,8 +29,8 @@ from .gateway_connection import GatewayConnection
 from .http_service import HttpService
 from .protocol import SessionSettings
 from .registry import SessionOwner, WorkerRegistry
-from .routing import REDIS_DOWN, Command, Router, with_retry
-from .store import RedisStore
+from .routing import REDIS_DOWN, Command, RouteError, Router, with_retry
+from .store import HistoryRecord, RedisStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,10 +68,13 @@ class Gateway(HttpService):
         await self.store.close()
 
     def build_app(self) -> web.Application:
+        from .http_api import add_session_routes
+
         app = web.Application(client_max_size=self.config.server.max_message_bytes)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/ws", self.websocket)
+        add_session_routes(app, self)
         self.add_page_routes(app)
         return app
 
@@ -122,6 +126,86 @@ class Gateway(HttpService):
         if owner.lost:
             raise ServiceError("worker_lost", LOST_MESSAGE)
         return owner
+
+    # ---------------------------------------------------------------- routing
+    async def run_on_owner(self, worker_id: str, command: Command) -> dict[str, Any] | None:
+        """A command's first reply; an `error` reply or a failed route raises ServiceError."""
+        from .app import ServiceError
+
+        self.counters["routed"] += 1
+        try:
+            reply = await self.router.call_one(worker_id, command)
+        except RouteError as exc:
+            raise ServiceError(exc.code, exc.message) from None
+        if reply is not None and reply.get("type") == "error":
+            raise ServiceError(str(reply.get("code")), str(reply.get("message")))
+        return reply
+
+    async def routed_answer(
+        self, session_id: str, owner: SessionOwner, question: str, window_s: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A question answered by the session's worker, as wire events (errors included).
+
+        No question is dropped silently: if the route fails after the worker took the
+        question (its worker died, Redis stayed away), an `error` is followed by
+        `response.done` `failed`, and the history records the question unanswered.
+        """
+        payload = {"question": question, "window_s": window_s}
+        response_id: str | None = None
+        self.counters["routed"] += 1
+        try:
+            async for reply in self.router.call(owner.worker_id, Command("ask", session_id, payload)):
+                if reply.get("type") == "response.created":
+                    response_id = str(reply.get("response_id"))
+                elif reply.get("type") == "response.done":
+                    response_id = None
+                yield reply
+        except RouteError as exc:
+            yield {"type": "error", "code": exc.code, "message": exc.message}
+            if response_id is None:
+                return
+            yield {"type": "response.done", "response_id": response_id, "answer": "", "status": "failed"}
+            failed = HistoryRecord(response_id, question, "", time.time())
+            try:
+                await self.store.append_history(session_id, failed, self.config.server.history_maxlen)
+            except Exception:
+                log.warning("%s: could not record the failed question", session_id)
+
+    # --------------------------------------------- the HTTP API (http_api.SessionFront)
+    async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
+        from .app import ServiceError
+
+        owner, created = await self.create_session(key_id, SessionSettings())
+        session_id = str(created["session_id"])
+        try:
+            answer = await self.run_on_owner(
+                owner.worker_id, Command("offer", session_id, {"sdp": offer_sdp})
+            )
+        except ServiceError:
+            await self.end_session(session_id)
+            raise
+        assert answer is not None  # an offer is answered or refused
+        return session_id, str(created["token"]), str(answer["sdp"])
+
+    async def session_key(self, session_id: str) -> str:
+        return (await self.owner_of(session_id)).key_id
+
+    async def trickle(self, session_id: str, candidates: list[tuple[str, str | None]]) -> None:
+        owner = await self.owner_of(session_id)
+        for candidate, mid in candidates:
+            payload = {"candidate": candidate, "sdp_mid": mid, "sdp_mline_index": None}
+            await self.run_on_owner(owner.worker_id, Command("candidate", session_id, payload))
+
+    async def end_session(self, session_id: str) -> None:
+        owner = await self.owner_of(session_id)
+        await self.run_on_owner(owner.worker_id, Command("close", session_id))
+
+    async def answer_events(
+        self, session_id: str, question: str, window_s: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        owner = await self.owner_of(session_id)
+        async for event in self.routed_answer(session_id, owner, question, window_s):
+            yield event
 
     async def patiently(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """A Redis read, retried through an outage for up to `route_timeout_s`."""

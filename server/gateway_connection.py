@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
@@ -25,8 +24,7 @@ from .protocol import (
     WebRTCOffer,
 )
 from .registry import SessionOwner
-from .routing import REDIS_DOWN, Command, RouteError
-from .store import HistoryRecord
+from .routing import REDIS_DOWN, Command
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -141,28 +139,9 @@ class GatewayConnection(Connection):
         await self.send_text(json.dumps(reply, separators=(",", ":")))
 
     async def answer_remote(self, sid: str, owner: SessionOwner, event: ResponseCreate) -> None:
-        """Stream a routed answer; if the route fails mid-answer, end it explicitly as failed."""
-        g = self.gateway
-        payload = {"question": event.question, "window_s": event.window_s}
-        response_id: str | None = None
-        g.counters["routed"] += 1
-        try:
-            async for reply in g.router.call(owner.worker_id, Command("ask", sid, payload)):
-                if reply.get("type") == "response.created":
-                    response_id = str(reply.get("response_id"))
-                elif reply.get("type") == "response.done":
-                    response_id = None
-                await self.forward(reply, event.event_id)
-        except RouteError as exc:
-            await self.fail(exc.code, exc.message, event.event_id)
-            if response_id is not None:  # the worker took the question and died with it
-                done = {"type": "response.done", "response_id": response_id, "answer": "", "status": "failed"}
-                await self.send_text(json.dumps(done))
-                failed = HistoryRecord(response_id, event.question, "", time.time())
-                try:
-                    await g.store.append_history(sid, failed, g.config.server.history_maxlen)
-                except Exception:
-                    log.warning("%s: could not record the failed question", sid)
+        """Stream a routed answer (a failed route ends it explicitly: gateway.routed_answer)."""
+        async for reply in self.gateway.routed_answer(sid, owner, event.question, event.window_s):
+            await self.forward(reply, event.event_id)
 
     async def watch(self, session_id: str, owner: SessionOwner) -> None:
         """Tell the client as soon as the session's worker is gone (and mark the session lost)."""

@@ -63,6 +63,10 @@ class HttpService:
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.static_dir / "index.html")
 
+    def count_error(self, code: str) -> None:
+        """Count one `error` answered with `code` (exported as echo_errors_total)."""
+        self.counters[f"error:{code}"] += 1
+
     def error_metric_lines(self) -> list[str]:
         """Prometheus lines of the `error:<code>` counters."""
         return ["# TYPE echo_errors_total counter"] + [

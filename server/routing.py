@@ -34,7 +34,7 @@ T = TypeVar("T")
 #: What a Redis call raises while the server is down or restarting.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: The kinds of command a worker runs.
-COMMAND_KINDS = ("create", "attach", "offer", "candidate", "update", "ask", "cancel")
+COMMAND_KINDS = ("create", "attach", "offer", "candidate", "update", "ask", "cancel", "close")
 END = "_end"
 GROUP = "engine"
 REPLY_TTL_S = 600

@@ -145,6 +145,8 @@ class WorkerNode:
             job = live.jobs.get(p["response_id"]) if p.get("response_id") else live.latest_job()
             if job is not None:
                 job.cancelled.set()
+        elif command.kind == "close":
+            await server.close_session(live)
         else:  # pragma: no cover - Command.from_fields admits known kinds only
             raise ServiceError("invalid_event", f"unknown command {command.kind!r}")
 

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from client.local_redis import LocalRedis
 from echo_core.backend import OmniBackend
@@ -22,6 +23,7 @@ from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from server.gateway import Gateway
 from server.routing import Command
+from tests.media_tracks import ColourTrack, ToneTrack
 from tests.test_server import KEY, Client, stream_to
 from tests.waiting import wait_ingested
 
@@ -132,6 +134,59 @@ async def test_gateway_places_sessions_and_routes_everything(cluster: Cluster) -
             assert r.status == 200 and body["mode"] == "gateway" and body["workers"] == 2
         async with http.get(f"{gw.url}/metrics") as r:
             assert "echo_workers 2" in await r.text()
+
+
+@pytest.mark.asyncio
+async def test_whip_and_http_asks_through_the_gateway(cluster: Cluster) -> None:
+    """A WHIP client and an HTTP asker talk to the gateway only; media goes to the worker."""
+    gw = cluster.gateway
+    pc = RTCPeerConnection()
+    pc.addTrack(ColourTrack())
+    pc.addTrack(ToneTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    auth = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession() as http:
+        sdp = {"Content-Type": "application/sdp"}
+        async with http.post(f"{gw.url}/whip", data=pc.localDescription.sdp, headers={**sdp, **auth}) as r:
+            assert r.status == 201, await r.text()
+            location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=await r.text(), type="answer"))
+        sid = location.rsplit("/", 1)[1]
+        owner = next(srv for srv in cluster.workers.values() if sid in srv.sessions)
+        live = owner.sessions[sid]
+        await wait_ingested(live.session, 1)
+        frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        candidate = "a=mid:0\r\na=candidate:9 1 udp 2122260223 127.0.0.1 45999 typ host\r\n"
+        async with http.patch(f"{gw.url}{location}", data=candidate, headers={**frag, **auth}) as r:
+            assert r.status == 204
+        assert "127.0.0.1 45999 typ host" in live.pc.remoteDescription.sdp
+        async with http.patch(
+            f"{gw.url}{location}", data="a=candidate:junk\r\n", headers={**frag, **auth}
+        ) as r:
+            assert r.status == 400 and (await r.json())["code"] == "bad_candidate"  # the worker's verdict
+        ask = f"{gw.url}/v1/sessions/{sid}/ask"
+        async with http.post(
+            ask, json={"question": "what colour"}, headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            body = await r.text()
+        events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+        assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.done"
+        assert events[-1]["status"] == "completed"
+        async with http.post(ask, json={"question": "q"}) as r:
+            assert r.status == 401
+        async with http.post(ask, json={"question": 3}, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 400 and (await r.json())["code"] == "invalid_field"
+        async with http.get(f"{gw.url}/v1/sessions/{sid}/ask") as r:
+            assert r.status == 405
+        async with http.delete(f"{gw.url}{location}", headers=auth) as r:
+            assert r.status == 200
+        assert sid not in owner.sessions
+        async with http.post(ask, json={"question": "q"}, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 404 and (await r.json())["code"] == "session_not_found"
+        history = await cluster.gateway.store.history(sid, 10)
+        assert [h.response_id for h in history] == [events[0]["response_id"]]
+    await pc.close()
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,226 @@
+"""The sessions' HTTP API: WHIP ingest (RFC 9725) and `POST /v1/sessions/{id}/ask`.
+
+Robots and cameras stream with standard tools and no Echo code:
+`POST /whip` with `Authorization: Bearer <API key>` and an `application/sdp` offer →
+`201 Created`, the SDP answer, `Location: /whip/<session id>`, and the session token in
+`X-Echo-Session-Token` (for `session.attach` or the ask endpoint).
+`PATCH /whip/<id>` (`application/trickle-ice-sdpfrag`) adds ICE candidates; `DELETE`
+ends the session. Those two take the API key that created the session, or its token.
+`POST /v1/sessions/{id}/ask` {question, window_s?} with the session token streams the
+answer as server-sent events named after the protocol events.
+
+The handlers are the same on every process: a `SessionFront` does the work, either on
+sessions held here (a standalone server or a worker) or routed to their worker (a gateway).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from .auth import ApiKeys, AuthError, TokenSigner
+from .protocol import ProtocolError
+
+#: One ICE candidate line (without `a=`) and the mid of the m-line it belongs to.
+Candidate = tuple[str, str | None]
+
+
+class SessionFront(Protocol):
+    """What the HTTP API needs from the process serving it."""
+
+    keys: ApiKeys
+    signer: TokenSigner
+
+    def count_error(self, code: str) -> None: ...
+
+    async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
+        """A new session streaming from `offer_sdp`: (session id, token, SDP answer)."""
+        ...
+
+    async def session_key(self, session_id: str) -> str:
+        """The API key id that created a live session (ServiceError when it is gone)."""
+        ...
+
+    async def trickle(self, session_id: str, candidates: list[Candidate]) -> None: ...
+
+    async def end_session(self, session_id: str) -> None: ...
+
+    def answer_events(
+        self, session_id: str, question: str, window_s: float | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The answer's protocol events in wire form (ServiceError before the first one)."""
+        ...
+
+
+FRONT_KEY: web.AppKey[SessionFront] = web.AppKey("echo_front", SessionFront)
+
+
+def add_session_routes(app: web.Application, front: SessionFront) -> None:
+    app[FRONT_KEY] = front
+    app.router.add_post("/whip", whip_post)
+    app.router.add_patch("/whip/{session_id}", whip_patch)
+    app.router.add_delete("/whip/{session_id}", whip_delete)
+    app.router.add_post("/v1/sessions/{session_id}/ask", http_ask)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if any."""
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.startswith("Bearer ") else None
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    """One server-sent event named after the event type."""
+    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _error(front: SessionFront, status: int, code: str, message: str) -> web.Response:
+    front.count_error(code)
+    return web.json_response({"type": "error", "code": code, "message": message}, status=status)
+
+
+#: HTTP status of a refused request, by error code (anything else: 400).
+_STATUS = {
+    "session_quota": 429,
+    "rate_limited": 429,
+    "server_busy": 503,
+    "store_unavailable": 503,
+    "route_timeout": 504,
+    "session_not_found": 404,
+    "worker_lost": 410,
+    "forbidden": 403,
+}
+
+
+def _status(exc: Exception, code: str) -> int:
+    return 401 if isinstance(exc, AuthError) and code != "forbidden" else _STATUS.get(code, 400)
+
+
+def sdpfrag_candidates(body: str) -> list[Candidate]:
+    """The candidates of a trickle-ICE SDP fragment (RFC 8840), each with its m-line's mid.
+
+    A candidate before any `a=mid` line belongs to the first m-line (the BUNDLE group).
+    """
+    mid: str | None = None
+    found: list[Candidate] = []
+    for line in body.splitlines():
+        if line.startswith("a=mid:"):
+            mid = line[6:].strip()
+        elif line.startswith("a=candidate:"):
+            found.append((line[2:], mid))
+    return found
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    from .app import ServiceError
+
+    front = request.app[FRONT_KEY]
+    try:
+        key_id = front.keys.check(bearer(request))
+    except AuthError as exc:
+        return _error(front, 401, exc.code, exc.message)
+    if request.content_type != "application/sdp":
+        return _error(
+            front, 415, "bad_content_type", f"WHIP needs application/sdp, got {request.content_type!r}"
+        )
+    offer = await request.text()
+    if "m=" not in offer:
+        return _error(front, 400, "bad_sdp", "the body is not an SDP offer with media sections")
+    try:
+        session_id, token, answer = await front.open_whip(key_id, offer)
+    except ServiceError as exc:
+        return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"/whip/{session_id}", "X-Echo-Session-Token": token},
+    )
+
+
+async def _authorised(request: web.Request) -> str:
+    """The session of a WHIP resource, if the bearer is its token or the key that created it."""
+    front = request.app[FRONT_KEY]
+    session_id = request.match_info["session_id"]
+    key_id = await front.session_key(session_id)
+    credential = bearer(request)
+    if credential and credential.count(".") == 2:
+        front.signer.verify(credential, session_id)
+    elif front.keys.check(credential) != key_id:
+        raise AuthError("forbidden", "this session belongs to another API key")
+    return session_id
+
+
+async def whip_patch(request: web.Request) -> web.Response:
+    from .app import ServiceError
+
+    front = request.app[FRONT_KEY]
+    try:
+        session_id = await _authorised(request)
+        await front.trickle(session_id, sdpfrag_candidates(await request.text()))
+    except (AuthError, ServiceError) as exc:
+        return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    return web.Response(status=204)
+
+
+async def whip_delete(request: web.Request) -> web.Response:
+    from .app import ServiceError
+
+    front = request.app[FRONT_KEY]
+    try:
+        await front.end_session(await _authorised(request))
+    except (AuthError, ServiceError) as exc:
+        return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    return web.Response(status=200)
+
+
+def parse_ask(body: Any) -> tuple[str, float | None]:
+    """The question and window of an ask body {question, window_s?} (ProtocolError otherwise)."""
+    if not isinstance(body, dict):
+        raise ProtocolError("invalid_field", "the body must be a JSON object {question, window_s?}")
+    question, window_s = body.get("question"), body.get("window_s")
+    if not isinstance(question, str) or not question.strip():
+        raise ProtocolError("invalid_field", "question must be a non-empty string")
+    if window_s is not None and (
+        isinstance(window_s, bool) or not isinstance(window_s, int | float) or window_s <= 0
+    ):
+        raise ProtocolError("invalid_field", "window_s must be a positive number")
+    return question, float(window_s) if window_s is not None else None
+
+
+async def http_ask(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/sessions/{id}/ask` {question, window_s?} → server-sent events of the answer."""
+    from .app import ServiceError
+
+    front = request.app[FRONT_KEY]
+    session_id = request.match_info["session_id"]
+    try:
+        front.signer.verify(bearer(request), session_id)
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
+        question, window_s = parse_ask(body)
+        events = front.answer_events(session_id, question, window_s)
+        first = await anext(events)  # refusals (unknown session, rate limit) come before it
+    except (AuthError, ServiceError, ProtocolError) as exc:
+        return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    if first.get("type") == "error":  # a refusal a gateway relayed from the worker
+        code = str(first.get("code"))
+        return _error(front, _STATUS.get(code, 400), code, str(first.get("message")))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        await response.write(sse(first))
+        async for event in events:
+            if event.get("type") == "error":
+                front.count_error(str(event.get("code")))
+            await response.write(sse(event))
+    except ServiceError as exc:
+        front.count_error(exc.code)
+        await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
+    await response.write_eof()
+    return response
