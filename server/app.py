@@ -23,6 +23,7 @@ from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 
+from .allocator import release_free_memory
 from .config import ServiceConfig
 from .engine import AskJob, EngineWorker
 from .http_service import HttpService
@@ -256,6 +257,7 @@ class EchoServer(HttpService):
         except Exception:
             log.warning("could not unregister %s from the store", live.session_id)
         await live.close()
+        await asyncio.to_thread(release_free_memory)
 
     async def answer_sdp(self, live: LiveSession, offer_sdp: str) -> str:
         """Apply a client's SDP offer and return the answer (ServiceError on a malformed offer)."""
