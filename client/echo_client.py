@@ -156,9 +156,15 @@ class EchoClient:
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
     async def stop_streaming(self) -> None:
+        """Close the peer connection and stop the media player's decoding thread."""
         if self._pc is not None:
             await self._pc.close()
             self._pc = None
+        if self._player is not None:  # closing the peer connection leaves its tracks running
+            for track in (self._player.audio, self._player.video):
+                if track is not None:
+                    track.stop()
+            self._player = None
 
     # --------------------------------------------------------------- asking
     async def ask(self, question: str, window_s: float | None = None) -> AsyncIterator[str]:

@@ -200,7 +200,9 @@ def quiet_ok(case: FuzzCase) -> bool:
 
 
 class Attacker:
-    """One WebSocket with a session of its own; reconnects when the server closes it."""
+    """One WebSocket with a session of its own; when the server closes the connection it
+    reconnects and re-attaches to that session, as a real client does (a new session per
+    reconnect would fill the server with abandoned ones)."""
 
     def __init__(self, http: aiohttp.ClientSession, url: str, api_key: str) -> None:
         self.http = http
@@ -208,15 +210,19 @@ class Attacker:
         self.api_key = api_key
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.token = ""
+        self.session_id = ""
         self.reconnects = 0
 
     async def connect(self) -> None:
         self.ws = await self.http.ws_connect(self.ws_url, max_msg_size=0)
-        await self.ws.send_str(_event("session.create", api_key=self.api_key))
+        if self.session_id:
+            await self.ws.send_str(_event("session.attach", session_id=self.session_id, token=self.token))
+        else:
+            await self.ws.send_str(_event("session.create", api_key=self.api_key))
         created = await self.next_event()
         if created is None or created.get("type") != "session.created":
-            raise RuntimeError(f"the attacker could not create a session: {created}")
-        self.token = str(created["token"])
+            raise RuntimeError(f"the attacker could not open its session: {created}")
+        self.token, self.session_id = str(created["token"]), str(created["session_id"])
 
     async def reconnect(self) -> None:
         assert self.ws is not None
