@@ -9,6 +9,7 @@ is patched.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,10 @@ class LanguageModel:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.theta = float(cfg.rope_parameters["rope_theta"])
         self._rotaries: dict[tuple[int, ...], SectionedRotary] = {}
+        # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x);
+        # pass whichever this version takes, so that neither warns.
+        accepted = inspect.signature(type(self.layers[0]).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in accepted else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -128,8 +133,8 @@ class LanguageModel:
                 hidden,
                 attention_mask=attention_mask if attention_mask is not None else masks.get(key),
                 position_embeddings=(cos, sin),
-                past_key_values=cache,
                 use_cache=cache is not None,
+                **{self._cache_kwarg: cache},
             )
         return hidden
 
