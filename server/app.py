@@ -26,6 +26,7 @@ from echo_core.stream.session import StreamSession
 from .allocator import release_free_memory
 from .config import ServiceConfig
 from .engine import AskJob, EngineWorker
+from .errors import ServiceError
 from .http_service import HttpService
 from .journal import HistoryJournal
 from .live import LiveSession
@@ -46,15 +47,6 @@ log = logging.getLogger(__name__)
 MEDIA_LINE = re.compile(r"^m=(audio|video) ", re.MULTILINE)
 #: A session nobody attached to and no peer ever connected to is closed after this long.
 UNCLAIMED_SESSION_S = 60.0
-
-
-class ServiceError(Exception):
-    """A request the service refuses, with the `error` event code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class EchoServer(HttpService):

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from echo_core.rope import POSITIONS_PER_SECOND
 
 from .auth import AuthError
+from .errors import ServiceError
 from .protocol import (
     Error,
     History,
@@ -37,7 +38,7 @@ from .protocol import (
     encode,
     parse_client_event,
 )
-from .routing import REDIS_DOWN, RouteError
+from .routing import REDIS_DOWN
 
 if TYPE_CHECKING:
     from echo_core.stream.session import KeptLayout, StreamSession
@@ -113,14 +114,12 @@ class Connection:
         task.add_done_callback(self.tasks.discard)
 
     async def handle(self, raw: str) -> None:
-        from .app import ServiceError
-
         event_id = None
         try:
             event = parse_client_event(raw, max_bytes=self.server.config.server.max_message_bytes)
             event_id = event.event_id
             await self.dispatch(event)
-        except (ProtocolError, AuthError, ServiceError, RouteError) as exc:
+        except (ProtocolError, AuthError, ServiceError) as exc:  # RouteError too
             await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
         except REDIS_DOWN:
             await self.fail("store_unavailable", "shared state (Redis) is unreachable; try again", event_id)
@@ -138,8 +137,6 @@ class Connection:
             if event.token is not None:
                 live = server.live_for(event.token, event.session_id)
             else:
-                from .app import ServiceError
-
                 key_id = server.keys.check(event.api_key)
                 found = server.sessions.get(event.session_id)
                 if found is None or found.closed:
@@ -214,8 +211,6 @@ class Connection:
         self.spawn(self.stats_loop(live), f"stats-{live.session_id}")
 
     async def answer(self, live: LiveSession, event: ResponseCreate) -> None:
-        from .app import ServiceError
-
         try:
             async for out in self.server.ask(live, event.question, event.window_s):
                 await self.send(out)
@@ -241,8 +236,6 @@ class Connection:
 async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None) -> None:
     """Add a trickled ICE candidate (`candidate:…` line) to the session's peer connection."""
     from aiortc.sdp import candidate_from_sdp
-
-    from .app import ServiceError
 
     line = candidate.removeprefix("a=").removeprefix("candidate:")
     if not line.strip():

@@ -25,6 +25,7 @@ from aiohttp import web
 from echo_core.errors import ConfigError
 
 from .config import ServiceConfig
+from .errors import ServiceError
 from .gateway_connection import GatewayConnection
 from .http_service import HttpService
 from .protocol import SessionSettings
@@ -93,8 +94,6 @@ class Gateway(HttpService):
         self, key_id: str, settings: SessionSettings
     ) -> tuple[SessionOwner, dict[str, Any]]:
         """Create a session on the least-loaded worker with room: (its owner record, `session.created`)."""
-        from .app import ServiceError
-
         limit = self.config.server.max_sessions_per_key
         if await self.patiently(lambda: self.store.live_sessions(key_id), "quota") >= limit:
             raise ServiceError("session_quota", f"this API key already has {limit} live sessions")
@@ -118,8 +117,6 @@ class Gateway(HttpService):
 
     async def owner_of(self, session_id: str) -> SessionOwner:
         """The live worker holding a session (ServiceError when it ended or its worker was lost)."""
-        from .app import ServiceError
-
         owner = await self.patiently(lambda: self.registry.owner(session_id), "owner")
         if owner is None:
             raise ServiceError("session_not_found", "this session has ended; create a new one")
@@ -130,13 +127,8 @@ class Gateway(HttpService):
     # ---------------------------------------------------------------- routing
     async def run_on_owner(self, worker_id: str, command: Command) -> dict[str, Any] | None:
         """A command's first reply; an `error` reply or a failed route raises ServiceError."""
-        from .app import ServiceError
-
         self.counters["routed"] += 1
-        try:
-            reply = await self.router.call_one(worker_id, command)
-        except RouteError as exc:
-            raise ServiceError(exc.code, exc.message) from None
+        reply = await self.router.call_one(worker_id, command)  # RouteError is a ServiceError
         if reply is not None and reply.get("type") == "error":
             raise ServiceError(str(reply.get("code")), str(reply.get("message")))
         return reply
@@ -173,8 +165,6 @@ class Gateway(HttpService):
 
     # --------------------------------------------- the HTTP API (http_api.SessionFront)
     async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
-        from .app import ServiceError
-
         owner, created = await self.create_session(key_id, SessionSettings())
         session_id = str(created["session_id"])
         try:

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
+from .errors import ServiceError
 from .protocol import (
     HistoryGet,
     ResponseCancel,
@@ -45,8 +46,6 @@ class GatewayConnection(Connection):
         self.owner: SessionOwner | None = None
 
     async def dispatch(self, event: Any) -> None:
-        from .app import ServiceError
-
         g = self.gateway
         if isinstance(event, SessionCreate):
             key_id = g.keys.check(event.api_key)

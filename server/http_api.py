@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from .auth import ApiKeys, AuthError, TokenSigner
+from .errors import ServiceError
 from .protocol import ProtocolError
 
 #: One ICE candidate line (without `a=`) and the mid of the m-line it belongs to.
@@ -115,8 +116,6 @@ def sdpfrag_candidates(body: str) -> list[Candidate]:
 
 
 async def whip_post(request: web.Request) -> web.Response:
-    from .app import ServiceError
-
     front = request.app[FRONT_KEY]
     try:
         key_id = front.keys.check(bearer(request))
@@ -155,8 +154,6 @@ async def _authorised(request: web.Request) -> str:
 
 
 async def whip_patch(request: web.Request) -> web.Response:
-    from .app import ServiceError
-
     front = request.app[FRONT_KEY]
     try:
         session_id = await _authorised(request)
@@ -167,8 +164,6 @@ async def whip_patch(request: web.Request) -> web.Response:
 
 
 async def whip_delete(request: web.Request) -> web.Response:
-    from .app import ServiceError
-
     front = request.app[FRONT_KEY]
     try:
         await front.end_session(await _authorised(request))
@@ -193,8 +188,6 @@ def parse_ask(body: Any) -> tuple[str, float | None]:
 
 async def http_ask(request: web.Request) -> web.StreamResponse:
     """`POST /v1/sessions/{id}/ask` {question, window_s?} → server-sent events of the answer."""
-    from .app import ServiceError
-
     front = request.app[FRONT_KEY]
     session_id = request.match_info["session_id"]
     try:

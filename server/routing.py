@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .errors import ServiceError
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,8 @@ DONE_TTL_S = 3600
 INBOX_MAXLEN = 10_000
 
 
-class RouteError(Exception):
+class RouteError(ServiceError):
     """A routed command that could not be delivered or answered; `code` goes to the client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from echo_core.config import build
 from echo_core.errors import ConfigError
 
 from .auth import AuthError
+from .errors import ServiceError
 from .protocol import ProtocolError, SessionSettings, encode, to_wire
 from .registry import WorkerInfo, WorkerRegistry
 from .routing import Command, Inbox
@@ -105,8 +106,6 @@ class WorkerNode:
     # -------------------------------------------------------------- commands
     async def handle(self, command: Command) -> AsyncIterator[dict[str, Any]]:
         """Run one routed command; its protocol events (errors included) in wire form."""
-        from .app import ServiceError
-
         try:
             async for event in self._run(command):
                 yield event
@@ -114,7 +113,6 @@ class WorkerNode:
             yield {"type": "error", "code": exc.code, "message": exc.message}
 
     async def _run(self, command: Command) -> AsyncIterator[dict[str, Any]]:
-        from .app import ServiceError
         from .connection import add_candidate
         from .protocol import SessionCreated, SessionUpdated, WebRTCAnswer
 
@@ -151,8 +149,6 @@ class WorkerNode:
             raise ServiceError("invalid_event", f"unknown command {command.kind!r}")
 
     def _live(self, session_id: str) -> LiveSession:
-        from .app import ServiceError
-
         live = self.server.sessions.get(session_id)
         if live is None or live.closed:
             raise ServiceError("session_not_found", "this session has ended; create a new one")

@@ -88,6 +88,14 @@ async def crash(worker: EchoServer) -> None:
     await worker.node.inbox.stop()
 
 
+async def streaming_via(cluster: Cluster, client: Client) -> tuple[RTCPeerConnection, str, EchoServer]:
+    """Create a session through the gateway and stream to it: (peer, owner id, owner)."""
+    await client.create()
+    pc = await stream_to(client)
+    owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions)
+    return pc, owner_id, owner
+
+
 @pytest.mark.asyncio
 async def test_gateway_places_sessions_and_routes_everything(cluster: Cluster) -> None:
     gw = cluster.gateway
@@ -194,9 +202,7 @@ async def test_worker_loss_is_reported_and_a_reconnect_lands_on_a_live_worker(cl
     gw = cluster.gateway
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
-        await client.create()
-        pc = await stream_to(client)
-        owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions)
+        pc, owner_id, owner = await streaming_via(cluster, client)
         await wait_ingested(owner.sessions[client.session_id].session)
         await client.send(type="response.create", token=client.token, question="what colour")
         first = await client.recv("response.done")
@@ -228,9 +234,7 @@ async def test_a_command_delivered_twice_runs_once(cluster: Cluster) -> None:
     gw = cluster.gateway
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
-        await client.create()
-        pc = await stream_to(client)
-        owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions)
+        pc, owner_id, owner = await streaming_via(cluster, client)
         await wait_ingested(owner.sessions[client.session_id].session)
         command = Command("ask", client.session_id, {"question": "what colour", "window_s": None})
         r = aioredis.from_url(cluster.redis.url, decode_responses=True)
@@ -282,9 +286,7 @@ async def test_sessions_survive_a_redis_restart_and_history_is_repaired(cluster:
     gw = cluster.gateway
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
-        await client.create()
-        pc = await stream_to(client)
-        owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions)
+        pc, owner_id, owner = await streaming_via(cluster, client)
         session = owner.sessions[client.session_id].session
         await wait_ingested(session)
         await client.send(type="response.create", token=client.token, question="what colour")

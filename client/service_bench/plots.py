@@ -23,14 +23,7 @@ def plot_load(report: dict[str, Any], path: Path) -> None:
     ttft.plot(n, [r["ttft_p50_ms"] for r in rows], "o-", label="p50")
     ttft.plot(n, [r["ttft_p95_ms"] for r in rows], "s-", label="p95")
     ttft.set(xlabel="sessions", ylabel="TTFT (ms, client)", title="Time to first text", yscale="log")
-    for ax in (lag, ttft):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"echo-bench load ({report['config']}, CPU)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, (lag, ttft), f"echo-bench load ({report['config']}, CPU)", path)
 
 
 def plot_soak(report: dict[str, Any], path: Path) -> None:
@@ -51,10 +44,17 @@ def plot_soak(report: dict[str, Any], path: Path) -> None:
     cache.plot(t, peak, label="largest session cache")
     cache.axhline(report["cache_budget"], color="red", ls="--", label="budget")
     cache.set(xlabel="minutes", ylabel="AV tokens", title="Cache size")
-    for ax in (rss, cache):
+    _finish(fig, (rss, cache), f"echo-bench soak: gateway + 2 workers, {report['minutes']:.0f} min", path)
+
+
+def _finish(fig: Any, axes: tuple[Any, ...], title: str, path: Path) -> None:
+    """Legends, grids and the title; write the figure to `path` and close it."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.suptitle(f"echo-bench soak: gateway + 2 workers, {report['minutes']:.0f} min")
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
