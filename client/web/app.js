@@ -282,7 +282,7 @@ function onFailure(err) {
     askForKey(errorText(err.code), true);
   } else if (SESSION_GONE.has(err.code)) {
     restartSession(errorText(err.code));
-  } else if (err.code === "session_quota") {
+  } else if (err.code === "session_quota" || err.code === "server_busy") {
     state.socket.close();
     setPhase("error");
     announce(errorText(err.code), "error");

@@ -20,6 +20,14 @@ export const ERROR_TEXT = Object.freeze({
     "This API key already has the most live sessions it may have. Close another Echo tab, " +
     "wait a minute, then press Try again.",
   rate_limited: "You are asking faster than this API key allows. Wait a moment, then ask again.",
+  server_busy:
+    "Echo is serving as many sessions as it can right now. Wait a minute, then press Try again.",
+  worker_lost: "The Echo machine serving this session stopped. Starting a new session…",
+  store_unavailable:
+    "Echo's shared state is unreachable for the moment. Wait a few seconds and try again.",
+  route_timeout: "The Echo machine serving this session did not answer in time. Try again.",
+  worker_restarted: "The Echo machine serving this session restarted. Try again.",
+  internal_error: "Echo hit a fault handling that request. Try again; the session goes on.",
   invalid_settings: "The server refused that setting.",
   bad_sdp: "The audio/video connection could not be set up with the server.",
   bad_candidate: "The server could not use one of this browser's network addresses.",
@@ -35,7 +43,13 @@ export const ERROR_TEXT = Object.freeze({
 });
 
 /** Codes after which the session cannot be used any more: the page starts a new one. */
-export const SESSION_GONE = new Set(["invalid_token", "token_expired", "forbidden", "session_not_found"]);
+export const SESSION_GONE = new Set([
+  "invalid_token",
+  "token_expired",
+  "forbidden",
+  "session_not_found",
+  "worker_lost",
+]);
 
 /** Codes whose server message adds something a person can act on (which setting, which field). */
 const WITH_DETAIL = new Set(["invalid_settings", "invalid_field", "bad_sdp", "message_too_large"]);
