@@ -233,8 +233,11 @@ class EchoServer(HttpService):
 
     def live_for(self, token: str | None, session_id: str | None = None) -> LiveSession:
         """The live session a token grants (AuthError / ServiceError otherwise)."""
-        sid = self.signer.verify(token, session_id)
-        live = self.sessions.get(sid)
+        return self.held(self.signer.verify(token, session_id))
+
+    def held(self, session_id: str) -> LiveSession:
+        """A live session of this process (ServiceError `session_not_found` otherwise)."""
+        live = self.sessions.get(session_id)
         if live is None or live.closed:
             raise ServiceError("session_not_found", "this session has ended; create a new one")
         return live
@@ -313,12 +316,6 @@ class EchoServer(HttpService):
             return True
 
     # --------------------------------------------- the HTTP API (http_api.SessionFront)
-    def _held(self, session_id: str) -> LiveSession:
-        live = self.sessions.get(session_id)
-        if live is None or live.closed:
-            raise ServiceError("session_not_found", f"no session {session_id}")
-        return live
-
     async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
         live, token, _ = await self.create_session(key_id, SessionSettings())
         try:
@@ -329,22 +326,22 @@ class EchoServer(HttpService):
         return live.session_id, token, answer
 
     async def session_key(self, session_id: str) -> str:
-        return self._held(session_id).key_id
+        return self.held(session_id).key_id
 
     async def trickle(self, session_id: str, candidates: list[tuple[str, str | None]]) -> None:
         from .connection import add_candidate
 
-        live = self._held(session_id)
+        live = self.held(session_id)
         for candidate, mid in candidates:
             await add_candidate(live, candidate, mid, None)
 
     async def end_session(self, session_id: str) -> None:
-        await self.close_session(self._held(session_id))
+        await self.close_session(self.held(session_id))
 
     async def answer_events(
         self, session_id: str, question: str, window_s: float | None
     ) -> AsyncIterator[dict[str, Any]]:
-        async for event in self.ask(self._held(session_id), question, window_s):
+        async for event in self.ask(self.held(session_id), question, window_s):
             yield to_wire(event)
 
     # ------------------------------------------------------------------ HTTP

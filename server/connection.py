@@ -138,12 +138,9 @@ class Connection:
                 live = server.live_for(event.token, event.session_id)
             else:
                 key_id = server.keys.check(event.api_key)
-                found = server.sessions.get(event.session_id)
-                if found is None or found.closed:
-                    raise ServiceError("session_not_found", "this session has ended; create a new one")
-                if found.key_id != key_id:
+                live = server.held(event.session_id)
+                if live.key_id != key_id:
                     raise AuthError("forbidden", "this session belongs to another API key")
-                live = found
             token, expiry = server.signer.issue(live.session_id)
             await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionUpdate):

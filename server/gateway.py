@@ -5,9 +5,10 @@ room (by share of capacity, then ingest lag); the worker's SDP answer carries it
 ICE candidates, so media flows from the client straight to that worker. Every later
 control message is routed to the owning worker through Redis Streams (routing.py);
 history is read from Redis directly. WHIP and HTTP asks (http_api.py) are routed the same
-way, so clients never need to reach a worker's HTTP port. A worker that stops beating is detected by every
-gateway connection watching one of its sessions: the session is marked lost, the client
-gets `error` `worker_lost`, and an answer in flight ends with `response.done` `failed`.
+way, so clients never need to reach a worker's HTTP port. A worker that stops beating is
+detected by every gateway connection watching one of its sessions: the session is marked
+lost, the client gets `error` `worker_lost`, and an answer in flight ends with
+`response.done` `failed`.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Gateway(HttpService):
         workers = [w for w in live if w.room > 0 and w.lag_s <= lag_limit]
         payload = {"key_id": key_id, "settings": to_wire_settings(settings)}
         for worker in workers:
-            if not await self.patiently(partial(self.registry.reserve, worker), "reserve"):
+            if not await self.patiently(partial(self.registry.reserve, worker.worker_id), "reserve"):
                 continue  # filled up (or gone) since we listed it
             reply = await self.router.call_one(worker.worker_id, Command("create", "", payload))
             if reply is None:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .auth import ApiKeys, AuthError, TokenSigner
 from .errors import ServiceError
-from .protocol import ProtocolError
+from .protocol import ProtocolError, parse_ask_body
 
 #: One ICE candidate line (without `a=`) and the mid of the m-line it belongs to.
 Candidate = tuple[str, str | None]
@@ -172,20 +172,6 @@ async def whip_delete(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-def parse_ask(body: Any) -> tuple[str, float | None]:
-    """The question and window of an ask body {question, window_s?} (ProtocolError otherwise)."""
-    if not isinstance(body, dict):
-        raise ProtocolError("invalid_field", "the body must be a JSON object {question, window_s?}")
-    question, window_s = body.get("question"), body.get("window_s")
-    if not isinstance(question, str) or not question.strip():
-        raise ProtocolError("invalid_field", "question must be a non-empty string")
-    if window_s is not None and (
-        isinstance(window_s, bool) or not isinstance(window_s, int | float) or window_s <= 0
-    ):
-        raise ProtocolError("invalid_field", "window_s must be a positive number")
-    return question, float(window_s) if window_s is not None else None
-
-
 async def http_ask(request: web.Request) -> web.StreamResponse:
     """`POST /v1/sessions/{id}/ask` {question, window_s?} → server-sent events of the answer."""
     front = request.app[FRONT_KEY]
@@ -193,11 +179,11 @@ async def http_ask(request: web.Request) -> web.StreamResponse:
     try:
         front.signer.verify(bearer(request), session_id)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
             raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
-        question, window_s = parse_ask(body)
-        events = front.answer_events(session_id, question, window_s)
+        asked = parse_ask_body(body)
+        events = front.answer_events(session_id, asked.question, asked.window_s)
         first = await anext(events)  # refusals (unknown session, rate limit) come before it
     except (AuthError, ServiceError, ProtocolError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)

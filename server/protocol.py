@@ -308,17 +308,32 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) 
         raise ProtocolError("unknown_event", f"unknown event type {kind[:64]!r}", event_id)
     event = _build(cls, data, kind, event_id)
     if isinstance(event, ResponseCreate):
-        if not event.question.strip():
-            raise ProtocolError("invalid_field", "response.create: question is empty", event_id)
-        if len(event.question) > MAX_QUESTION_CHARS:
-            raise ProtocolError(
-                "question_too_long",
-                f"question of {len(event.question)} characters > limit {MAX_QUESTION_CHARS}",
-                event_id,
-            )
-        if event.window_s is not None and event.window_s <= 0:
-            raise ProtocolError("invalid_field", f"window_s must be > 0, got {event.window_s}", event_id)
+        _check_question(event, event_id)
     return typing.cast(ClientEvent, event)
+
+
+def parse_ask_body(data: Any) -> ResponseCreate:
+    """The JSON body {question, window_s?} of an HTTP ask, checked as `response.create` is."""
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", "the body must be a JSON object {question, window_s?}")
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ProtocolError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    event: ResponseCreate = _build(ResponseCreate, data, "ask", None)
+    _check_question(event, None)
+    return event
+
+
+def _check_question(event: ResponseCreate, event_id: str | None) -> None:
+    if not event.question.strip():
+        raise ProtocolError("invalid_field", "response.create: question is empty", event_id)
+    if len(event.question) > MAX_QUESTION_CHARS:
+        raise ProtocolError(
+            "question_too_long",
+            f"question of {len(event.question)} characters > limit {MAX_QUESTION_CHARS}",
+            event_id,
+        )
+    if event.window_s is not None and event.window_s <= 0:
+        raise ProtocolError("invalid_field", f"window_s must be > 0, got {event.window_s}", event_id)
 
 
 def to_wire(event: ServerEvent | ClientEvent) -> dict[str, Any]:

@@ -85,19 +85,13 @@ class WorkerRegistry:
         ]
         return sorted(workers, key=lambda w: (w.load / max(1, w.capacity), w.lag_s, w.worker_id))
 
-    async def reserve(self, worker: WorkerInfo) -> bool:
-        """Count a session about to be placed on `worker` before its next beat does (False: full or gone).
+    async def reserve(self, worker_id: str) -> bool:
+        """Count a session about to be placed on a worker before its next beat does (False: full or gone).
 
         Two gateways (or two connections of one) placing sessions at the same moment would
         otherwise both read the same load and pick the same worker.
         """
-        load = int(await self._redis.eval(_RESERVE, 1, f"{self._p}worker:{worker.worker_id}"))
-        if load < 0:
-            return False
-        if load > worker.capacity:
-            await self._redis.eval(_RELEASE, 1, f"{self._p}worker:{worker.worker_id}")
-            return False
-        return True
+        return bool(await self._redis.eval(_RESERVE, 1, f"{self._p}worker:{worker_id}"))
 
     async def owner(self, session_id: str) -> SessionOwner | None:
         """The worker holding a session (None when the session is unknown or expired)."""
@@ -117,12 +111,13 @@ class WorkerRegistry:
             await self._redis.hset(key, "state", "lost")
 
 
-#: Increment a live worker's load; -1 when its record expired (never recreate it without a TTL).
+#: Take one slot of a live worker with room: 1, or 0 when it is full or its record expired
+#: (never recreate a record without its TTL).
 _RESERVE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-return redis.call('HINCRBY', KEYS[1], 'load', 1)
-"""
-_RELEASE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-return redis.call('HINCRBY', KEYS[1], 'load', -1)
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local capacity = tonumber(redis.call('HGET', KEYS[1], 'capacity') or '0')
+local load = tonumber(redis.call('HGET', KEYS[1], 'load') or '0')
+if load >= capacity then return 0 end
+redis.call('HINCRBY', KEYS[1], 'load', 1)
+return 1
 """

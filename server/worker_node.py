@@ -124,7 +124,7 @@ class WorkerNode:
             self._spawn(self.publish_stats(live))
             yield to_wire(SessionCreated(None, live.session_id, token, expiry, server.settings_of(live)))
             return
-        live = self._live(command.session_id)
+        live = server.held(command.session_id)
         if command.kind == "attach":
             token, expiry = server.signer.issue(live.session_id)
             yield to_wire(SessionCreated(None, live.session_id, token, expiry, server.settings_of(live)))
@@ -147,12 +147,6 @@ class WorkerNode:
             await server.close_session(live)
         else:  # pragma: no cover - Command.from_fields admits known kinds only
             raise ServiceError("invalid_event", f"unknown command {command.kind!r}")
-
-    def _live(self, session_id: str) -> LiveSession:
-        live = self.server.sessions.get(session_id)
-        if live is None or live.closed:
-            raise ServiceError("session_not_found", "this session has ended; create a new one")
-        return live
 
 
 def settings_from(payload: dict[str, Any]) -> SessionSettings:

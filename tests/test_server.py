@@ -221,6 +221,19 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
         assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.done"
         async with http.post(f"{server.url}/v1/sessions/{sid}/ask", json={"question": "q"}, headers={}) as r:
             assert r.status == 401
+        ask = f"{server.url}/v1/sessions/{sid}/ask"
+        refusals = [  # checked as response.create is on the WebSocket
+            ({"question": "q" * 501}, "question_too_long"),
+            ({"question": "q", "window_s": 0}, "invalid_field"),
+            ({"question": "q", "extra": 1}, "invalid_field"),
+            ([1, 2], "invalid_event"),
+        ]
+        for body, code in refusals:
+            async with http.post(ask, json=body, headers=bearer) as r:
+                assert r.status == 400 and (await r.json())["code"] == code, body
+        for raw in ("[" * 100_000 + "]" * 100_000, "{not json", '{"question": {"a": ' * 40 + "1" + "}" * 40):
+            async with http.post(ask, data=raw, headers=bearer) as r:
+                assert r.status == 400 and (await r.json())["code"] in {"invalid_json", "too_deep"}, raw[:20]
         async with http.delete(
             f"{server.url}{location}", headers={"Authorization": "Bearer other-key-0123456789"}
         ) as r:
