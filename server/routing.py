@@ -117,6 +117,7 @@ class Router:
             lambda: self._redis.xadd(inbox, fields, maxlen=INBOX_MAXLEN, approximate=True), deadline, "send"
         )
         reply, last = f"{self._p}reply:{command.request_id}", "0-0"
+        seen: set[str] = set()
         while True:
             try:
                 got = await self._redis.xread({reply: last}, count=64, block=int(self.poll_s * 1000))
@@ -129,6 +130,11 @@ class Router:
                 deadline = time.monotonic() + self.timeout_s  # the worker is making progress
                 for entry_id, entry in got[0][1]:
                     last = entry_id
+                    tag = entry.get("tag")
+                    if tag is not None:
+                        if tag in seen:
+                            continue  # a reply written twice (its write was retried)
+                        seen.add(tag)
                     event = json.loads(entry["event"])
                     if event.get("type") == END:
                         return
@@ -256,24 +262,29 @@ class Inbox:
             if not await self._finished(command):  # its handler died with an earlier incarnation
                 await self._reply(
                     command,
+                    0,
                     {
                         "type": "error",
                         "code": "worker_restarted",
                         "message": ("the worker restarted while handling this request; its session is gone"),
                     },
                 )
-                await self._reply(command, {"type": END})
+                await self._reply(command, 1, {"type": END})
             await self._ack(entry_id)
             return
+        n = 0
         try:
             async for event in self._handle(command):
-                await self._reply(command, event)
+                await self._reply(command, n, event)
+                n += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("command %s (%s) failed", command.request_id, command.kind)
-            await self._reply(command, {"type": "error", "code": "internal_error", "message": str(exc)[:200]})
-        await self._reply(command, {"type": END})
+            error = {"type": "error", "code": "internal_error", "message": str(exc)[:200]}
+            await self._reply(command, n, error)
+            n += 1
+        await self._reply(command, n, {"type": END})
         self.handled += 1
         await self._ack(entry_id)
 
@@ -281,9 +292,11 @@ class Inbox:
         last = await self._redis.xrevrange(f"{self._p}reply:{command.request_id}", count=1)
         return bool(last) and json.loads(last[0][1]["event"]).get("type") == END
 
-    async def _reply(self, command: Command, event: dict[str, Any]) -> None:
+    async def _reply(self, command: Command, n: int, event: dict[str, Any]) -> None:
+        """Append the `n`-th reply event. A write retried after a connection error may land
+        twice; its tag (this incarnation, n) lets the reader drop the copy."""
         key = f"{self._p}reply:{command.request_id}"
-        data = {"event": json.dumps(event, separators=(",", ":"))}
+        data = {"event": json.dumps(event, separators=(",", ":")), "tag": f"{self.consumer}:{n}"}
 
         async def write() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -255,6 +255,22 @@ async def test_a_command_delivered_twice_runs_once(cluster: Cluster) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_reply_written_twice_is_read_once(cluster: Cluster) -> None:
+    """A worker's reply write retried after a lost connection may land twice; the gateway drops the copy."""
+    command = Command("ask", "s", {"question": "q", "window_s": None})
+    r = aioredis.from_url(cluster.redis.url, decode_responses=True)
+    try:
+        key = f"echo:reply:{command.request_id}"
+        done = json.dumps({"type": "response.done", "response_id": "x", "answer": "a", "status": "completed"})
+        for tag, event in (("w-1:0", done), ("w-1:0", done), ("w-1:1", json.dumps({"type": "_end"}))):
+            await r.xadd(key, {"event": event, "tag": tag})
+        events = [e async for e in cluster.gateway.router.call("nobody", command)]
+    finally:
+        await r.aclose()
+    assert [e["type"] for e in events] == ["response.done"]
+
+
+@pytest.mark.asyncio
 async def test_a_stuck_entry_is_claimed_by_the_live_consumer(cluster: Cluster) -> None:
     """An entry read by a consumer that died before acknowledging it is re-run via XAUTOCLAIM."""
     worker = cluster.workers["w1"]
