@@ -105,3 +105,19 @@ def test_frozen_steps_not_negative() -> None:
     with pytest.raises(ConfigError, match="llm_frozen_steps"):
         load_train_config(None, ["stage2.llm_frozen_steps=-1"])
     assert load_train_config(None, ["stage2.steps=2", "stage2.llm_frozen_steps=100"]).stage2.steps == 2
+
+
+def test_seeded_stage2_resumed_equals_whole_run(tmp_path: Path) -> None:
+    """With stage2.seed set, stage 2 on a kept stage-1 thinker gives the weights a whole run gives."""
+    common = [
+        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--stage1-dir", str(tmp_path / "s1"),
+        "stage1.steps=2", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "stage2.llm_frozen_steps=0", "stage2.warmup=1",
+    ]  # fmt: skip
+    assert main([*common, "stage2.seed=5", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "stage2.seed=5", "--out", str(tmp_path / "resumed")]) == 0
+    assert main([*common, "stage2.seed=6", "--out", str(tmp_path / "other")]) == 0
+    for name in ("cs2.safetensors", "model.safetensors"):
+        whole = (tmp_path / "whole" / name).read_bytes()
+        assert (tmp_path / "resumed" / name).read_bytes() == whole, name
+        assert (tmp_path / "other" / name).read_bytes() != whole, name

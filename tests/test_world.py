@@ -272,6 +272,16 @@ def test_shift_is_longer_and_denser() -> None:
     assert np.mean([len(s.clutter) for s in shift]) > np.mean([len(s.clutter) for s in test])
 
 
+def test_val_is_drawn_like_test_from_its_own_seeds() -> None:
+    test = [sample_spec("test", i) for i in range(100)]
+    val = [sample_spec("val", i) for i in range(100)]
+    assert all(8.0 <= s.duration_s <= 16.0 for s in val)
+    for attr in ("duration_s", "n_audio_events", "n_video_events"):
+        a, b = np.mean([getattr(s, attr) for s in val]), np.mean([getattr(s, attr) for s in test])
+        assert abs(a - b) / b < 0.15, (attr, a, b)
+    assert all(v != t for v, t in zip(val, test, strict=True))
+
+
 # ---------------------------------------------------------------- containers
 
 

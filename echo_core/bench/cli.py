@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EchoError
+from ..world.spec import SPLITS
 
 TOLERANCE = 1e-5
 
@@ -115,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     eq.set_defaults(func=cmd_equivalence)
 
     fi = sub.add_parser("fidelity", help="accuracy vs kept tokens for every sieve on the synthetic world")
-    fi.add_argument("--split", default="test", choices=["train", "test", "shift"])
+    fi.add_argument("--split", default="test", choices=list(SPLITS))
     fi.add_argument("--limit", type=int, default=100, help="number of clips (default 100)")
     fi.add_argument("--methods", help="comma-separated sieve methods (default: all)")
     fi.add_argument("--keep", help="comma-separated keep ratios (default 1.0,0.5,0.2,0.1,0.05)")

@@ -164,6 +164,9 @@ class Trainer:
     # ------------------------------------------------------------------ stage 2
     def stage2(self) -> CS2:
         cfg = self.config.stage2
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+            self.rng = random.Random(cfg.seed)
         cs2 = CS2(self.lm, self.config.refiner_layers, trained=True)
         sieve = CS2Sieve(self.lm, cs2, scoring="head")
         for p in self.backend.encoder_parameters():

@@ -1,6 +1,6 @@
 """What happens in one synthetic clip: vocabularies, event dataclasses and seeded sampling of a `ClipSpec`.
 
-A clip is 8–16 s (train/test) of a textured static background with a few solid coloured shapes that
+A clip is 8–16 s (train/test/val) of a textured static background with a few solid coloured shapes that
 appear, drift and vanish, grey clutter dots that drift the whole clip, and a soundtrack of a constant hum
 with a few pure tones and white-noise bursts. Everything follows from `clip_seed(split, index)`.
 
@@ -40,7 +40,9 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
 }
 PITCHES: dict[str, float] = {"low": 300.0, "mid": 700.0, "high": 1500.0}
 NUMBERS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS: tuple[str, ...] = ("train", "test", "shift")
+#: "val" is drawn like train/test from its own seeds: for choosing among trained models, so that
+#: "test" stays untouched by model selection. New splits go at the end (a split's seeds follow its index).
+SPLITS: tuple[str, ...] = ("train", "test", "shift", "val")
 PROFILES: tuple[str, ...] = ("audio_busy", "video_busy", "balanced")
 FPS: float = 2.0
 SAMPLE_RATE: int = 16000
@@ -162,7 +164,7 @@ class ClipSpec:
 
 
 def clip_seed(split: str, index: int) -> int:
-    """Seed of clip `index` of `split`; the three splits own disjoint seed ranges."""
+    """Seed of clip `index` of `split`; the splits own disjoint seed ranges."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
     if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < _SEED_STRIDE:
