@@ -73,6 +73,24 @@ def test_ste_gradient_reaches_score_head_and_refiner(
     backend.model.zero_grad(set_to_none=True)
 
 
+def test_zero_head_ties_and_gumbel_explores(backend: OmniBackend, sequence: TokenSequence) -> None:
+    """A zeroed last layer scores all tokens 0; with Gumbel noise the first picks are random draws."""
+    cs2 = CS2(backend.lm, n_layers=2, trained=True)
+    cs2.head.zero_output_()
+    sieve = CS2Sieve(backend.lm, cs2, scoring="head")
+    assert torch.count_nonzero(sieve.head_scores(sequence)) == 0
+    picks = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        result, _ = sieve.select_ste(sequence, keep=0.2, gumbel=True, tau=0.5)
+        picks.append(set(result.kept.tolist()))
+    assert picks[0] != picks[1]
+    loss = sieve.select_ste(sequence, keep=0.2, gumbel=True, tau=0.5)[1].embeds.sum()
+    loss.backward()
+    assert float(cs2.head.fc2.weight.grad.abs().sum()) > 0  # the zeroed layer still learns
+    backend.model.zero_grad(set_to_none=True)
+
+
 def test_training_free_scores_with_and_without_question(
     backend: OmniBackend, cs2: CS2, sequence: TokenSequence, ingest_sequence: TokenSequence
 ) -> None:

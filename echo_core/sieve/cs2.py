@@ -47,6 +47,15 @@ class ScoreHead(nn.Module):
         self.fc1 = nn.Linear(hidden, hidden)
         self.fc2 = nn.Linear(hidden, 1)
 
+    def zero_output_(self) -> None:
+        """Zero the last layer: every token scores 0 until training moves it.
+
+        A random last layer projects the audio and the video tokens' mean states onto different
+        scores, so it starts out favouring one modality wholesale, by the luck of the seed.
+        """
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[..., D] → [...] scores."""
         return self.fc2(F.silu(self.fc1(self.norm(hidden)))).squeeze(-1)

@@ -36,6 +36,7 @@ class Stage2Config:
     full_share: float = 0.1  # share kept at full tokens, so the LLM does not forget them
     tau: float = 0.5
     gumbel: bool = False
+    zero_head: bool = False  # start the score head's last layer at zero (all tokens tie; see ScoreHead)
     # None: stage 2 draws on from where stage 1 left the random state (the shipped recipe), so a run
     # resumed with --stage1-dir differs from a whole run. An int: stage 2 starts from this seed, and a
     # resumed run equals a whole one, so settings and seeds can be compared on one stage-1 thinker.

@@ -168,6 +168,8 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.rng = random.Random(cfg.seed)
         cs2 = CS2(self.lm, self.config.refiner_layers, trained=True)
+        if cfg.zero_head:
+            cs2.head.zero_output_()
         sieve = CS2Sieve(self.lm, cs2, scoring="head")
         for p in self.backend.encoder_parameters():
             p.requires_grad_(False)
