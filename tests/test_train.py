@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
     rc = main([
         "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(out),
         "stage1.steps=2", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
-        "log_every=1",
+        "stage2.full_share=0.0", "log_every=1",
     ])  # fmt: skip
     assert rc == 0
     names = (
@@ -35,8 +36,11 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
     )
     for name in names:
         assert (out / name).is_file(), name
-    log = (out / "train_log.jsonl").read_text().splitlines()
-    assert len(log) == 4  # two logged steps per stage
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["stage1", "stage1", "stage2", "stage2"]  # two logged steps each
+    # every stage-2 example was sieved: the log says which share of the kept tokens was audio
+    assert all(0.0 <= r["kept_audio_share"] <= 1.0 for r in log[2:])
+    assert all("kept_audio_share" not in r for r in log[:2])
     backend = OmniBackend.load(out)
     cs2 = CS2.load_or_init(backend.lm, out)
     assert cs2.trained and cs2.n_layers == 2

@@ -15,6 +15,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from ..rope import RopeMode
 from ..sieve import CS2, CS2Sieve
 from ..sieve.base import av_budget, av_indices
 from ..sieve.cs2 import apply_gates, straight_through_topk
-from ..tokens import TIME_IDS_PER_CHUNK, TokenSequence
+from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from ..world import make_clip
 from .aux_labels import AuxProbes
 from .config import TrainConfig
@@ -46,6 +47,23 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class StepOutcome:
+    """What one optimiser step measured: its loss, answers right of answers asked, and for stage 2
+    the audio share of the AV tokens the sieve kept in each sieved example (one modality taking
+    the whole budget is the way CS2 training fails; see README)."""
+
+    loss: torch.Tensor
+    correct: int
+    count: int
+    audio_shares: list[float] = field(default_factory=list)
+
+
+def audio_share(seq: TokenSequence, kept: torch.Tensor) -> float:
+    """Share of the kept sequence indices `kept` ([K] long) that are audio tokens."""
+    return float((seq.layout.modality[kept.cpu()] == Modality.AUDIO).float().mean())
 
 
 class Trainer:
@@ -76,8 +94,10 @@ class Trainer:
         self.started = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
-    def _log(self, stage: str, step: int, loss: float, acc: float, lr: float, bar: tqdm) -> None:
-        row = {
+    def _log(
+        self, stage: str, step: int, loss: float, acc: float, lr: float, shares: list[float], bar: tqdm
+    ) -> None:
+        row: dict[str, object] = {
             "stage": stage,
             "step": step,
             "loss": round(loss, 5),
@@ -85,6 +105,8 @@ class Trainer:
             "lr": lr,
             "elapsed_s": round(time.monotonic() - self.started, 1),
         }
+        if shares:
+            row["kept_audio_share"] = round(sum(shares) / len(shares), 4)
         self.log_rows.append(row)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
 
@@ -101,6 +123,7 @@ class Trainer:
         base = [g["lr"] for g in optimizer.param_groups]
         frozen = frozen_until or {}
         losses: list[float] = []
+        shares: list[float] = []
         hits = total = 0
         with tqdm(range(steps), desc=stage, unit="step", dynamic_ncols=True) as bar:
             for step in bar:
@@ -108,14 +131,15 @@ class Trainer:
                 for i, (g, lr) in enumerate(zip(optimizer.param_groups, base, strict=True)):
                     g["lr"] = 0.0 if step < frozen.get(i, 0) else lr * scale
                 rope = self.ropes[step % len(self.ropes)]
-                loss, correct, count = step_fn(step, rope)
+                outcome: StepOutcome = step_fn(step, rope)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                outcome.loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
                 optimizer.step()
-                losses.append(float(loss.detach()))
-                hits += correct
-                total += count
+                losses.append(float(outcome.loss.detach()))
+                shares.extend(outcome.audio_shares)
+                hits += outcome.correct
+                total += outcome.count
                 if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
                     self._log(
                         stage,
@@ -123,9 +147,10 @@ class Trainer:
                         sum(losses) / len(losses),
                         hits / max(1, total),
                         optimizer.param_groups[0]["lr"],
+                        shares,
                         bar,
                     )
-                    losses, hits, total = [], 0, 0
+                    losses, shares, hits, total = [], [], 0, 0
 
     # ------------------------------------------------------------------ stage 1
     def stage1(self) -> None:
@@ -139,7 +164,7 @@ class Trainer:
         optimizer = torch.optim.AdamW([*params, *probes.parameters()], lr=cfg.lr, weight_decay=0.01)
         self.backend.model.train()
 
-        def step_fn(step: int, rope: RopeMode) -> tuple[torch.Tensor, int, int]:
+        def step_fn(step: int, rope: RopeMode) -> StepOutcome:
             clips = [make_clip("train", step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)]
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
@@ -154,7 +179,7 @@ class Trainer:
                     [c.spec for c in clips], [e.video for e in encoded], [e.audio for e in encoded]
                 )
                 loss = loss + cfg.aux_weight * aux
-            return loss, correct, len(questions)
+            return StepOutcome(loss, correct, len(questions))
 
         self._loop("stage1", cfg.steps, step_fn, optimizer, cfg.warmup)
         self.backend.model.eval()
@@ -188,7 +213,7 @@ class Trainer:
         offset = cfg.clips_per_step * 1_000_000  # fresh clips, distinct from stage 1's
         cs2.train()
 
-        def step_fn(step: int, rope: RopeMode) -> tuple[torch.Tensor, int, int]:
+        def step_fn(step: int, rope: RopeMode) -> StepOutcome:
             clips = [
                 make_clip("train", offset + step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)
             ]
@@ -197,6 +222,7 @@ class Trainer:
             sieve.rope = rope
             prefixes: list[TokenSequence] = []
             questions: list[tuple[int, TokenSequence, int]] = []
+            shares: list[float] = []
             for enc in encoded:
                 asked = list(enc.clip.questions)
                 if not asked:  # nothing answerable in this clip: no loss to take
@@ -210,6 +236,7 @@ class Trainer:
                 elif draw < cfg.full_share + cfg.chunk_share:
                     gated, gate = self._chunk_ste(sieve, prefix, keep, cfg.tau, cfg.gumbel)
                     prefixes.append(apply_gates(prefix, gated, gate))
+                    shares.append(audio_share(prefix, gated))
                 else:  # query-aware: the refiner sees this one question
                     asked = [self.rng.choice(asked)]
                     prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
@@ -220,11 +247,12 @@ class Trainer:
                     )
                     gated = av[chosen.cpu()]
                     prefixes.append(apply_gates(prefix, gated, gate[chosen]))
+                    shares.append(audio_share(prefix, gated))
                 for q in asked:
                     suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
                     questions.append((c, suffix, n_t))
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
-            return loss, correct, len(questions)
+            return StepOutcome(loss, correct, len(questions), shares)
 
         self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup, {0: cfg.llm_frozen_steps})
         cs2.eval()
