@@ -63,7 +63,7 @@ class StepOutcome:
 
 def audio_share(seq: TokenSequence, kept: torch.Tensor) -> float:
     """Share of the kept sequence indices `kept` ([K] long) that are audio tokens."""
-    return float((seq.layout.modality[kept.cpu()] == Modality.AUDIO).float().mean())
+    return seq.layout.select(kept.cpu()).count(Modality.AUDIO) / len(kept)
 
 
 class Trainer:

@@ -49,7 +49,7 @@ def main(stage1_dir: str) -> None:
                         (shares, top_k(scores, k)),
                         (drawn, straight_through_topk(scores, k, gumbel=True, tau=0.5)[0]),
                     ):
-                        out.append(float((p.layout.modality[av[chosen]] == Modality.AUDIO).float().mean()))
+                        out.append(p.layout.select(av[chosen]).count(Modality.AUDIO) / len(chosen))
             gumbel = f", first Gumbel draw {sum(drawn) / len(drawn):.2f}" if zero else ""
             print(
                 f"zero_head={zero} seed {seed}: audio share of the top 10 % = {sum(shares) / len(shares):.2f}"
