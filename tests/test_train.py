@@ -33,6 +33,7 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
         "cs2.safetensors",
         "train_log.jsonl",
         "train_curve.png",
+        "train_env.json",
     )
     for name in names:
         assert (out / name).is_file(), name
@@ -119,7 +120,16 @@ def test_seeded_stage2_resumed_equals_whole_run(tmp_path: Path) -> None:
         "stage2.llm_frozen_steps=0", "stage2.warmup=1",
     ]  # fmt: skip
     assert main([*common, "stage2.seed=5", "--out", str(tmp_path / "whole")]) == 0
+    # the kept thinker says which machine ran stage 1, and a resumed run carries that record on
+    kept_env = tmp_path / "s1" / "train_env.json"
+    machines = json.loads(kept_env.read_text())
+    assert machines["stage2"] is None and machines["stage1"]["cpu_capability"]
+    machines["stage1"]["cpu"] = "the machine that ran stage 1"
+    kept_env.write_text(json.dumps(machines))
     assert main([*common, "stage2.seed=5", "--out", str(tmp_path / "resumed")]) == 0
+    resumed = json.loads((tmp_path / "resumed" / "train_env.json").read_text())
+    assert resumed["stage1"]["cpu"] == "the machine that ran stage 1"
+    assert resumed["stage2"]["torch"] == torch.__version__
     assert main([*common, "stage2.seed=6", "--out", str(tmp_path / "other")]) == 0
     for name in ("cs2.safetensors", "model.safetensors"):
         whole = (tmp_path / "whole" / name).read_bytes()

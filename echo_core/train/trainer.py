@@ -39,6 +39,9 @@ from .examples import (
     world_vocabulary,
 )
 from .plots import plot_training_log
+from .provenance import machine_record
+
+TRAIN_ENV = "train_env.json"
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -77,6 +80,8 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.log_rows: list[dict[str, object]] = []
+        # Which machine ran each stage: a rerun matches to the bit only on the same kernels.
+        self.machines: dict[str, object] = {"stage1": machine_record(), "stage2": None}
         self.stage1_done = stage1_dir is not None and (stage1_dir / "config.json").is_file()
         if self.stage1_done:
             assert stage1_dir is not None
@@ -84,6 +89,9 @@ class Trainer:
             log = stage1_dir / "train_log.jsonl"
             if log.is_file():
                 self.log_rows = [json.loads(line) for line in log.read_text().splitlines() if line]
+            kept_env = stage1_dir / TRAIN_ENV
+            if kept_env.is_file():
+                self.machines["stage1"] = json.loads(kept_env.read_text())["stage1"]
         else:
             start_dir = work_dir / "init"
             build_random_checkpoint(start_dir, config.preset, seed=config.seed, words=world_vocabulary())
@@ -189,6 +197,7 @@ class Trainer:
     # ------------------------------------------------------------------ stage 2
     def stage2(self) -> CS2:
         cfg = self.config.stage2
+        self.machines["stage2"] = machine_record()
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
             self.rng = random.Random(cfg.seed)
@@ -282,7 +291,7 @@ class Trainer:
 
     # ------------------------------------------------------------------- output
     def save(self, cs2: CS2 | None, out_dir: Path, config_text: str) -> None:
-        """Write the thinker, tokenizer, CS2 weights, the config used and the log."""
+        """Write the thinker, tokenizer, CS2 weights, the config used, the log and the machines."""
         self._write_thinker(out_dir)
         if cs2 is not None:
             cs2.save(out_dir)
@@ -290,10 +299,11 @@ class Trainer:
         plot_training_log(out_dir / "train_log.jsonl", out_dir / "train_curve.png")
 
     def _write_thinker(self, out_dir: Path) -> None:
-        """A fresh directory with the thinker, its tokenizer and the log so far."""
+        """A fresh directory with the thinker, its tokenizer, the log so far and the machines that ran it."""
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
         self.backend.model.save_pretrained(out_dir, safe_serialization=True)
         self.backend.tokenizer.save_pretrained(out_dir)
         (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.log_rows))
+        (out_dir / TRAIN_ENV).write_text(json.dumps(self.machines, indent=1) + "\n")
