@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 HERE = Path(__file__).parent
 SHIPPED = Path("echo_core/models/echo-tiny/train_log.jsonl")
@@ -33,10 +33,9 @@ def main() -> None:
     print("steps        loss shipped / second   accuracy shipped / second")
     for start in range(0, len(shipped), 20):
         steps = f"{shipped[start]['step']}-{shipped[min(start + 19, len(shipped) - 1)]['step']}"
-        print(
-            f"{steps:>10}   {window_mean(shipped, 'loss', start, 20):.3f} / {window_mean(second, 'loss', start, 20):.3f}"
-            f"          {window_mean(shipped, 'acc', start, 20):.3f} / {window_mean(second, 'acc', start, 20):.3f}"
-        )
+        loss = [window_mean(rows, "loss", start, 20) for rows in (shipped, second)]
+        acc = [window_mean(rows, "acc", start, 20) for rows in (shipped, second)]
+        print(f"{steps:>10}   {loss[0]:.3f} / {loss[1]:.3f}          {acc[0]:.3f} / {acc[1]:.3f}")
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for rows, label in ((shipped, "shipped run"), (second, "rerun on an AVX2 machine")):
         steps = [r["step"] for r in rows]
