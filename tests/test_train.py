@@ -130,7 +130,9 @@ def test_seeded_stage2_resumed_equals_whole_run(tmp_path: Path) -> None:
     resumed = json.loads((tmp_path / "resumed" / "train_env.json").read_text())
     assert resumed["stage1"]["cpu"] == "the machine that ran stage 1"
     assert resumed["stage2"]["torch"] == torch.__version__
+    kept_env.unlink()  # a thinker kept before train_env.json existed: its machine is unknown
     assert main([*common, "stage2.seed=6", "--out", str(tmp_path / "other")]) == 0
+    assert json.loads((tmp_path / "other" / "train_env.json").read_text())["stage1"] is None
     for name in ("cs2.safetensors", "model.safetensors"):
         whole = (tmp_path / "whole" / name).read_bytes()
         assert (tmp_path / "resumed" / name).read_bytes() == whole, name

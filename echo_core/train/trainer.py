@@ -89,9 +89,9 @@ class Trainer:
             log = stage1_dir / "train_log.jsonl"
             if log.is_file():
                 self.log_rows = [json.loads(line) for line in log.read_text().splitlines() if line]
-            kept_env = stage1_dir / TRAIN_ENV
-            if kept_env.is_file():
-                self.machines["stage1"] = json.loads(kept_env.read_text())["stage1"]
+            kept_env = stage1_dir / TRAIN_ENV  # a thinker kept before that file existed: unknown
+            kept = json.loads(kept_env.read_text()) if kept_env.is_file() else {"stage1": None}
+            self.machines["stage1"] = kept["stage1"]
         else:
             start_dir = work_dir / "init"
             build_random_checkpoint(start_dir, config.preset, seed=config.seed, words=world_vocabulary())
