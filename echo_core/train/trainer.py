@@ -80,8 +80,9 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.log_rows: list[dict[str, object]] = []
-        # Which machine ran each stage: a rerun matches to the bit only on the same kernels.
-        self.machines: dict[str, object] = {"stage1": machine_record(), "stage2": None}
+        # Which machine ran each stage (None: unknown or not run): a rerun matches to the bit only
+        # on the same kernels.
+        self.machines: dict[str, object] = {"stage1": None, "stage2": None}
         self.stage1_done = stage1_dir is not None and (stage1_dir / "config.json").is_file()
         if self.stage1_done:
             assert stage1_dir is not None
@@ -89,10 +90,11 @@ class Trainer:
             log = stage1_dir / "train_log.jsonl"
             if log.is_file():
                 self.log_rows = [json.loads(line) for line in log.read_text().splitlines() if line]
-            kept_env = stage1_dir / TRAIN_ENV  # a thinker kept before that file existed: unknown
-            kept = json.loads(kept_env.read_text()) if kept_env.is_file() else {"stage1": None}
-            self.machines["stage1"] = kept["stage1"]
+            kept_env = stage1_dir / TRAIN_ENV  # absent from a thinker kept before the file existed
+            if kept_env.is_file():
+                self.machines["stage1"] = json.loads(kept_env.read_text())["stage1"]
         else:
+            self.machines["stage1"] = machine_record()
             start_dir = work_dir / "init"
             build_random_checkpoint(start_dir, config.preset, seed=config.seed, words=world_vocabulary())
         self.backend = OmniBackend.load(start_dir)
