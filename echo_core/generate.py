@@ -53,7 +53,9 @@ def prefill(
 
     FastV results (prune_layer set) run the early layers on every token and prune
     inside the model; other sieves drop tokens before the first layer. Kept tokens
-    keep their original positions (tmrope/sync) or get compacted time (compact).
+    keep their original positions, text after the AV block included (tmrope/sync), or
+    get compacted time (compact). A result that carries `inputs` (CS2, feed "refined")
+    feeds those states for the kept tokens; decoded tokens always enter as embeddings.
     """
     split = lm.split(rope)
     cache = lm.new_cache()
@@ -65,6 +67,8 @@ def prefill(
         positions = positions[:, result.kept]
     else:
         kept = seq if result is None else seq.select(result.kept)
+        if result is not None and result.inputs is not None:  # CS2 feed "refined"
+            kept = TokenSequence(result.inputs[result.kept.to(result.inputs.device)], kept.layout)
         positions = build_positions(kept.layout, rope)
         out = lm.forward(kept.embeds[None], positions, split, cache=cache)
     logits = lm.logits(out.hidden[:, -1])[0].float()

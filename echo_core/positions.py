@@ -10,8 +10,11 @@ Rules (upstream TMRoPE, extended):
   was dropped around them (tmrope, sync).
 - `compact` replaces τ by the rank of τ among the block's distinct kept time ids,
   squeezing out the gaps (the baseline that loses real timing).
-- After a block the next free position is max(T, H, W) + 1, so text after sparse AV
-  continues from the largest kept position + 1.
+- After a block the next free position is the *whole* block's max(T, H, W) + 1 (each AV
+  token carries its block's extent in `TokenLayout.block_end`), so text after a sieved
+  block keeps the position it has in the full sequence, whatever was dropped (the
+  EchoingPixels reference rule; tmrope, sync). `compact` continues from the largest
+  compacted kept position + 1.
 - Sync-RoPE's fourth row repeats T.
 """
 
@@ -83,7 +86,11 @@ def build_positions(layout: TokenLayout, mode: RopeMode, start: int = 0) -> torc
         if mode is RopeMode.COMPACT:
             tau = dense_rank(tau)
         rows[:, a:b] = av_rows(cursor, tau, layout.modality[a:b], layout.grid_h[a:b], layout.grid_w[a:b])
-        cursor = int(rows[:, a:b].max()) + 1
+        kept_end = int(rows[:, a:b].max()) + 1
+        if mode is RopeMode.COMPACT:
+            cursor = kept_end
+        else:
+            cursor = max(kept_end, cursor + int(layout.extents[a:b].max()) + 1)
     return mode_rows(rows, mode)
 
 

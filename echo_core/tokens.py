@@ -60,6 +60,30 @@ class AudioTokens:
         return int(self.embeds.shape[0])
 
 
+def block_extents(
+    modality: torch.Tensor, time_ids: torch.Tensor, grid_h: torch.Tensor, grid_w: torch.Tensor
+) -> torch.Tensor:
+    """Per token, the extent max(τ, h, w) of the maximal AV run it belongs to; -1 for text.
+
+    All tensors [L] long → [L] long.
+    """
+    n = int(modality.shape[0])
+    out = torch.full((n,), -1, dtype=torch.long)
+    av = modality != Modality.TEXT
+    if n == 0 or not bool(av.any()):
+        return out
+    reach = torch.maximum(time_ids, torch.maximum(grid_h, grid_w))
+    # Run ids: a new run starts at every AV token whose predecessor is text.
+    starts = av & ~torch.cat([torch.tensor([False]), av[:-1]])
+    run = torch.cumsum(starts.long(), 0) - 1
+    ids = run[av]
+    extent = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long).scatter_reduce(
+        0, ids, reach[av], reduce="amax"
+    )
+    out[av] = extent[ids]
+    return out
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Per-token metadata of a sequence; every tensor is [L] and lives on the CPU."""
@@ -70,9 +94,25 @@ class TokenLayout:
     grid_h: torch.Tensor  # [L] long, 0 unless video
     grid_w: torch.Tensor  # [L] long, 0 unless video
     shares_prev: torch.Tensor  # [L] bool: same position as the previous token
+    # [L] long: for an AV token, the extent of the whole AV block it was built in, as the largest
+    # of (time id, grid row, grid column) over that block; -1 for text. Computed when the layout
+    # is built and carried through `select`, so text after a sieved block keeps the position it
+    # has in the full sequence (the reference rule) whatever the sieve dropped.
+    block_end: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.block_end is None:
+            extents = block_extents(self.modality, self.time_ids, self.grid_h, self.grid_w)
+            object.__setattr__(self, "block_end", extents)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+    @property
+    def extents(self) -> torch.Tensor:
+        """`block_end`, never None: [L] long."""
+        assert self.block_end is not None
+        return self.block_end
 
     @property
     def av_mask(self) -> torch.Tensor:
@@ -91,6 +131,7 @@ class TokenLayout:
             self.grid_h[index],
             self.grid_w[index],
             self.shares_prev[index],
+            self.extents[index],
         )
 
     @staticmethod

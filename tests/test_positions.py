@@ -76,6 +76,17 @@ def test_kept_tokens_keep_original_positions_and_text_continues_after_max() -> N
     assert sync[:, -1].tolist() == [55, 55, 55, 55]
 
 
+def test_text_after_a_sieved_block_keeps_its_full_sequence_position() -> None:
+    # Drop every token at t=2 s: the kept block now ends at T=5, but the reference rule
+    # (EchoingPixels) keeps the text where the whole block put it (54, 54, 55), not at 6.
+    kept = torch.tensor([0, 1, 2, 3, 4, 8, 9, 14, 15, 16])
+    full = torch.tensor(TMROPE)[:, kept].tolist()
+    assert build_positions(layout().select(kept), RopeMode.TMROPE).tolist() == full
+    assert build_positions(layout().select(kept), RopeMode.SYNC)[:, -3:].tolist() == [[54, 54, 55]] * 4
+    # Block extents are computed once, on the full layout, and travel with `select`.
+    assert layout().select(kept).extents.tolist() == [-1, -1, -1, -1, 50, 50, 50, -1, -1, -1]
+
+
 def test_compact_on_kept_subset() -> None:
     kept = torch.tensor([0, 1, 2, 3, 4, 11, 14, 15, 16])  # time ids {0, 50} → ranks {0, 1}
     rows = build_positions(layout().select(kept), RopeMode.COMPACT).tolist()

@@ -53,6 +53,9 @@ class SieveResult:
     kept_video: int
     aliasing: dict[str, AliasingReport] = field(default_factory=dict)
     prune_layer: int | None = None  # FastV: tokens are dropped inside the LLM from this layer
+    # [L, D]: what the LLM reads in place of the input embeddings (CS2 with feed "refined": the
+    # refiner's output states); None: the embeddings themselves.
+    inputs: torch.Tensor | None = None
 
     @property
     def n_av(self) -> int:

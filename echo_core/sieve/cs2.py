@@ -5,7 +5,13 @@ the whole text + audio + video sequence (or one 2-s chunk of it). A score head,
 RMSNorm → Linear(D, D) → SiLU → Linear(D, 1), scores every AV token, and one top-k
 over the joint audio + video pool keeps k = ceil(keep × #AV) of them: the budget goes
 to whichever modality is informative, with no per-modality quota. Text is always kept.
-The LLM then receives the kept tokens' original embeddings at their original positions.
+Kept tokens keep their original positions, and text after the AV block keeps its
+full-sequence position (the reference rule; positions.py).
+
+What the LLM reads (`feed`, stored in cs2.json): "embeddings", the kept tokens' input
+embeddings; or "refined", the reference behaviour: the refiner's output states for every
+kept token (prompt and question text included), so a kept token carries what the refiner
+fused into it from the dropped ones. Decoded tokens enter as embeddings either way.
 
 Public Qwen2.5-Omni weights have no trained score head, so CS2 also has a training-free
 scoring mode that reads saliency from the refiner's own attention (`saliency.py`).
@@ -16,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 CS2_WEIGHTS = "cs2.safetensors"
 CS2_CONFIG = "cs2.json"
 SCORING_MODES = ("auto", "head", "attention")
+FEEDS = ("embeddings", "refined")
 
 
 class ScoreHead(nn.Module):
@@ -88,12 +96,17 @@ class Refiner(nn.Module):
 class CS2(nn.Module):
     """Refiner + score head, with save/load beside a thinker checkpoint."""
 
-    def __init__(self, lm: LanguageModel, n_layers: int = 4, *, trained: bool = False) -> None:
+    def __init__(
+        self, lm: LanguageModel, n_layers: int = 4, *, trained: bool = False, feed: str = "embeddings"
+    ) -> None:
         super().__init__()
+        if feed not in FEEDS:
+            raise ConfigError(f"CS2 feed must be one of {', '.join(FEEDS)}, got {feed!r}")
         self.n_layers = min(n_layers, len(lm.layers))
         self.refiner = Refiner(lm, self.n_layers)
         self.head = ScoreHead(int(lm.config.hidden_size), float(lm.config.rms_norm_eps))
         self.trained = trained
+        self.feed = feed
         self.to(device=lm.device, dtype=lm.dtype)
 
     def save(self, directory: str | Path) -> None:
@@ -102,7 +115,8 @@ class CS2(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(out / CS2_WEIGHTS))
-        (out / CS2_CONFIG).write_text(json.dumps({"n_layers": self.n_layers, "trained": self.trained}))
+        meta = {"n_layers": self.n_layers, "trained": self.trained, "feed": self.feed}
+        (out / CS2_CONFIG).write_text(json.dumps(meta))
 
     @classmethod
     def load_or_init(cls, lm: LanguageModel, directory: str | Path | None, n_layers: int = 4) -> CS2:
@@ -112,7 +126,12 @@ class CS2(nn.Module):
             log.info("no trained CS2 weights; refiner initialised from the first %d LLM layers", n_layers)
             return cls(lm, n_layers, trained=False)
         meta = json.loads((path / CS2_CONFIG).read_text()) if (path / CS2_CONFIG).is_file() else {}
-        cs2 = cls(lm, int(meta.get("n_layers", n_layers)), trained=bool(meta.get("trained", True)))
+        cs2 = cls(
+            lm,
+            int(meta.get("n_layers", n_layers)),
+            trained=bool(meta.get("trained", True)),
+            feed=str(meta.get("feed", "embeddings")),
+        )
         state = load_file(str(path / CS2_WEIGHTS))
         missing, unexpected = cs2.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -145,43 +164,56 @@ class CS2Sieve:
         self.rope = rope
         self.scoring = ("head" if cs2.trained else "attention") if scoring == "auto" else scoring
         self.name = name
-        # Scores of the last sequence scored, so that several budgets (or the baselines
-        # that share this scorer) over one sequence run the refiner once.
-        self._memo: tuple[TokenSequence, RopeMode, torch.Tensor] | None = None
+        # Scores (and refined states, feed "refined") of the last sequence scored, so that several
+        # budgets (or the baselines that share this scorer) over one sequence run the refiner once.
+        self._memo: tuple[TokenSequence, RopeMode, torch.Tensor, torch.Tensor | None] | None = None
 
     def _rope(self, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor]:
         positions = build_positions(seq.layout, self.rope)
         return self.lm.rope(positions, self.lm.split(self.rope))
 
+    def refine(self, seq: TokenSequence) -> torch.Tensor:
+        """The refiner's output states for every token of `seq`: [L, D] (differentiable)."""
+        cos, sin = self._rope(seq)
+        return self.cs2.refiner(seq.embeds[None], cos, sin)[0]
+
     def head_scores(self, seq: TokenSequence) -> torch.Tensor:
         """Trained-head scores of the AV tokens: [N] (differentiable)."""
-        cos, sin = self._rope(seq)
-        refined = self.cs2.refiner(seq.embeds[None], cos, sin)[0]  # [L, D]
+        refined = self.refine(seq)  # [L, D]
         return self.cs2.head(refined[av_indices(seq).to(refined.device)])
 
     @torch.no_grad()
     def score(self, seq: TokenSequence) -> torch.Tensor:
         """Scores of the AV tokens, aligned with `av_indices(seq)`: [N] float (no gradient)."""
+        return self._scored(seq)[0]
+
+    @torch.no_grad()
+    def _scored(self, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(scores [N], refined states [L, D] when the feed is "refined", else None)."""
         if self._memo is not None and self._memo[0] is seq and self._memo[1] is self.rope:
-            return self._memo[2]
+            return self._memo[2], self._memo[3]
+        refined = self.refine(seq) if self.cs2.feed == "refined" or self.scoring == "head" else None
         if self.scoring == "head":
-            scores = self.head_scores(seq)
+            assert refined is not None
+            scores = self.cs2.head(refined[av_indices(seq).to(refined.device)])
         else:
             cos, sin = self._rope(seq)
             hidden = self.cs2.refiner.last_layer_input(seq.embeds[None], cos, sin)
             scores = training_free_scores(self.cs2.refiner.layers[-1], hidden, cos, sin, seq.layout)
-        self._memo = (seq, self.rope, scores)
-        return scores
+        inputs = refined if self.cs2.feed == "refined" else None
+        self._memo = (seq, self.rope, scores, inputs)
+        return scores, inputs
 
     @torch.no_grad()
-    def score_batch(self, seqs: list[TokenSequence]) -> list[torch.Tensor]:
-        """Scores of sequences that share one layout, in one refiner call (trained head).
+    def score_batch(self, seqs: list[TokenSequence]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(scores [N], refined states [L, D] or None) of sequences that share one layout, in one
+        refiner call (trained head); the states are given when the feed is "refined".
 
         Same-shaped chunks of several live sessions have identical chunk-relative layouts,
         so their positions coincide and they stack into one [G, L, D] batch.
         """
         if self.scoring != "head" or len(seqs) < 2:
-            return [self.score(s) for s in seqs]
+            return [self._scored(s) for s in seqs]
         first = seqs[0].layout
         for s in seqs[1:]:
             if len(s) != len(first) or not torch.equal(s.layout.time_ids, first.time_ids):
@@ -189,7 +221,9 @@ class CS2Sieve:
         cos, sin = self._rope(seqs[0])
         refined = self.cs2.refiner(torch.stack([s.embeds for s in seqs]), cos, sin)  # [G, L, D]
         av = av_indices(seqs[0]).to(refined.device)
-        return list(self.cs2.head(refined[:, av]).float().cpu())
+        scores = list(self.cs2.head(refined[:, av]).float().cpu())
+        states = list(refined) if self.cs2.feed == "refined" else [None] * len(seqs)
+        return list(zip(scores, states, strict=True))
 
     @torch.no_grad()
     def select(
@@ -197,9 +231,10 @@ class CS2Sieve:
     ) -> SieveResult:
         av = av_indices(seq)
         k = av_budget(int(av.shape[0]), keep, budget)
-        scores = self.score(seq)
+        scores, inputs = self._scored(seq)
         chosen = av[top_k(scores, k)]
-        return finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
+        result = finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
+        return result if inputs is None else replace(result, inputs=inputs)
 
     def select_ste(
         self,

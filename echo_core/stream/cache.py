@@ -48,8 +48,16 @@ class CachedTokens:
             *(torch.cat([getattr(p, f) for p in parts]) for f in CachedTokens.__dataclass_fields__)
         )
 
-    def layout(self, base_tid: int) -> TokenLayout:
-        """Token layout with time ids relative to `base_tid` (the AV block's time origin)."""
+    def layout(self, base_tid: int, end_tid: int | None = None) -> TokenLayout:
+        """Token layout with time ids relative to `base_tid` (the AV block's time origin).
+
+        `end_tid` (exclusive): where the stream the tokens were kept from ends; text placed
+        after them then sits after that end (the reference rule), not after the last kept token.
+        """
+        extent = None
+        if end_tid is not None:
+            reach = int(torch.maximum(self.grid_h, self.grid_w).max()) if len(self) else 0
+            extent = torch.full((len(self),), max(end_tid - 1 - base_tid, reach), dtype=torch.long)
         return TokenLayout(
             self.input_ids,
             self.modality,
@@ -57,6 +65,7 @@ class CachedTokens:
             self.grid_h,
             self.grid_w,
             torch.zeros(len(self), dtype=torch.bool),
+            extent,
         )
 
     def count(self, modality: Modality) -> int:

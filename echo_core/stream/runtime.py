@@ -186,6 +186,7 @@ class StreamModel:
         if not requests:
             return []
         scores: list[torch.Tensor | None] = [None] * len(requests)
+        states: list[torch.Tensor | None] = [None] * len(requests)  # CS2 feed "refined": [L, D]
         # CS2 chunks with one layout share a refiner call.
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -194,8 +195,9 @@ class StreamModel:
         cs2 = self.sieve("cs2") if groups else None
         for members in groups.values():
             assert isinstance(cs2, CS2Sieve)
-            for i, s in zip(members, cs2.score_batch([encoded[i].relative for i in members]), strict=True):
-                scores[i] = s
+            batch = cs2.score_batch([encoded[i].relative for i in members])
+            for i, (s, refined) in zip(members, batch, strict=True):
+                scores[i], states[i] = s, refined
         out: list[PreparedChunk] = []
         for i, r in enumerate(requests):
             seq, rel = encoded[i].absolute, encoded[i].relative
@@ -208,11 +210,15 @@ class StreamModel:
                 kept_idx = top_k(chunk_scores, av_budget(n, r.keep)).sort().values
             else:
                 result = self.sieve(r.method).select(rel, keep=r.keep)
-                chunk_scores, kept_idx = result.scores, result.kept
+                chunk_scores, kept_idx, states[i] = result.scores, result.kept, result.inputs
             z = zscore(chunk_scores)
             lay = seq.layout
+            # With CS2's feed "refined" the cache holds (and its KV is computed from) the ingest
+            # refiner's output states of the kept tokens.
+            source = seq.embeds if states[i] is None else states[i]
+            assert source is not None
             kept = CachedTokens(
-                embeds=seq.embeds[kept_idx.to(seq.embeds.device)],
+                embeds=source[kept_idx.to(source.device)],
                 input_ids=lay.input_ids[kept_idx],
                 time_ids=lay.time_ids[kept_idx],
                 modality=lay.modality[kept_idx],

@@ -350,7 +350,7 @@ class StreamSession:
     def question_sequence(self, tokens: CachedTokens, suffix: TokenSequence) -> TokenSequence:
         """prefix + `tokens` + suffix as one fresh sequence (what a non-streaming prefill would see)."""
         assert self.base_tid is not None
-        av = TokenSequence(tokens.embeds, tokens.layout(self.base_tid))
+        av = TokenSequence(tokens.embeds, tokens.layout(self.base_tid, self.now_tid))
         prefix = TokenSequence(self.prefix_embeds, self.prefix_layout)
         return TokenSequence.concat([prefix, av, suffix])
 
@@ -418,12 +418,18 @@ class StreamSession:
     def base_tid_s(self) -> float:
         return 0.0 if self.base_tid is None else self.base_tid / POSITIONS_PER_SECOND
 
+    def question_start(self, tokens: CachedTokens) -> int:
+        """Position of the first text token after the window: just after the stream's now
+        (the reference rule: text keeps its full-sequence position whatever the sieve kept)."""
+        assert self.now_tid is not None and self.base_tid is not None
+        return max(int(self.av_rows(tokens).max()) + 1, self.origin + self.now_tid - self.base_tid)
+
     @torch.no_grad()
     def _prefill_question(self, slots: torch.Tensor, tokens: CachedTokens, suffix: TokenSequence) -> Prefill:
         """Prefill only the question against the cached KV of `slots`."""
         assert self.kv is not None
         lm = self.model.lm
-        rows = build_positions(suffix.layout, self.model.rope, start=int(self.av_rows(tokens).max()) + 1)
+        rows = build_positions(suffix.layout, self.model.rope, start=self.question_start(tokens))
         whole = len(slots) == len(self.cache)  # every slot, in order: one contiguous copy
         cache = self.kv.dynamic_cache(
             None if whole else slots, used=len(self.cache), spare=len(suffix) + self.config.max_new_tokens + 1

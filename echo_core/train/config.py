@@ -8,6 +8,8 @@ from pathlib import Path
 from ..config import apply_overrides, build, read_yaml
 from ..errors import ConfigError
 
+ESTIMATORS = ("ste", "importance")
+
 
 @dataclass(frozen=True)
 class Stage1Config:
@@ -41,6 +43,20 @@ class Stage2Config:
     # resumed with --stage1-dir differs from a whole run. An int: stage 2 starts from this seed, and a
     # resumed run equals a whole one, so settings and seeds can be compared on one stage-1 thinker.
     seed: int | None = None
+    # How the score head learns. "ste": straight-through top-k on the answer loss (the reference
+    # estimator). "importance": the head learns a listwise ranking of the frozen full-token
+    # teacher's gradient × input over each pool (train/importance.py), selection is hard top-k
+    # and the answer loss trains only the LLM.
+    estimator: str = "ste"
+    importance_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"stage2.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}"
+            )
+        if self.importance_weight < 0:
+            raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ chunk by chunk without it (the live ingest regime), or kept whole.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -23,9 +24,10 @@ from tqdm import tqdm
 
 from ..backend import OmniBackend
 from ..checkpoint import build_random_checkpoint
+from ..lm import LanguageModel
 from ..rope import RopeMode
 from ..sieve import CS2, CS2Sieve
-from ..sieve.base import av_budget, av_indices
+from ..sieve.base import av_budget, av_indices, top_k
 from ..sieve.cs2 import apply_gates, straight_through_topk
 from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from ..world import make_clip
@@ -38,6 +40,7 @@ from .examples import (
     shared_prefix_loss,
     world_vocabulary,
 )
+from .importance import listwise_loss, teacher_importance
 from .plots import plot_training_log
 from .provenance import machine_record
 
@@ -223,6 +226,8 @@ class Trainer:
         )
         offset = cfg.clips_per_step * 1_000_000  # fresh clips, distinct from stage 1's
         cs2.train()
+        dense = cfg.estimator == "importance"
+        teacher = self._frozen_teacher() if dense else None
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
             clips = [
@@ -234,6 +239,9 @@ class Trainer:
             prefixes: list[TokenSequence] = []
             questions: list[tuple[int, TokenSequence, int]] = []
             shares: list[float] = []
+            pools: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (clip, AV indices, scores)
+            teacher_q: list[tuple[int, TokenSequence, int]] = []
+            full_prefixes: list[TokenSequence] = []
             for enc in encoded:
                 asked = list(enc.clip.questions)
                 if not asked:  # nothing answerable in this clip: no loss to take
@@ -245,7 +253,9 @@ class Trainer:
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
                 elif draw < cfg.full_share + cfg.chunk_share:
-                    gated, gate = self._chunk_ste(sieve, prefix, keep, cfg.tau, cfg.gumbel)
+                    gated, gate = self._chunk_ste(
+                        sieve, prefix, keep, cfg.tau, cfg.gumbel, pools, len(full_prefixes)
+                    )
                     prefixes.append(apply_gates(prefix, gated, gate))
                     shares.append(audio_share(prefix, gated))
                 else:  # query-aware: the refiner sees this one question
@@ -253,16 +263,29 @@ class Trainer:
                     prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
                     scores = sieve.head_scores(TokenSequence.concat([prefix, prompt_q]))
                     av = av_indices(prefix)
-                    chosen, gate = straight_through_topk(
-                        scores, av_budget(len(av), keep), gumbel=cfg.gumbel, tau=cfg.tau
-                    )
+                    k = av_budget(len(av), keep)
+                    if dense:
+                        pools.append((len(full_prefixes), av, scores))
+                        chosen, gate = top_k(scores.detach(), k).to(scores.device), torch.ones_like(scores)
+                    else:
+                        chosen, gate = straight_through_topk(scores, k, gumbel=cfg.gumbel, tau=cfg.tau)
                     gated = av[chosen.cpu()]
                     prefixes.append(apply_gates(prefix, gated, gate[chosen]))
                     shares.append(audio_share(prefix, gated))
                 for q in asked:
                     suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
                     questions.append((c, suffix, n_t))
+                    if dense and draw >= cfg.full_share:
+                        teacher_q.append((len(full_prefixes), suffix, n_t))
+                if dense and draw >= cfg.full_share:
+                    full_prefixes.append(prefix)
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
+            if teacher is not None and pools:
+                targets = teacher_importance(teacher, full_prefixes, teacher_q, rope)
+                ranking = torch.stack(
+                    [listwise_loss(sc, targets[i][av].to(sc.device)) for i, av, sc in pools]
+                )
+                loss = loss + cfg.importance_weight * ranking.mean()
             return StepOutcome(loss, correct, len(questions), shares)
 
         self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup, {0: cfg.llm_frozen_steps})
@@ -270,13 +293,32 @@ class Trainer:
         self.backend.model.eval()
         return cs2
 
+    def _frozen_teacher(self) -> LanguageModel:
+        """A frozen copy of the thinker's LLM as it enters stage 2: the full-token teacher."""
+        teacher = copy.deepcopy(self.lm)
+        for p in [*teacher.text_model.parameters(), *teacher.lm_head.parameters()]:
+            p.requires_grad_(False)
+        return teacher
+
     def _chunk_ste(
-        self, sieve: CS2Sieve, seq: TokenSequence, keep: float, tau: float, gumbel: bool
+        self,
+        sieve: CS2Sieve,
+        seq: TokenSequence,
+        keep: float,
+        tau: float,
+        gumbel: bool,
+        pools: list[tuple[int, torch.Tensor, torch.Tensor]],
+        clip: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sieve each 2-s chunk on its own (AV tokens only, no question), as live ingest does.
 
+        With the importance estimator (stage2.estimator) selection is a hard top-k and every
+        chunk's (AV indices, scores) is appended to `pools` under `clip` for the ranking loss;
+        otherwise the gates carry the straight-through gradient.
+
         Returns (gated sequence indices [G], their gates [G]).
         """
+        dense = self.config.stage2.estimator == "importance"
         av = av_indices(seq)
         chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
         gated, gates = [], []
@@ -284,9 +326,12 @@ class Trainer:
             members = av[chunk == c]
             part = seq.select(members)
             scores = sieve.head_scores(part)
-            chosen, gate = straight_through_topk(
-                scores, av_budget(len(members), keep), gumbel=gumbel, tau=tau
-            )
+            k = av_budget(len(members), keep)
+            if dense:
+                pools.append((clip, members, scores))
+                chosen, gate = top_k(scores.detach(), k).to(scores.device), torch.ones_like(scores)
+            else:
+                chosen, gate = straight_through_topk(scores, k, gumbel=gumbel, tau=tau)
             gated.append(members[chosen.cpu()])
             gates.append(gate[chosen])
         return torch.cat(gated), torch.cat(gates)
