@@ -36,6 +36,7 @@ from ..positions import build_positions
 from ..rope import RopeMode
 from ..tokens import TokenSequence
 from .base import SieveResult, av_budget, av_indices, finish, top_k
+from .reference_ckpt import find_reference_cs2
 from .saliency import training_free_scores
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class CS2(nn.Module):
         self.head = ScoreHead(int(lm.config.hidden_size), float(lm.config.rms_norm_eps))
         self.trained = trained
         self.feed = feed
+        self.reference_keep: float | None = None  # a reference checkpoint's training keep ratio
         self.to(device=lm.device, dtype=lm.dtype)
 
     def save(self, directory: str | Path) -> None:
@@ -122,6 +124,13 @@ class CS2(nn.Module):
     def load_or_init(cls, lm: LanguageModel, directory: str | Path | None, n_layers: int = 4) -> CS2:
         """Load trained CS2 weights from `directory` if present, else initialise from the LLM."""
         path = Path(directory) if directory is not None else None
+        if path is not None and not (path / CS2_WEIGHTS).is_file():
+            reference = find_reference_cs2(path)
+            if reference is not None:  # trained with the EchoingPixels reference code
+                log.info("CS2 from reference-layout weights in %s (%d layers)", path, reference.n_layers)
+                cs2 = cls(lm, reference.n_layers, trained=True, feed="refined")
+                cs2.reference_keep = reference.keep
+                return cs2._load(reference.state, str(path))
         if path is None or not (path / CS2_WEIGHTS).is_file():
             log.info("no trained CS2 weights; refiner initialised from the first %d LLM layers", n_layers)
             return cls(lm, n_layers, trained=False)
@@ -132,15 +141,16 @@ class CS2(nn.Module):
             trained=bool(meta.get("trained", True)),
             feed=str(meta.get("feed", "embeddings")),
         )
-        state = load_file(str(path / CS2_WEIGHTS))
-        missing, unexpected = cs2.load_state_dict(state, strict=False)
+        return cs2._load(load_file(str(path / CS2_WEIGHTS)), str(path / CS2_WEIGHTS))
+
+    def _load(self, state: dict[str, torch.Tensor], source: str) -> CS2:
+        missing, unexpected = self.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise CheckpointError(
-                f"{path / CS2_WEIGHTS}: missing {len(missing)} / unexpected {len(unexpected)} keys, "
+                f"{source}: missing {len(missing)} / unexpected {len(unexpected)} keys, "
                 f"e.g. {(missing or unexpected)[:3]}"
             )
-        cs2.to(device=lm.device, dtype=lm.dtype)
-        return cs2
+        return self  # load_state_dict copies into the parameters, which already sit on the LLM's device/dtype
 
 
 class CS2Sieve:
