@@ -35,7 +35,7 @@ class ModelConfig:
 class SieveConfig:
     """Token reduction settings."""
 
-    method: str = "cs2"
+    method: str = "auto"  # cs2 with trained CS2 weights, else joint_salience (training-free)
     keep: float = 0.1
     rope: str = "sync"
     refiner_layers: int = 4

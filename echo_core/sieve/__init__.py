@@ -16,8 +16,19 @@ from .baselines import (
     UniformSieve,
 )
 from .cs2 import CS2, CS2Sieve
+from .salience import JointSalienceSieve
 
-METHODS = ("none", "random", "uniform", "per_modality", "fastv", "temporal_redundancy", "audio_guided", "cs2")
+METHODS = (
+    "none",
+    "random",
+    "uniform",
+    "per_modality",
+    "fastv",
+    "temporal_redundancy",
+    "audio_guided",
+    "joint_salience",
+    "cs2",
+)
 
 
 def make_sieve(
@@ -43,6 +54,8 @@ def make_sieve(
         return TemporalRedundancySieve(lm.head_dim, lm.theta)
     if name == "fastv":
         return FastVSieve(lm, min(fastv_layer, len(lm.layers) - 1), rope)
+    if name == "joint_salience":
+        return JointSalienceSieve(lm, rope)
     scorer = CS2Sieve(lm, cs2, rope=rope, scoring=scoring)
     if name == "per_modality":
         return PerModalitySieve(scorer)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -29,6 +29,10 @@ from .cache import CachedTokens
 from .frames import MediaChunk
 
 log = logging.getLogger(__name__)
+
+#: `sieve.method` that picks CS2 when trained CS2 weights are loaded, else TRAINING_FREE_METHOD.
+AUTO_METHOD = "auto"
+TRAINING_FREE_METHOD = "joint_salience"
 
 #: Sieves that cannot run over a chunk before the question exists.
 _NOT_STREAMABLE = {"fastv": "FastV prunes inside the LLM at question time; it keeps nothing to cache"}
@@ -86,6 +90,8 @@ class StreamModel:
                 "rope 'compact' re-ranks time over a whole block; a stream positions tokens chunk by "
                 "chunk, so use 'sync' or 'tmrope'"
             )
+        if sieve.method == AUTO_METHOD:  # CS2 where a trained head exists, else the training-free sieve
+            sieve = replace(sieve, method="cs2" if cs2.trained else TRAINING_FREE_METHOD)
         self.backend = backend
         self.lm = backend.lm
         self.cs2 = cs2

@@ -1,0 +1,128 @@
+"""A training-free joint sieve: per-modality z-scored salience, one top-k over both modalities.
+
+For public weights with no trained CS2 head. Every AV token gets cues computed from the
+encoder outputs x (no LLM layer needed, so the live ingest pays almost nothing):
+
+    n_i = 1 − cos(x_i, x_prev(i))     temporal novelty: prev = the same (h, w) patch at the
+                                      previous time (video), the previous audio token (audio)
+    d_i = 1 − cos(x_i, x̄_g(i))       distinctiveness: x̄_g = mean of the token's own modality in
+                                      its 2-s chunk (a shape against its background, a tone
+                                      against the noise floor)
+
+With a question after the AV block (the ask re-sieve, offline evaluation) a third cue is the
+attention the question tokens pay to each AV token at a middle layer of the causal LLM:
+
+    a_i = mean_{q ∈ question} A_ℓ[q, i],  ℓ = ⌊layers / 2⌋
+
+Each cue is z-scored *within its modality* over the pool, so that an audio and a video score
+mean the same thing (how unusual the token is among its own kind) and one top-k serves
+both: a modality whose tokens stand out more takes more of the budget, with no quota.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..lm import LanguageModel, attention_probs
+from ..positions import build_positions
+from ..rope import RopeMode
+from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
+from .base import SieveResult, av_budget, av_indices, finish, top_k
+from .saliency import predecessor, question_indices, temporal_novelty
+
+#: Cue weights, chosen on `val` (docs/results.md): the question cue is measured but off.
+DISTINCT_WEIGHT = 0.5
+QUESTION_WEIGHT = 0.0
+
+
+def modality_zscore(values: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+    """(v − mean) / std within each modality of the pool: [N] float, [N] long → [N] float."""
+    out = torch.zeros_like(values, dtype=torch.float32)
+    for m in (Modality.AUDIO, Modality.VIDEO):
+        sel = modality == m
+        if int(sel.sum()) < 2:
+            continue
+        v = values[sel].float()
+        std = v.std()
+        out[sel] = (v - v.mean()) / std if float(std) > 0 else torch.zeros_like(v)
+    return out
+
+
+def distinctiveness(embeds: torch.Tensor, layout: TokenLayout, av: torch.Tensor) -> torch.Tensor:
+    """1 − cos(x_i, mean of x over i's (modality, 2-s chunk) group): [N, D] → [N] float32."""
+    mod = layout.modality[av]
+    group = (layout.time_ids[av] // TIME_IDS_PER_CHUNK) * 3 + mod  # [N]
+    _, inverse = torch.unique(group, return_inverse=True)
+    x = embeds.float().cpu()
+    sums = torch.zeros(int(inverse.max()) + 1, x.shape[1]).index_add_(0, inverse, x)
+    counts = torch.bincount(inverse).float()[:, None]
+    means = sums / counts
+    return (1.0 - F.cosine_similarity(x, means[inverse], dim=-1)).clamp_min(0.0)
+
+
+class JointSalienceSieve:
+    """Training-free joint-pool sieve (see the module docstring)."""
+
+    name = "joint_salience"
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        rope: RopeMode = RopeMode.SYNC,
+        *,
+        distinct_weight: float = DISTINCT_WEIGHT,
+        question_weight: float = QUESTION_WEIGHT,
+    ) -> None:
+        self.lm = lm
+        self.rope = rope
+        self.layer = max(1, len(lm.layers) // 2)
+        self.distinct_weight = distinct_weight
+        self.question_weight = question_weight
+
+    @torch.no_grad()
+    def cues(self, seq: TokenSequence) -> dict[str, torch.Tensor]:
+        """The per-token cues of the AV tokens, aligned with `av_indices(seq)`: name → [N] float32."""
+        av = av_indices(seq)
+        layout = seq.layout
+        x = seq.embeds[av.to(seq.embeds.device)].detach()
+        out = {
+            "novelty": temporal_novelty(x, predecessor(layout, av)).float().cpu(),
+            "distinct": distinctiveness(x, layout, av),
+        }
+        question = question_indices(layout)
+        if question.numel() > 0 and self.question_weight > 0:
+            out["question"] = self.question_attention(seq, av, question)
+        return out
+
+    def question_attention(
+        self, seq: TokenSequence, av: torch.Tensor, question: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean attention of the question tokens onto each AV token at the middle LLM layer: [N]."""
+        split = self.lm.split(self.rope)
+        positions = build_positions(seq.layout, self.rope)
+        hidden = self.lm.run_layers(seq.embeds[None], positions, split, layers=range(self.layer))
+        cos, sin = self.lm.rope(positions, split)
+        probs = attention_probs(self.lm.layers[self.layer], hidden, cos, sin, causal=True, queries=question)
+        return probs[:, av.to(probs.device)].mean(0).float().cpu()
+
+    @torch.no_grad()
+    def score(self, seq: TokenSequence) -> torch.Tensor:
+        """Joint scores of the AV tokens (aligned with `av_indices(seq)`): [N] float32."""
+        mod = seq.layout.modality[av_indices(seq)]
+        cues = self.cues(seq)
+        total = modality_zscore(cues["novelty"], mod)
+        total = total + self.distinct_weight * modality_zscore(cues["distinct"], mod)
+        if "question" in cues:
+            total = total + self.question_weight * modality_zscore(cues["question"], mod)
+        return total
+
+    @torch.no_grad()
+    def select(
+        self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
+    ) -> SieveResult:
+        av = av_indices(seq)
+        k = av_budget(int(av.shape[0]), keep, budget)
+        scores = self.score(seq)
+        kept = av[top_k(scores, k)]
+        return finish(self.name, seq, kept, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)

@@ -1,0 +1,44 @@
+"""Dense targets for the score head: the teacher's gradient × input and the listwise loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from echo_core.backend import OmniBackend
+from echo_core.rope import RopeMode
+from echo_core.tokens import TokenLayout, TokenSequence
+from echo_core.train.importance import listwise_loss, teacher_importance
+
+
+def test_listwise_loss_by_hand_and_its_minimum() -> None:
+    scores = torch.tensor([0.0, 0.0], requires_grad=True)
+    loss = listwise_loss(scores, torch.tensor([3.0, 1.0]))
+    assert math.isclose(float(loss.detach()), math.log(2), rel_tol=1e-6)  # -(.75 + .25) log .5
+    loss.backward()
+    assert scores.grad is not None and float(scores.grad[0]) < 0 < float(scores.grad[1])  # moves towards 3:1
+    best = torch.log(torch.tensor([0.75, 0.25]))  # softmax(best) = target: the loss is the entropy
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert math.isclose(float(listwise_loss(best, torch.tensor([3.0, 1.0]))), entropy, rel_tol=1e-6)
+    assert float(listwise_loss(torch.zeros(3), torch.zeros(3))) == 0.0
+
+
+def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequence: TokenSequence) -> None:
+    lm = backend.lm
+    n_prefix = int(torch.nonzero(sequence.layout.av_mask).max()) + 1
+    prefix = sequence.select(torch.arange(n_prefix))
+    answer = torch.tensor([5, 6, 7])
+    question = TokenSequence(backend.embed_ids(answer).detach(), TokenLayout.text(answer))
+    got = teacher_importance(lm, [prefix], [(0, question, 2)], RopeMode.SYNC)[0]
+    assert got.shape == (n_prefix,) and bool((got >= 0).all()) and float(got.sum()) > 0
+
+    # The same by hand, with plain autograd on a sequence of prefix + question.
+    from echo_core.train.examples import answer_loss
+
+    x = prefix.embeds.detach().clone().requires_grad_(True)
+    whole = TokenSequence.concat([TokenSequence(x, prefix.layout), question])
+    loss, _ = answer_loss(lm, [whole], [2], RopeMode.SYNC)
+    (grad,) = torch.autograd.grad(loss, x)
+    expected = (grad * x.detach()).sum(-1).abs()
+    assert torch.allclose(got, expected, rtol=1e-3, atol=1e-7)
