@@ -13,7 +13,9 @@ from echo_core.bench.fidelity import find_row, plan, run_fidelity
 from echo_core.models import ECHO_TINY_DIR, default_model_dir
 from echo_core.sieve import CS2
 
-ROW_KEYS = {"method", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"}
+ROW_KEYS = {
+    "method", "scoring", "feed", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"
+}
 
 
 def test_plan_defaults() -> None:
@@ -41,6 +43,9 @@ def test_schema_on_random_checkpoint(backend: OmniBackend, cs2: CS2, tmp_path: P
         assert 0.0 <= row["kept_audio_frac"] <= 1.0 and 0.0 <= row["kept_video_frac"] <= 1.0
     none = find_row(report, "none", "sync", 1.0)
     assert none is not None and none["kept_audio_frac"] == 1.0
+    cs2_row, uniform = find_row(report, "cs2", "sync", 0.1), find_row(report, "uniform", "sync", 0.1)
+    assert cs2_row is not None and (cs2_row["scoring"], cs2_row["feed"]) == ("attention", "embeddings")
+    assert uniform is not None and uniform["scoring"] == "training_free"
 
 
 bundled = pytest.mark.skipif(

@@ -89,6 +89,24 @@ class Tally:
         }
 
 
+#: Sieves that rank by CS2's scorer (trained head, or its training-free attention mode).
+CS2_SCORED = ("cs2", "per_modality", "audio_guided")
+
+
+def method_labels(method: str, cs2: CS2) -> dict[str, str]:
+    """How a row's sieve scores tokens and what its LLM reads: {"scoring", "feed"}.
+
+    scoring: "head" (trained CS2) or "attention" (CS2's training-free mode) for CS2-scored
+    methods, "training_free" for the other sieves, "none" for full tokens; feed: CS2's
+    feed for cs2 rows ("embeddings" or "refined"), "embeddings" for every other sieve.
+    """
+    if method in CS2_SCORED:
+        scoring = "head" if cs2.trained else "attention"
+    else:
+        scoring = "none" if method == "none" else "training_free"
+    return {"scoring": scoring, "feed": cs2.feed if method == "cs2" else "embeddings"}
+
+
 def pearson(xs: list[float], ys: list[float]) -> float | None:
     """Pearson correlation, None when either side is constant or too short."""
     if len(xs) < 3:
@@ -151,7 +169,7 @@ def run_fidelity(
                 result = sieves[(method, rope)].select(seq, keep=keep)
                 hit = predict(backend, seq, result, RopeMode.parse(rope)) == q.answer
                 tallies[(method, rope, keep)].add(q.family, hit, result, event_share)
-    out_rows = [t.row(method, rope, keep) for (method, rope, keep), t in tallies.items()]
+    out_rows = [t.row(m, rope, keep) | method_labels(m, cs2) for (m, rope, keep), t in tallies.items()]
     return {
         "model": model_name,
         "mode": "offline",
@@ -230,13 +248,14 @@ def markdown_table(report: dict[str, object]) -> str:
     rows = report["rows"]  # type: ignore[index]
     keeps = sorted({r["keep"] for r in rows}, reverse=True)  # type: ignore[attr-defined]
     lines = [
-        "| method | rope | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in keeps) + " |",
+        "| method | scoring | feed | rope | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "| --- | --- | --- | --- | " + " | ".join("---" for _ in keeps) + " |",
     ]
-    seen: dict[tuple[str, str], dict[float, float]] = {}
+    seen: dict[tuple[str, str, str, str], dict[float, float]] = {}
     for r in rows:  # type: ignore[attr-defined]
-        seen.setdefault((r["method"], r["rope"]), {})[r["keep"]] = r["accuracy"]
-    for (method, rope), by_keep in seen.items():
+        key = (r["method"], r.get("scoring", ""), r.get("feed", ""), r["rope"])
+        seen.setdefault(key, {})[r["keep"]] = r["accuracy"]
+    for (method, scoring, feed, rope), by_keep in seen.items():
         cells = [f"{100 * by_keep[k]:.1f}" if k in by_keep else "" for k in keeps]
-        lines.append(f"| {method} | {rope} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {scoring} | {feed} | {rope} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from ..stream.frames import AudioPacket, MediaChunk, VideoFrame
 from ..stream.runtime import EncodedChunk, IngestRequest, StreamModel
 from ..stream.session import StreamSession
 from ..world import FAMILIES, Clip, iter_clips
-from .fidelity import DEFAULT_KEEPS, OTHER_ROPES, Tally, plan
+from .fidelity import DEFAULT_KEEPS, OTHER_ROPES, Tally, method_labels, plan
 
 PACKET_S = 0.1
 STREAM_ROPES = OTHER_ROPES  # compact cannot position a stream chunk by chunk
@@ -113,7 +113,9 @@ def run_streaming_fidelity(
                     kept_video=answer.video_tokens,
                     audio_event_share=event_share,
                 )
-    out_rows = [t.row(method, rope, keep) for (method, rope, keep), t in tallies.items()]
+    out_rows = [
+        t.row(m, rope, keep) | method_labels(m, model.cs2) for (m, rope, keep), t in tallies.items()
+    ]
     return {
         "model": model_name,
         "mode": "streaming",
