@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import apply_overrides, build, read_yaml
 from ..errors import ConfigError
+from ..sieve.cs2 import FEEDS
 
 ESTIMATORS = ("ste", "importance")
 
@@ -49,12 +50,16 @@ class Stage2Config:
     # and the answer loss trains only the LLM.
     estimator: str = "ste"
     importance_weight: float = 1.0
+    # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
+    feed: str = "embeddings"
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ConfigError(
                 f"stage2.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}"
             )
+        if self.feed not in FEEDS:
+            raise ConfigError(f"stage2.feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
         if self.importance_weight < 0:
             raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
 

@@ -206,7 +206,8 @@ class Trainer:
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
             self.rng = random.Random(cfg.seed)
-        cs2 = CS2(self.lm, self.config.refiner_layers, trained=True)
+        cs2 = CS2(self.lm, self.config.refiner_layers, trained=True, feed=cfg.feed)
+        refined_feed = cfg.feed == "refined"
         if cfg.zero_head:
             cs2.head.zero_output_()
         sieve = CS2Sieve(self.lm, cs2, scoring="head")
@@ -247,22 +248,27 @@ class Trainer:
                 if not asked:  # nothing answerable in this clip: no loss to take
                     continue
                 c = len(prefixes)
-                prefix = clip_prefix(self.backend, enc, requires_grad=True)
+                prefix = raw_prefix = clip_prefix(self.backend, enc, requires_grad=True)
+                question_states: torch.Tensor | None = None  # feed "refined", query-aware only
                 draw = self.rng.random()
                 keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
                 elif draw < cfg.full_share + cfg.chunk_share:
-                    gated, gate = self._chunk_ste(
+                    gated, gate, fed = self._chunk_ste(
                         sieve, prefix, keep, cfg.tau, cfg.gumbel, pools, len(full_prefixes)
                     )
-                    prefixes.append(apply_gates(prefix, gated, gate))
+                    prefixes.append(apply_gates(fed, gated, gate))
                     shares.append(audio_share(prefix, gated))
                 else:  # query-aware: the refiner sees this one question
                     asked = [self.rng.choice(asked)]
                     prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
-                    scores = sieve.head_scores(TokenSequence.concat([prefix, prompt_q]))
+                    refined = sieve.refine(TokenSequence.concat([prefix, prompt_q]))  # [P + Q, D]
                     av = av_indices(prefix)
+                    scores = cs2.head(refined[av.to(refined.device)])
+                    if refined_feed:  # the LLM reads the refiner's states: prompt, kept AV, question
+                        question_states = refined[len(prefix) :]
+                        prefix = TokenSequence(refined[: len(prefix)], prefix.layout)
                     k = av_budget(len(av), keep)
                     if dense:
                         pools.append((len(full_prefixes), av, scores))
@@ -274,11 +280,15 @@ class Trainer:
                     shares.append(audio_share(prefix, gated))
                 for q in asked:
                     suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
+                    if question_states is not None:
+                        # Question tokens as refined, answer tokens raw (hidden from the refiner).
+                        answer = suffix.embeds[len(question_states) :]
+                        suffix = TokenSequence(torch.cat([question_states, answer]), suffix.layout)
                     questions.append((c, suffix, n_t))
                     if dense and draw >= cfg.full_share:
                         teacher_q.append((len(full_prefixes), suffix, n_t))
                 if dense and draw >= cfg.full_share:
-                    full_prefixes.append(prefix)
+                    full_prefixes.append(raw_prefix)
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             if teacher is not None and pools:
                 targets = teacher_importance(teacher, full_prefixes, teacher_q, rope)
@@ -309,23 +319,27 @@ class Trainer:
         gumbel: bool,
         pools: list[tuple[int, torch.Tensor, torch.Tensor]],
         clip: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, TokenSequence]:
         """Sieve each 2-s chunk on its own (AV tokens only, no question), as live ingest does.
 
         With the importance estimator (stage2.estimator) selection is a hard top-k and every
         chunk's (AV indices, scores) is appended to `pools` under `clip` for the ranking loss;
         otherwise the gates carry the straight-through gradient.
 
-        Returns (gated sequence indices [G], their gates [G]).
+        Returns (gated sequence indices [G], their gates [G], what the LLM reads: `seq`, or with
+        feed "refined" `seq` whose AV rows are each chunk's refiner output; text stays raw).
         """
         dense = self.config.stage2.estimator == "importance"
         av = av_indices(seq)
         chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
         gated, gates = [], []
+        fed = seq.embeds
         for c in torch.unique(chunk).tolist():
             members = av[chunk == c]
-            part = seq.select(members)
-            scores = sieve.head_scores(part)
+            refined = sieve.refine(seq.select(members))  # [M, D], a chunk is all AV tokens
+            scores = sieve.cs2.head(refined)
+            if sieve.cs2.feed == "refined":
+                fed = fed.index_put((members.to(fed.device),), refined)
             k = av_budget(len(members), keep)
             if dense:
                 pools.append((clip, members, scores))
@@ -334,7 +348,7 @@ class Trainer:
                 chosen, gate = straight_through_topk(scores, k, gumbel=gumbel, tau=tau)
             gated.append(members[chosen.cpu()])
             gates.append(gate[chosen])
-        return torch.cat(gated), torch.cat(gates)
+        return torch.cat(gated), torch.cat(gates), TokenSequence(fed, seq.layout)
 
     # ------------------------------------------------------------------- output
     def save(self, cs2: CS2 | None, out_dir: Path, config_text: str) -> None:
