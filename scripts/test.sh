@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then ruff, mypy and pytest.
+# With no arguments it runs every test (what CI runs). Arguments go to pytest, so one tier
+# runs with `bash scripts/test.sh -m unit` (or integration, e2e, quality; combine them as
+# `-m "unit or integration"`), one file with `bash scripts/test.sh tests/test_positions.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from echo_core.aliasing import aliasing_by_mode, aliasing_report
 from echo_core.rope import RopeMode, inverse_frequencies, mode_split, temporal_pairs
+
+pytestmark = pytest.mark.unit
 
 
 def test_gap_of_ten_flags_every_temporal_pair_faster_than_pi_over_ten() -> None:

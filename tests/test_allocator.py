@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 #: Eight threads allocate at once, then glibc's malloc_info lists the arenas (<heap nr=...>).
 _PROBE = """
 import ctypes, ctypes.util, sys, threading

@@ -6,6 +6,8 @@ import pytest
 
 from server.auth import ApiKeys, AuthError, TokenSigner, key_id
 
+pytestmark = pytest.mark.unit
+
 
 class Clock:
     def __init__(self) -> None:

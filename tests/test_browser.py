@@ -29,6 +29,8 @@ from echo_core.world import Clip, Question
 from server.config import load_service_config
 from tests.browser_clip import LOOP_WINDOW_S, looping_clip, stable_questions, write_fake_capture
 
+pytestmark = pytest.mark.e2e
+
 CHROMIUM = Path("/usr/bin/chromium")
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 WEB = ROOT / "client" / "web"

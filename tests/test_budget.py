@@ -10,6 +10,8 @@ from echo_core.errors import BudgetError, EmptyAVError
 from echo_core.sieve.base import av_budget
 from echo_core.sieve.baselines import allocate, evenly_spaced, proportional_split
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("n", "keep", "k"),

@@ -22,6 +22,8 @@ from echo_core.errors import (
 from echo_core.sieve import CS2, make_sieve
 from echo_core.tokens import TokenSequence
 
+pytestmark = pytest.mark.integration
+
 
 def test_random_checkpoint_loads_through_the_real_path(tiny_dir: Path, backend: OmniBackend) -> None:
     assert (tiny_dir / "model.safetensors").is_file() and (tiny_dir / "tokenizer.json").is_file()

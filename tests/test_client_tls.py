@@ -25,6 +25,8 @@ from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from tests.waiting import wait_ingested
 
+pytestmark = pytest.mark.e2e
+
 KEY = "tls-key-0123456789"
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from server.clock import SessionClock, TrackClock
 
+pytestmark = pytest.mark.unit
+
 VIDEO_TB = Fraction(1, 90000)
 AUDIO_TB = Fraction(1, 48000)
 

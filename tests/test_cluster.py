@@ -27,6 +27,8 @@ from tests.media_tracks import ColourTrack, ToneTrack
 from tests.test_server import KEY, Client, stream_to
 from tests.waiting import wait_ingested
 
+pytestmark = pytest.mark.e2e
+
 SECRET = "cluster-test-secret-0123456789"
 
 

@@ -9,6 +9,8 @@ import pytest
 from echo_core.config import EchoConfig, load_config
 from echo_core.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.base import av_indices
 from echo_core.tokens import TokenSequence
 
+pytestmark = pytest.mark.integration
+
 
 def _rope(backend: OmniBackend, seq: TokenSequence) -> tuple[torch.Tensor, torch.Tensor]:
     return backend.lm.rope(build_positions(seq.layout, RopeMode.SYNC), backend.lm.split(RopeMode.SYNC))

@@ -23,6 +23,8 @@ from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_core.tokens import TokenSequence
 from tests.conftest import av_clip
 
+pytestmark = pytest.mark.integration
+
 
 @torch.no_grad()
 def _bidirectional(

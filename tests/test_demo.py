@@ -6,6 +6,8 @@ import pytest
 
 from client.demo import main
 
+pytestmark = pytest.mark.e2e
+
 
 def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0

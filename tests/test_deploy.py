@@ -29,6 +29,8 @@ import yaml
 import server.cli
 from server.config import ServiceConfig, load_service_config
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker" / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

@@ -17,6 +17,8 @@ from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 from server.engine import EngineWorker
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.asyncio
 async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from echo_core.bench.cli import TOLERANCE, main
 from echo_core.bench.equivalence import run_equivalence
+
+pytestmark = pytest.mark.integration
 
 
 def test_equivalence_within_tolerance() -> None:

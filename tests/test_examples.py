@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from echo_core.backend import OmniBackend
@@ -16,6 +17,8 @@ from echo_core.train.examples import (
     shared_prefix_loss,
 )
 from echo_core.world import make_clip
+
+pytestmark = pytest.mark.integration
 
 
 def test_shared_prefix_loss_equals_full_sequences(backend: OmniBackend) -> None:

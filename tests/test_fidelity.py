@@ -13,6 +13,8 @@ from echo_core.bench.fidelity import find_row, plan, run_fidelity
 from echo_core.models import ECHO_TINY_DIR, default_model_dir
 from echo_core.sieve import CS2
 
+pytestmark = pytest.mark.quality
+
 ROW_KEYS = {
     "method", "scoring", "feed", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"
 }

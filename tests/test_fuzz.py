@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from client.fuzz import MAKERS, generate_cases
 from client.media_fuzz import FAMILIES as MEDIA_FAMILIES
 from client.service_bench.cli import main as bench_main
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 

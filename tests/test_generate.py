@@ -13,6 +13,8 @@ from echo_core.rope import RopeMode
 from echo_core.sieve import CS2, make_sieve
 from echo_core.tokens import TokenLayout, TokenSequence
 
+pytestmark = pytest.mark.integration
+
 
 def reference_greedy(backend: OmniBackend, kept: TokenSequence, rope: RopeMode, steps: int) -> list[int]:
     """Greedy tokens recomputing the whole sequence every step, no cache."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from echo_core.backend import OmniBackend
 from echo_core.rope import RopeMode
 from echo_core.tokens import TokenLayout, TokenSequence
 from echo_core.train.importance import listwise_loss, teacher_importance
+
+pytestmark = pytest.mark.integration
 
 
 def test_listwise_loss_by_hand_and_its_minimum() -> None:

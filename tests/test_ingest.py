@@ -16,6 +16,8 @@ from server.clock import SessionClock
 from server.ingest import TrackIngest
 from tests.media_tracks import ColourTrack, ToneTrack
 
+pytestmark = pytest.mark.e2e
+
 
 async def connect(video: bool, audio: bool) -> tuple[RTCPeerConnection, RTCPeerConnection, list[object]]:
     sender, receiver = RTCPeerConnection(), RTCPeerConnection()

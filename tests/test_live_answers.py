@@ -14,7 +14,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from client.live_accuracy import run_live_accuracy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.quality]
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = frozenset({"av_binding", "av_order", "recency"})

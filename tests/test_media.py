@@ -27,6 +27,8 @@ from echo_core.media import (
     to_mono_16k,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def _frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(t, h, w, 3), dtype=np.uint8)

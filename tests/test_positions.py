@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from echo_core.positions import build_positions
 from echo_core.rope import RopeMode
 from echo_core.tokens import Modality, TokenLayout
+
+pytestmark = pytest.mark.unit
 
 T, A, V = Modality.TEXT, Modality.AUDIO, Modality.VIDEO
 # (modality, time id, h, w, shares_prev)

@@ -25,6 +25,8 @@ from server.protocol import (
     parse_client_event,
 )
 
+pytestmark = pytest.mark.unit
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
 

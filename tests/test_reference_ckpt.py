@@ -24,6 +24,8 @@ from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.reference_ckpt import reference_name
 from echo_core.tokens import TokenSequence
 
+pytestmark = pytest.mark.integration
+
 HEAD_NAMES = {
     "head.norm.weight": "model.compressor.ln.weight",
     "head.fc1.weight": "model.compressor.score_head.0.weight",

@@ -20,6 +20,8 @@ from echo_core.rope import (
     temporal_pairs,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def test_reference_splits_for_128_dim_heads() -> None:
     assert mode_split(RopeMode.TMROPE, 64) == (16, 24, 24)

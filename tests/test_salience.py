@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from echo_core.backend import OmniBackend
@@ -11,6 +12,8 @@ from echo_core.sieve.base import av_indices
 from echo_core.sieve.salience import JointSalienceSieve, distinctiveness, modality_zscore
 from echo_core.stream.runtime import StreamModel
 from echo_core.tokens import Modality, TokenLayout, TokenSequence
+
+pytestmark = pytest.mark.integration
 
 A, V = int(Modality.AUDIO), int(Modality.VIDEO)
 

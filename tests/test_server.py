@@ -22,6 +22,8 @@ from server.config import ServerConfig, ServiceConfig
 from tests.media_tracks import ColourTrack, ToneTrack
 from tests.waiting import wait_ingested
 
+pytestmark = pytest.mark.e2e
+
 KEY = "test-key-0123456789"
 
 

@@ -12,6 +12,8 @@ from client.service_bench.plots import plot_load, plot_soak
 from client.service_bench.soak import run_soak
 from client.service_bench.streams import percentile
 
+pytestmark = pytest.mark.e2e
+
 
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 95) is None

@@ -9,6 +9,8 @@ import pytest
 from echo_core.errors import ConfigError
 from server.config import load_service_config
 
+pytestmark = pytest.mark.unit
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 

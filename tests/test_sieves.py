@@ -12,6 +12,8 @@ from echo_core.sieve.baselines import AudioGuidedSieve, PerModalitySieve, Tempor
 from echo_core.sieve.saliency import question_indices
 from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("keep", [0.05, 0.2, 0.5])

@@ -11,6 +11,8 @@ import pytest_asyncio
 
 from server.store import HistoryRecord, MemoryStore, RedisStore, Store
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest_asyncio.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:

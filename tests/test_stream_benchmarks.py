@@ -16,6 +16,8 @@ from echo_core.sieve import CS2
 from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_core.world import make_clip
 
+pytestmark = pytest.mark.integration
+
 ROW_KEYS = {"method", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"}
 
 

@@ -16,6 +16,8 @@ from echo_core.media import resize_frames, to_mono_16k
 from echo_core.stream.chunker import ChunkAssembler, ChunkerStats
 from echo_core.stream.frames import AudioPacket, MediaChunk, VideoFrame
 
+pytestmark = pytest.mark.unit
+
 SR = 16000
 N = 32000  # samples per 2-s chunk
 

@@ -10,6 +10,8 @@ from echo_core.stream.cache import CachedTokens, JointTokenCache
 from echo_core.stream.eviction import bucket_floor, eviction_victims, rank_within_groups
 from echo_core.tokens import Modality
 
+pytestmark = pytest.mark.unit
+
 
 def test_rank_within_groups() -> None:
     groups = torch.tensor([0, 0, 1, 0, 1])

@@ -18,6 +18,8 @@ from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality
 
+pytestmark = pytest.mark.integration
+
 SIZE = 56  # 2 × 2 merged tokens per temporal patch: 8 video + 50 audio tokens per 2-s chunk
 
 

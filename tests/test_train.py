@@ -15,6 +15,8 @@ from echo_core.train.cli import main
 from echo_core.train.config import load_train_config
 from echo_core.train.trainer import cosine_lr
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

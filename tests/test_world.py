@@ -43,6 +43,8 @@ from echo_core.world import (
 )
 from echo_core.world import spec as spec_module
 
+pytestmark = pytest.mark.unit
+
 N_GT = 30  # clips whose answers are re-derived from their media
 _WIN, _HOP = 512, 160  # STFT of the detectors (32 ms window, 10 ms hop)
 
