@@ -5,7 +5,7 @@ checked against what the world says happened.
 Ten fixed test clips (the first ones that ask such a question; chosen by the world, never by the
 model's answers), streamed three at a time in real time. Chance is about 0.35 on this mix (four
 colours, two orders, three shapes). echo-tiny answers about 0.6 of them right live (av_binding
-about 0.8; av_order is its weak family once sieved, see the README), so the guard asks for at
+about 0.8; av_order is its weak family once sieved, see docs/results.md), so the guard asks for at
 least half: far above chance, and a broken codec path, clock or cache falls well below it.
 """
 

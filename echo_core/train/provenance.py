@@ -2,7 +2,7 @@
 
 Training is bit-reproducible only on the same kernels: PyTorch picks its CPU kernels by the
 instruction set it finds (AVX-512 or AVX2, say), their rounding differs in the last bits, and
-over thousands of steps such differences grow into a different model (README, "echo-tiny").
+over thousands of steps such differences grow into a different model (docs/experiments.md).
 """
 
 from __future__ import annotations

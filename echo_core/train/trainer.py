@@ -59,7 +59,7 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
 class StepOutcome:
     """What one optimiser step measured: its loss, answers right of answers asked, and for stage 2
     the audio share of the AV tokens the sieve kept in each sieved example (one modality taking
-    the whole budget is the way CS2 training fails; see README)."""
+    the whole budget is the way straight-through CS2 training fails; see docs/experiments.md)."""
 
     loss: torch.Tensor
     correct: int
