@@ -32,7 +32,8 @@ class AuthError(Exception):
 
 #: The longest token accepted (a real one is about 80 characters).
 MAX_TOKEN_CHARS = 256
-_TOKEN = re.compile(r"([0-9A-Za-z_-]{1,64})\.([0-9a-f]{16})\.([0-9]{1,12})\.([0-9A-Za-z_-]{43})")
+_NAME = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_TOKEN = re.compile(r"([0-9A-Za-z_-]{1,64})\.([0-9A-Za-z_-]{1,64})\.([0-9]{1,12})\.([0-9A-Za-z_-]{43})")
 
 
 def looks_like_token(credential: str | None) -> bool:
@@ -98,8 +99,8 @@ class TokenSigner:
         """
         if "." in session_id:
             raise ValueError(f"session id {session_id!r} must not contain '.'")
-        if not re.fullmatch(r"[0-9a-f]{16}", kid):
-            raise ValueError(f"key id {kid!r} must be 16 hex digits")
+        if not _NAME.fullmatch(kid):
+            raise ValueError(f"key id {kid!r} must be 1-64 characters of [0-9A-Za-z_-]")
         expiry = int(self._clock() + self.ttl_s)
         if not_after is not None:
             expiry = min(expiry, int(not_after))

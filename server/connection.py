@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a closing WebSocket waits for the client's close frame.
+CLOSE_TIMEOUT_S = 0.5
 #: Window shown in `window.stats` when the session has no default window.
 STATS_WINDOW_S = 30.0
 
@@ -319,7 +321,11 @@ async def serve_websocket(request: web.Request, conn: Connection) -> web.WebSock
     if refusal is not None:
         server.count_error("too_many_connections")
         raise web.HTTPTooManyRequests(text=refusal)
-    ws = web.WebSocketResponse(max_msg_size=limits.max_message_bytes * 4, heartbeat=20.0)
+    # a closing socket's messages are read (and dropped) until the peer's close frame: a flooder
+    # never sends one, so the close handshake gets CLOSE_TIMEOUT_S, not aiohttp's 10 s
+    ws = web.WebSocketResponse(
+        max_msg_size=limits.max_message_bytes * 4, heartbeat=20.0, timeout=CLOSE_TIMEOUT_S
+    )
     server.socket_limits.opened(address)
     try:
         await ws.prepare(request)
