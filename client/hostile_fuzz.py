@@ -45,6 +45,12 @@ async def _call(ws: aiohttp.ClientWebSocketResponse, **event: Any) -> dict[str, 
     return await _reply(ws)
 
 
+async def _end(http: aiohttp.ClientSession, url: str, api_key: str, session_id: str) -> None:
+    """End a session this scenario created (so the next one finds the server's room free)."""
+    async with http.delete(f"{url}/whip/{session_id}", headers={"Authorization": f"Bearer {api_key}"}) as r:
+        await r.read()
+
+
 async def _healthz_p95(http: aiohttp.ClientSession, url: str, stop: asyncio.Event) -> float:
     samples: list[float] = []
     while not stop.is_set():
@@ -81,7 +87,8 @@ async def flood(http: aiohttp.ClientSession, url: str, api_key: str, seconds: fl
     await asyncio.gather(one(), one())
     stop.set()
     p95 = await probe
-    if closes != [1008, 1008]:
+    # 1008 (policy), or 1006 when the server dropped the socket before this side read its close frame
+    if not all(code in (1008, 1006) for code in closes) or len(closes) != 2:
         return f"flooding sockets not closed: {closes}"
     return "ok" if p95 <= HEALTHZ_P95_MS else f"healthz p95 {p95:.0f} ms > {HEALTHZ_P95_MS:.0f} ms"
 
@@ -171,6 +178,9 @@ async def parallel_creates(http: aiohttp.ClientSession, url: str, api_key: str, 
         codes = {str(r.get("code")) for r in replies if r and r.get("type") == "error"}
         async with http.get(f"{url}/healthz") as r:
             after = await r.json()
+        for reply in replies:
+            if reply and reply.get("type") == "session.created":
+                await _end(http, url, api_key, str(reply["session_id"]))
     finally:
         for ws in sockets:
             await ws.close()
@@ -209,7 +219,7 @@ def token_forms(good: str) -> list[str]:
         f"{sid}.0000000000000000.{exp}.{mac}",
         "eyJhbGciOiJub25lIn0.eyJzaWQiOiJ4In0.",
         f"{sid}.{kid}.{exp}.{mac}=",
-        good + "\x00",
+        good + ".",
     ]
 
 
@@ -224,12 +234,13 @@ async def token_forms_scenario(http: aiohttp.ClientSession, url: str, api_key: s
             reply = await _call(ws, type="history.get", token=form)
             if not reply or reply.get("code") != "invalid_token":
                 return f"socket {form[:30]!r}: {reply}"
-            header = f"Bearer {form}".encode().decode("latin-1").replace("\x00", "")
+            header = f"Bearer {form}".encode().decode("latin-1")
             async with http.post(
                 f"{url}/v1/sessions/{sid}/ask", json={"question": "q"}, headers={"Authorization": header}
             ) as r:
                 if r.status != 401:
                     return f"HTTP {form[:30]!r}: {r.status}"
+        await _end(http, url, api_key, sid)
     return "ok"
 
 
@@ -251,6 +262,7 @@ async def charsets(http: aiohttp.ClientSession, url: str, api_key: str) -> str:
         lone = '", "question": "\\ud800"}'
         await ws.send_str('{"type": "response.create", "token": "' + str(created["token"]) + lone)
         reply = await _reply(ws)
+        await _end(http, url, api_key, str(created["session_id"]))
         if not reply or reply.get("code") != "invalid_event":
             return f"lone surrogate: {reply}"
     return "ok"

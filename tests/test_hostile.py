@@ -514,3 +514,52 @@ async def test_row14_a_closed_session_is_freed_without_the_cyclic_gc(backend: Om
             assert ref() is None, gc.get_referrers(ref()) if ref() is not None else None
         finally:
             gc.enable()
+
+
+@pytest.mark.asyncio
+async def test_row4_parallel_creates_through_a_gateway_hold_the_key_quota(
+    backend: OmniBackend, cs2: CS2
+) -> None:
+    from client.local_redis import LocalRedis
+    from server.gateway import Gateway
+
+    def config(url: str, mode: str, worker_id: str | None = None) -> ServiceConfig:
+        server = ServerConfig(
+            port=0,
+            mode=mode,
+            worker_id=worker_id,
+            api_keys=[KEY],
+            token_secret=SECRET,
+            redis_url=url,
+            max_sessions=8,
+            max_sessions_per_key=3,
+            max_connections_per_address=64,
+            max_unauthenticated=64,
+        )
+        return ServiceConfig(stream=StreamConfig(cache_budget=64, max_new_tokens=2), server=server)
+
+    redis = LocalRedis().start()
+    model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
+    workers = [EchoServer(config(redis.url, "worker", w), model=model) for w in ("w1", "w2")]
+    gateway: Gateway | None = None
+    try:
+        for worker in workers:
+            await worker.start()
+        gateway = Gateway(config(redis.url, "gateway"))
+        await gateway.start()
+        async with aiohttp.ClientSession() as http:
+            sockets = [await http.ws_connect(f"{gateway.url}/ws") for _ in range(10)]
+            replies = await asyncio.gather(*(call(ws, "session.create", api_key=KEY) for ws in sockets))
+            created = [r for r in replies if r["type"] == "session.created"]
+            refused = {r.get("code") for r in replies if r["type"] == "error"}
+            held = sum(len(w.sessions) for w in workers)
+            assert len(created) == held == 3, (len(created), held, refused)
+            assert refused == {"session_quota"}, refused
+            for ws in sockets:
+                await ws.close()
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        for worker in workers:
+            await worker.stop()
+        redis.stop()
