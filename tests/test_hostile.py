@@ -563,3 +563,35 @@ async def test_row4_parallel_creates_through_a_gateway_hold_the_key_quota(
         for worker in workers:
             await worker.stop()
         redis.stop()
+
+
+@pytest.mark.asyncio
+async def test_row6_a_fault_while_answering_ends_in_error_and_a_failed_response_done(
+    backend: OmniBackend, cs2: CS2
+) -> None:
+    """A window so large its position arithmetic overflows (a fault deep in the core, not a
+    refusal): the client gets `error` `internal_error` and `response.done` `failed`, not silence."""
+    from tests.test_server import Client, stream_to
+    from tests.waiting import wait_ingested
+
+    async with (
+        running(backend, cs2, budget=256) as srv,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{srv.url}/ws") as ws,
+    ):
+        client = Client(ws)
+        await client.create(KEY)
+        pc = await stream_to(client)
+        await wait_ingested(srv.sessions[client.session_id].session, 1)
+        await client.send(type="response.create", token=client.token, question="what colour", window_s=1e308)
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["type"] != "response.done":
+            msg = await asyncio.wait_for(ws.receive(), 30)
+            event = json.loads(msg.data)
+            if event["type"] != "window.stats":
+                seen.append(event)
+        assert [e["type"] for e in seen] == ["response.created", "error", "response.done"], seen
+        assert seen[1]["code"] == "internal_error" and seen[2]["status"] == "failed", seen
+        await client.send(type="response.create", token=client.token, question="what colour")
+        assert (await client.recv("response.done"))["status"] == "completed"  # the session lives on
+        await pc.close()

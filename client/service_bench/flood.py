@@ -1,7 +1,8 @@
 """`echo-bench flood`: a junk-message flood on two sockets beside a healthy streaming session.
 
 The server runs as a child process (any checkout: `server_root`, so the same probe measures
-code before and after a change). A healthy client streams a synthetic clip over WebRTC;
+code before and after a change). A healthy client streams live synthetic tracks (a tone,
+10-fps 224² colour frames) over WebRTC;
 then flooders in a separate process (so their CPU is not the probe's) open `sockets`
 WebSockets without an API key and send `history.get` with a bad token as fast as the
 server takes them, reconnecting whenever a socket is closed. Measured: `/healthz` latency
@@ -18,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ import aiohttp
 
 from ..echo_client import ClientError, EchoClient
 from ..local_server import free_port, stop_process, wait_healthy
-from .streams import clip_files, percentile
+from ..media_fuzz import MediaCase, OddAudioTrack, OddVideoTrack
+from .streams import percentile
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEY = "demo-key-change-me"
@@ -69,7 +70,9 @@ async def flood_worker(url: str, seconds: float) -> dict[str, int]:
 
 async def _flood_process(url: str, sockets: int, seconds: float) -> None:
     results = await asyncio.gather(*(flood_worker(url, seconds) for _ in range(sockets)))
-    total = {k: sum(r[k] for r in results) for k in results[0]}
+    if not results:  # --sockets 0: the control run, no flood
+        await asyncio.sleep(seconds)
+    total = {k: sum(r[k] for r in results) for k in ("sent", "replies", "connects", "refused")}
     print(json.dumps(total), flush=True)
 
 
@@ -120,42 +123,42 @@ async def run_flood(
     report: dict[str, Any] = {"benchmark": "flood", "server_root": str(server_root), "sockets": sockets}
     try:
         await wait_healthy(url, proc)
-        with tempfile.TemporaryDirectory(prefix="echo-flood-") as tmp:
-            clip = clip_files(1, Path(tmp))[0]
-            async with aiohttp.ClientSession() as http, EchoClient(url, DEMO_KEY) as client:
-                await client.stream_file(str(clip), loop=True)
-                deadline = time.monotonic() + 60
-                while not client.last_stats.get("seen_audio") and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
-                seen_start = dict(client.last_stats)
-                cpu_start = cpu_s(proc.pid)
-                before = await _probe(http, url, baseline_s)
-                seen0 = dict(client.last_stats)
-                cpu0 = cpu_s(proc.pid)
-                flooders = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "client.service_bench.flood",
-                    url,
-                    str(sockets),
-                    str(seconds),
-                    cwd=ROOT,
-                    stdout=asyncio.subprocess.PIPE,
-                )
-                probe = asyncio.create_task(_probe(http, url, seconds), name="flood-probe")
-                await asyncio.sleep(seconds / 3)
-                answer: str | None = None
-                error: str | None = None
-                try:
-                    answer = await asyncio.wait_for(client.ask_text("what colour is the shape"), seconds)
-                except (ClientError, TimeoutError) as exc:
-                    error = getattr(exc, "code", "timeout")
-                during = await probe
-                seen1 = dict(client.last_stats)
-                cpu1 = cpu_s(proc.pid)
-                out, _ = await flooders.communicate()
-                lines = out.decode().strip().splitlines()
-                report["flood"] = json.loads(lines[-1]) if lines else {}
+        # live tracks: their clocks only move forward (a looped file restarts its own)
+        live = MediaCase("live", rate=48000, layout="mono", sizes=((224, 224),))
+        async with aiohttp.ClientSession() as http, EchoClient(url, DEMO_KEY) as client:
+            await client.stream_tracks([OddAudioTrack(live), OddVideoTrack(live)])
+            deadline = time.monotonic() + 60
+            while not client.last_stats.get("seen_audio") and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            seen_start = dict(client.last_stats)
+            cpu_start = cpu_s(proc.pid)
+            before = await _probe(http, url, baseline_s)
+            seen0 = dict(client.last_stats)
+            cpu0 = cpu_s(proc.pid)
+            flooders = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "client.service_bench.flood",
+                url,
+                str(sockets),
+                str(seconds),
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            probe = asyncio.create_task(_probe(http, url, seconds), name="flood-probe")
+            await asyncio.sleep(seconds / 3)
+            answer: str | None = None
+            error: str | None = None
+            try:
+                answer = await asyncio.wait_for(client.ask_text("what colour is the shape"), seconds)
+            except (ClientError, TimeoutError) as exc:
+                error = getattr(exc, "code", "timeout")
+            during = await probe
+            seen1 = dict(client.last_stats)
+            cpu1 = cpu_s(proc.pid)
+            out, _ = await flooders.communicate()
+            lines = out.decode().strip().splitlines()
+            report["flood"] = json.loads(lines[-1]) if lines else {}
         report.update(
             healthz_before_p50_ms=_ms(before, 50),
             healthz_before_p95_ms=_ms(before, 95),
