@@ -385,7 +385,11 @@ async def fuzz_local_server(
     key = load_service_config(config_path).server.api_keys[0]
     # sessions that never connect are reaped after 5 s, so the half-open scenario ends quickly
     async with local_server(
-        config_path, "server.max_sessions_per_key=64", "server.connect_timeout_s=5", "server.body_timeout_s=3"
+        config_path,
+        "server.max_sessions_per_key=64",
+        "server.connect_timeout_s=5",
+        "server.body_timeout_s=3",
+        "server.header_timeout_s=3",
     ) as url:
         report = await run_fuzz(url, key, count, seed, media_cases=media_cases, scenarios=scenarios)
     report["config"] = str(config_path)

@@ -94,7 +94,8 @@ async def flood(http: aiohttp.ClientSession, url: str, api_key: str, seconds: fl
 
 
 async def slowloris(http: aiohttp.ClientSession, url: str, api_key: str) -> str:
-    """A declared 200 KB WHIP body sent at one byte a second is cut off with 408."""
+    """A declared 200 KB WHIP body sent at one byte a second is cut off with 408; headers sent
+    at one byte a second get the connection closed."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
@@ -113,6 +114,22 @@ async def slowloris(http: aiohttp.ClientSession, url: str, api_key: str) -> str:
                 continue
         if not answer.startswith(b"HTTP/1.1 408"):
             return f"slow body answered {answer[:40]!r} after {time.monotonic() - started:.0f} s"
+    finally:
+        writer.close()
+    # headers at one byte a second: the connection is closed (server.header_timeout_s)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        started = time.monotonic()
+        for byte in f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\nX-Slow: ".encode() + b"a" * 120:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(1), 1.0) == b"":
+                    return "ok"
+            except TimeoutError:
+                continue
+        return f"slow headers still open after {time.monotonic() - started:.0f} s"
+    except ConnectionError:
         return "ok"
     finally:
         writer.close()

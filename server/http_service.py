@@ -36,7 +36,12 @@ class HttpService:
 
     async def listen(self, app: web.Application) -> None:
         """Serve `app` on the configured host and port (the real port is in `self.port`)."""
-        self._runner = web.AppRunner(app, access_log=None)
+        # aiohttp arms its keep-alive timer when a connection opens and closes the connection if
+        # no whole request arrived by then: that is the header timeout (slowloris), and the idle
+        # limit between requests
+        self._runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=self.config.server.header_timeout_s
+        )
         await self._runner.setup()
         tls = None
         if self.config.server.tls_cert:

@@ -330,6 +330,28 @@ async def test_row10_a_slow_http_body_is_cut_off(backend: OmniBackend, cs2: CS2)
         writer.close()
 
 
+@pytest.mark.asyncio
+async def test_row10_slow_headers_are_cut_off(backend: OmniBackend, cs2: CS2) -> None:
+    async with running(backend, cs2, header_timeout_s=1.0) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(1), 0.2) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+                break
+        assert closed and time.monotonic() - started < 5, time.monotonic() - started
+        writer.close()
+
+
 # ------------------------------------------- row 6: unencodable text
 @pytest.mark.asyncio
 async def test_row6_lone_surrogates_are_invalid_event_and_history_stays_clean(
