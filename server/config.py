@@ -76,7 +76,7 @@ class ServerConfig:
     max_unauthenticated: int = 64  # open WebSockets (all addresses) that hold no session yet
     auth_timeout_s: float = 30.0  # a WebSocket that holds no session this long is closed
     body_timeout_s: float = 10.0  # an HTTP request body must arrive within this long
-    header_timeout_s: float = 15.0  # a connection without a whole request (or idle) this long is closed
+    header_timeout_s: float = 30.0  # a connection without a whole request (or idle) this long is closed
     metrics_per_session: bool = False  # label /metrics gauges with session ids
     metrics_token: str | None = None  # when set, /metrics needs `Authorization: Bearer <it>`
 
