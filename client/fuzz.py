@@ -31,6 +31,8 @@ import aiohttp
 
 from server.protocol import MAX_MESSAGE_BYTES
 
+from .hostile_fuzz import SCENARIOS
+
 REPLY_TIMEOUT_S = 10.0
 #: Events that succeed without a reply (an accepted candidate, a cancel of nothing).
 QUIET_OK = frozenset({"webrtc.candidate", "response.cancel"})
@@ -215,11 +217,14 @@ class Attacker:
 
     async def connect(self) -> None:
         self.ws = await self.http.ws_connect(self.ws_url, max_msg_size=0)
+        created: dict[str, Any] | None = None
         if self.session_id:
             await self.ws.send_str(_event("session.attach", session_id=self.session_id, token=self.token))
-        else:
+            created = await self.next_event()
+        if created is None or created.get("type") != "session.created":
+            # never attached, or its session ended (one with no peer is reaped after connect_timeout_s)
             await self.ws.send_str(_event("session.create", api_key=self.api_key))
-        created = await self.next_event()
+            created = await self.next_event()
         if created is None or created.get("type") != "session.created":
             raise RuntimeError(f"the attacker could not open its session: {created}")
         self.token, self.session_id = str(created["token"]), str(created["session_id"])
@@ -286,10 +291,18 @@ class Attacker:
 
 
 async def run_fuzz(
-    url: str, api_key: str, count: int, seed: int, *, media_cases: int = 0, clip_index: int = 0
+    url: str,
+    api_key: str,
+    count: int,
+    seed: int,
+    *,
+    media_cases: int = 0,
+    clip_index: int = 0,
+    scenarios: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """Fuzz a running server at `url` with `media_cases` odd streams, then `count` hostile messages,
-    while a healthy session streams."""
+    then the hostile-client scenarios (client/hostile_fuzz.py; `scenarios` None: all), while a
+    healthy session streams."""
     from echo_core.world import make_clip
 
     from .demo import stream_and_ask
@@ -329,6 +342,16 @@ async def run_fuzz(
                             failures.append({"case": i, "family": "healthz", "outcome": str(r.status)})
             if attacker.ws is not None:
                 await attacker.ws.close()
+            for name, scenario in SCENARIOS.items():
+                if scenarios is not None and name not in scenarios:
+                    continue
+                try:
+                    outcome = await scenario(http, url, api_key)
+                except Exception as exc:  # a scenario that breaks is a failure to report, not a crash
+                    outcome = f"raised {type(exc).__name__}: {str(exc)[:200]}"
+                outcomes[f"hostile:{name}"]["ok" if outcome == "ok" else "failed"] += 1
+                if outcome != "ok":
+                    failures.append({"case": name, "family": f"hostile:{name}", "outcome": outcome})
             return attacker.reconnects
 
     # the healthy session streams the clip while the attack runs, then is asked its questions
@@ -351,14 +374,23 @@ async def run_fuzz(
     }
 
 
-async def fuzz_local_server(config_path: Any, count: int, seed: int, media_cases: int = 0) -> dict[str, Any]:
+async def fuzz_local_server(
+    config_path: Any, count: int, seed: int, media_cases: int = 0, scenarios: frozenset[str] | None = None
+) -> dict[str, Any]:
     """Start echo-server with `config_path` on a free loopback port and fuzz it."""
     from server.config import load_service_config
 
     from .local_server import local_server
 
     key = load_service_config(config_path).server.api_keys[0]
-    async with local_server(config_path, "server.max_sessions_per_key=64") as url:
-        report = await run_fuzz(url, key, count, seed, media_cases=media_cases)
+    # sessions that never connect are reaped after 5 s, so the half-open scenario ends quickly
+    async with local_server(
+        config_path,
+        "server.max_sessions_per_key=64",
+        "server.connect_timeout_s=5",
+        "server.body_timeout_s=3",
+        "server.header_timeout_s=3",
+    ) as url:
+        report = await run_fuzz(url, key, count, seed, media_cases=media_cases, scenarios=scenarios)
     report["config"] = str(config_path)
     return report

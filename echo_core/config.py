@@ -56,6 +56,7 @@ class StreamConfig:
     """
 
     cache_budget: int = 2048
+    max_cache_budget: int | None = None  # the most a client may ask for (None: cache_budget)
     ingest_keep: float = 0.1
     ask_keep: float | None = None
     ask_budget: int | None = None
@@ -74,6 +75,10 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.cache_budget < 1:
             raise ConfigError(f"stream.cache_budget must be ≥ 1, got {self.cache_budget}")
+        if self.max_cache_budget is not None and self.max_cache_budget < self.cache_budget:
+            raise ConfigError(
+                f"stream.max_cache_budget {self.max_cache_budget} < stream.cache_budget {self.cache_budget}"
+            )
         if not 0 < self.ingest_keep <= 1:
             raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
         if self.ask_keep is not None and self.ask_budget is not None:

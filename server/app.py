@@ -12,18 +12,21 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from echo_core.config import StreamConfig
 from echo_core.errors import ConfigError, EchoError
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 
 from .allocator import release_free_memory
+from .auth import AuthError
 from .config import ServiceConfig
 from .engine import AskJob, EngineWorker
 from .errors import ServiceError
@@ -31,6 +34,7 @@ from .http_service import HttpService
 from .journal import HistoryJournal
 from .live import LiveSession
 from .protocol import (
+    Error,
     ResponseCreated,
     ResponseDone,
     ResponseTextDelta,
@@ -68,6 +72,7 @@ class EchoServer(HttpService):
         self.journal = HistoryJournal(config.server.history_maxlen)
         self.node: Any = None  # the WorkerNode in worker mode
         self._tasks: list[asyncio.Task[None]] = []
+        self._reserved = 0  # sessions being created: counted against max_sessions before any await
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -119,12 +124,7 @@ class EchoServer(HttpService):
         while True:
             await asyncio.sleep(min(beat_s, ttl / 3))
             now = time.monotonic()
-            for live in list(self.sessions.values()):
-                if live.attached == 0 and (
-                    live.pc.connectionState in ("failed", "closed")
-                    or (live.pc.connectionState == "new" and time.time() - live.created > UNCLAIMED_SESSION_S)
-                ):
-                    await self.close_session(live)
+            await self.reap()
             try:
                 current = await self.store.epoch()
                 if epoch is not None and current != epoch:
@@ -144,10 +144,33 @@ class EchoServer(HttpService):
                 next_beat = 0.0
                 self.journal.dirty = True
 
+    async def reap(self) -> None:
+        """Close sessions nobody can use: peer failed or closed, never offered, or never connected.
+
+        A session whose peer is not `connected` within `server.connect_timeout_s` of its
+        creation is closed even while a socket is attached (an ICE that never completes would
+        otherwise hold its key's quota for ever); it is counted in `echo_sessions_reaped_total`.
+        """
+        timeout = self.config.server.connect_timeout_s
+        now = time.time()
+        for live in list(self.sessions.values()):
+            state = live.pc.connectionState
+            if state == "connected":
+                live.connected = True
+            abandoned = live.attached == 0 and (
+                state in ("failed", "closed") or (state == "new" and now - live.created > UNCLAIMED_SESSION_S)
+            )
+            never_connected = not live.connected and now - live.created > timeout
+            if abandoned or never_connected:
+                if never_connected:
+                    self.counters["sessions_reaped"] += 1
+                    log.info("%s: not connected within %.0f s; closing it", live.session_id, timeout)
+                await self.close_session(live)
+
     def admit(self) -> None:
         """Refuse a new session (`server_busy`) when this process is full or its ingest is behind."""
         limit = self.config.server.max_sessions
-        if len(self.sessions) >= limit:
+        if len(self.sessions) + self._reserved >= limit:
             raise ServiceError("server_busy", f"this server is full ({limit} sessions); try again later")
         lag = max((live.session.ingest_lag_s for live in self.sessions.values()), default=0.0)
         if lag > self.config.server.max_ingest_lag_s:
@@ -163,44 +186,91 @@ class EchoServer(HttpService):
         ]
         return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
 
-    async def create_session(self, key_id: str, settings: SessionSettings) -> tuple[LiveSession, str, float]:
-        """A new session for an authenticated key (capacity and quota checked): (live, token, expiry)."""
-        self.admit()
-        if await self.store.live_sessions(key_id) >= self.config.server.max_sessions_per_key:
-            raise ServiceError(
-                "session_quota",
-                f"this API key already has {self.config.server.max_sessions_per_key} live sessions",
-            )
-        assert self.model is not None and self.worker is not None
+    def stream_config(self, settings: SessionSettings) -> StreamConfig:
+        """The stream config of a new session (`invalid_settings` past `stream.max_cache_budget`)."""
         stream = self.config.stream
-        if settings.cache_budget is not None:
-            stream = replace(stream, cache_budget=settings.cache_budget)
+        budget = settings.cache_budget
+        if budget is None:
+            return stream
+        ceiling = stream.max_cache_budget or stream.cache_budget
+        if not 1 <= budget <= ceiling:
+            raise ServiceError(
+                "invalid_settings",
+                f"cache_budget must be in [1, {ceiling}] (stream.max_cache_budget), got {budget}",
+            )
+        return replace(stream, cache_budget=budget)
+
+    async def create_session(self, key_id: str, settings: SessionSettings) -> tuple[LiveSession, str, float]:
+        """A new session for an authenticated key (capacity and quota checked): (live, token, expiry).
+
+        The process slot is reserved before the first await and the key's quota slot in one
+        atomic store operation, so parallel creates cannot overshoot either limit; a failed
+        creation releases both.
+        """
+        stream = self.stream_config(settings)
+        self.admit()
+        assert self.model is not None and self.worker is not None
+        model, limit, ttl = (
+            self.model,
+            self.config.server.max_sessions_per_key,
+            self.config.server.heartbeat_ttl_s,
+        )
         session_id = uuid.uuid4().hex[:16]
-        session = StreamSession(self.model, stream, session_id=session_id)
-        live = LiveSession(session, key_id, self.peer_connection())
-        self.apply_settings(live, settings)
+        self._reserved += 1
+        try:
+            if not await self.store.reserve_session(session_id, key_id, self.worker_id, ttl, limit):
+                raise ServiceError("session_quota", f"this API key already has {limit} live sessions")
+            try:
+                # preallocating the cache and prefilling the prefix takes a while: not on the loop
+                session = await asyncio.to_thread(StreamSession, model, stream, session_id=session_id)
+                live = LiveSession(session, key_id, self.peer_connection())
+                self.apply_settings(live, settings)
+            except BaseException:
+                await self.store.unregister_session(session_id, key_id)
+                raise
+        finally:
+            self._reserved -= 1
+
+        # the handlers hold the session weakly: a closed session is freed without a cyclic GC
+        ref = weakref.ref(live)
 
         @live.pc.on("track")
         def on_track(track: Any) -> None:
-            live.add_track(track)
+            held = ref()
+            if held is not None:
+                held.add_track(track)
 
         @live.pc.on("connectionstatechange")
         async def on_state() -> None:
-            if live.pc.connectionState in ("failed", "closed"):
-                log.info("%s: peer %s", session_id, live.pc.connectionState)
-                if live.attached == 0 and not live.closed:
-                    await self.close_session(live)
+            held = ref()
+            if held is None:
+                return
+            state = held.pc.connectionState
+            if state == "connected":
+                held.connected = True
+            if state in ("failed", "closed"):
+                log.info("%s: peer %s", session_id, state)
+                if held.attached == 0 and not held.closed:
+                    await self.close_session(held)
 
         self.worker.scheduler.add(session)
         self.sessions[session_id] = live
         live.ticker = asyncio.create_task(live.tick(), name=f"tick-{session_id}")
-        await self.store.register_session(
-            session_id, key_id, self.worker_id, self.config.server.heartbeat_ttl_s
-        )
-        token, expiry = self.signer.issue(session_id)
+        token, expiry = self.token_for(live)
         self.counters["sessions_created"] += 1
         log.info("%s: created for key %s", session_id, key_id)
         return live, token, expiry
+
+    def token_for(self, live: LiveSession, *, by_key: bool = True) -> tuple[str, float]:
+        """A fresh token for `live`; one minted from another token never outlives `server.max_session_s`."""
+        not_after = None if by_key else live.created + self.config.server.max_session_s
+        if not_after is not None and time.time() >= not_after:
+            raise AuthError(
+                "token_expired",
+                f"this session is older than server.max_session_s={self.config.server.max_session_s:.0f} s;"
+                " attach with its API key",
+            )
+        return self.signer.issue(live.session_id, live.key_id, not_after)
 
     def apply_settings(self, live: LiveSession, settings: SessionSettings) -> None:
         """Apply client settings (ConfigError → `invalid_settings`); the cache budget is fixed at creation."""
@@ -244,7 +314,8 @@ class EchoServer(HttpService):
 
     async def close_session(self, live: LiveSession) -> None:
         """Forget the session everywhere first (no new work reaches it), then release its resources."""
-        self.sessions.pop(live.session_id, None)
+        if self.sessions.pop(live.session_id, None) is None and live.closed:
+            return  # closed already: release once
         if self.worker is not None:
             self.worker.scheduler.remove(live.session_id)
         try:
@@ -252,6 +323,7 @@ class EchoServer(HttpService):
         except Exception:
             log.warning("could not unregister %s from the store", live.session_id)
         await live.close()
+        live.pc.remove_all_listeners()
         await asyncio.to_thread(release_free_memory)
 
     async def answer_sdp(self, live: LiveSession, offer_sdp: str) -> str:
@@ -284,6 +356,7 @@ class EchoServer(HttpService):
         yield ResponseCreated(response_id=response_id, question=question)
         text: list[str] = []
         status = "completed"
+        failure: Error | None = None
         try:
             async for piece in job.pieces():
                 text.append(piece)
@@ -291,14 +364,19 @@ class EchoServer(HttpService):
             if job.cancelled.is_set():
                 status = "cancelled"
         except EchoError as exc:
+            status, failure = "failed", Error(code=exc.code, message=str(exc))
+        except Exception:  # a bug: the client still gets `error` and a failed `response.done`
+            log.exception("%s: answering %s failed", live.session_id, response_id)
             status = "failed"
-            raise ServiceError(exc.code, str(exc)) from None
+            failure = Error(code="internal_error", message="the server failed while answering this question")
         finally:
             live.jobs.pop(response_id, None)
             answer = "".join(text).strip()
             record = HistoryRecord(response_id, question, answer if status != "failed" else "", time.time())
             if not await self.journal.write(self.store, live.session_id, record):
                 log.warning("%s: history write failed; the journal will repair it", live.session_id)
+        if failure is not None:
+            yield failure
         a = job.answer
         usage = Usage()
         if a is not None:
@@ -333,7 +411,7 @@ class EchoServer(HttpService):
 
         live = self.held(session_id)
         for candidate, mid in candidates:
-            await add_candidate(live, candidate, mid, None)
+            await add_candidate(live, candidate, mid, None, self.config.server.max_ice_candidates)
 
     async def end_session(self, session_id: str) -> None:
         await self.close_session(self.held(session_id))
@@ -370,39 +448,51 @@ class EchoServer(HttpService):
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        lines = [
-            "# TYPE echo_sessions gauge",
-            f"echo_sessions {len(self.sessions)}",
-            "# TYPE echo_sessions_created_total counter",
-            f"echo_sessions_created_total {self.counters['sessions_created']}",
-            "# TYPE echo_questions_total counter",
-            f"echo_questions_total {self.counters['questions']}",
-            "# TYPE echo_history_repaired_total counter",
-            f"echo_history_repaired_total {self.journal.repaired}",
-            *self.error_metric_lines(),
-        ]
-        lines += ["# TYPE echo_ingest_lag_seconds gauge"]
-        for live in self.sessions.values():
-            lines.append(
-                f'echo_ingest_lag_seconds{{session="{live.session_id}"}} {live.session.ingest_lag_s:.3f}'
-            )
+        """Prometheus text: aggregates over sessions; per-session labels with `server.metrics_per_session`."""
+        if not self.metrics_allowed(request):
+            raise web.HTTPUnauthorized(text="/metrics needs the metrics token")
         lives = list(self.sessions.values())
         # the session lock may be held by an ingest step: read the caches off the event loop
         caches = await asyncio.get_running_loop().run_in_executor(
             None, lambda: [sum(live.session.cache_counts()) for live in lives]
         )
-        lines += ["# TYPE echo_cache_tokens gauge"]
-        for live, tokens in zip(lives, caches, strict=True):
-            lines.append(f'echo_cache_tokens{{session="{live.session_id}"}} {tokens}')
-        lines += ["# TYPE echo_cache_budget gauge"]
-        for live in lives:
-            lines.append(
-                f'echo_cache_budget{{session="{live.session_id}"}} {live.session.config.cache_budget}'
-            )
-        lines += ["# TYPE echo_chunks_ingested_total counter"]
-        for live in self.sessions.values():
-            chunks = live.session.stats.chunks_ingested
-            lines.append(f'echo_chunks_ingested_total{{session="{live.session_id}"}} {chunks}')
+        lines = [
+            "# TYPE echo_sessions gauge",
+            f"echo_sessions {len(self.sessions)}",
+            "# TYPE echo_sessions_created_total counter",
+            f"echo_sessions_created_total {self.counters['sessions_created']}",
+            "# TYPE echo_sessions_reaped_total counter",
+            f"echo_sessions_reaped_total {self.counters['sessions_reaped']}",
+            "# TYPE echo_questions_total counter",
+            f"echo_questions_total {self.counters['questions']}",
+            "# TYPE echo_history_repaired_total counter",
+            f"echo_history_repaired_total {self.journal.repaired}",
+            *self.error_metric_lines(),
+            "# TYPE echo_ingest_lag_seconds_max gauge",
+            f"echo_ingest_lag_seconds_max {max((v.session.ingest_lag_s for v in lives), default=0.0):.3f}",
+            "# TYPE echo_cache_tokens_sum gauge",
+            f"echo_cache_tokens_sum {sum(caches)}",
+            "# TYPE echo_chunks_ingested_sum counter",
+            f"echo_chunks_ingested_sum {sum(v.session.stats.chunks_ingested for v in lives)}",
+        ]
+        if self.config.server.metrics_per_session:
+            lines += ["# TYPE echo_ingest_lag_seconds gauge"]
+            for live in lives:
+                lines.append(
+                    f'echo_ingest_lag_seconds{{session="{live.session_id}"}} {live.session.ingest_lag_s:.3f}'
+                )
+            lines += ["# TYPE echo_cache_tokens gauge"]
+            for live, tokens in zip(lives, caches, strict=True):
+                lines.append(f'echo_cache_tokens{{session="{live.session_id}"}} {tokens}')
+            lines += ["# TYPE echo_cache_budget gauge"]
+            for live in lives:
+                lines.append(
+                    f'echo_cache_budget{{session="{live.session_id}"}} {live.session.config.cache_budget}'
+                )
+            lines += ["# TYPE echo_chunks_ingested_total counter"]
+            for live in lives:
+                chunks = live.session.stats.chunks_ingested
+                lines.append(f'echo_chunks_ingested_total{{session="{live.session_id}"}} {chunks}')
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from echo_core.rope import POSITIONS_PER_SECOND
 
 from .auth import AuthError
 from .errors import ServiceError
+from .limits import TokenBucket
 from .protocol import (
     Error,
     History,
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a closing WebSocket waits for the client's close frame.
+CLOSE_TIMEOUT_S = 0.5
 #: Window shown in `window.stats` when the session has no default window.
 STATS_WINDOW_S = 30.0
 
@@ -94,6 +99,15 @@ class Connection:
         self.live: LiveSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
+        limits = server.config.server
+        self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
+        self.invalid_in_a_row = 0  # refused messages since the last accepted one
+        self.authenticated = False  # holds a session (or read one's history with its token)
+
+    def mark_authenticated(self) -> None:
+        if not self.authenticated:
+            self.authenticated = True
+            self.server.socket_limits.authenticated()
 
     async def send(self, event: ServerEvent) -> None:
         await self.send_text(encode(event))
@@ -119,7 +133,11 @@ class Connection:
             event = parse_client_event(raw, max_bytes=self.server.config.server.max_message_bytes)
             event_id = event.event_id
             await self.dispatch(event)
-        except (ProtocolError, AuthError, ServiceError) as exc:  # RouteError too
+            self.invalid_in_a_row = 0
+        except (ProtocolError, AuthError) as exc:  # the client's fault: counted towards closing
+            self.invalid_in_a_row += 1
+            await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
+        except ServiceError as exc:  # RouteError too
             await self.fail(exc.code, exc.message, getattr(exc, "event_id", None) or event_id)
         except REDIS_DOWN:
             await self.fail("store_unavailable", "shared state (Redis) is unreachable; try again", event_id)
@@ -141,7 +159,7 @@ class Connection:
                 live = server.held(event.session_id)
                 if live.key_id != key_id:
                     raise AuthError("forbidden", "this session belongs to another API key")
-            token, expiry = server.signer.issue(live.session_id)
+            token, expiry = server.token_for(live, by_key=event.token is None)
             await self.attach_and_confirm(live, token, expiry, event.event_id)
         elif isinstance(event, SessionUpdate):
             live = self.own(event.token)
@@ -157,7 +175,8 @@ class Connection:
             await self.send(WebRTCAnswer(event_id=event.event_id, sdp=sdp))
         elif isinstance(event, WebRTCCandidate):
             live = self.own(event.token)
-            await add_candidate(live, event.candidate, event.sdp_mid, event.sdp_mline_index)
+            limit = server.config.server.max_ice_candidates
+            await add_candidate(live, event.candidate, event.sdp_mid, event.sdp_mline_index, limit)
         elif isinstance(event, ResponseCreate):
             live = self.own(event.token)
             self.spawn(self.answer(live, event), f"answer-{live.session_id}")
@@ -172,6 +191,7 @@ class Connection:
     async def send_history(self, event: HistoryGet) -> None:
         """The session's history from the store: an ended (or lost) session's stays readable."""
         sid = self.server.signer.verify(event.token)
+        self.mark_authenticated()
         records = await self.server.store.history(sid, max(0, min(event.limit, 1000)))
         items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
         await self.send(History(event_id=event.event_id, session_id=sid, items=items))
@@ -205,11 +225,15 @@ class Connection:
             self.live.attached -= 1
         self.live = live
         live.attached += 1
+        self.mark_authenticated()
         self.spawn(self.stats_loop(live), f"stats-{live.session_id}")
 
     async def answer(self, live: LiveSession, event: ResponseCreate) -> None:
         try:
             async for out in self.server.ask(live, event.question, event.window_s):
+                if isinstance(out, Error):
+                    self.server.count_error(out.code)
+                    out = Error(event_id=event.event_id, code=out.code, message=out.message)
                 await self.send(out)
         except ServiceError as exc:
             await self.fail(exc.code, exc.message, event.event_id)
@@ -230,19 +254,32 @@ class Connection:
                 await self.server.close_session(self.live)  # nobody can use it any more
 
 
-async def add_candidate(live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None) -> None:
-    """Add a trickled ICE candidate (`candidate:…` line) to the session's peer connection."""
+async def add_candidate(
+    live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None, limit: int
+) -> None:
+    """Add a trickled ICE candidate (`candidate:…` line) to the session's peer connection.
+
+    An empty candidate (or `a=end-of-candidates`) ends the remote candidates, so ICE fails
+    instead of waiting; past `limit` candidates per session, `too_many_candidates`.
+    """
     from aiortc.sdp import candidate_from_sdp
 
     line = candidate.removeprefix("a=").removeprefix("candidate:")
-    if not line.strip():
-        return  # end-of-candidates
+    if not line.strip() or line.strip() == "end-of-candidates":
+        await live.pc.addIceCandidate(None)
+        return
+    if live.candidates >= limit:
+        raise ServiceError(
+            "too_many_candidates",
+            f"this session already added {live.candidates} ICE candidates (limit {limit})",
+        )
     try:
         ice = candidate_from_sdp(line)
     except Exception:
         raise ServiceError("bad_candidate", f"cannot parse ICE candidate {candidate[:80]!r}") from None
     # Without a mid or index the candidate belongs to the first m-line (the BUNDLE group).
     ice.sdpMid, ice.sdpMLineIndex = sdp_mid, index if index is not None or sdp_mid is not None else 0
+    live.candidates += 1
     try:
         await live.pc.addIceCandidate(ice)
     except (ValueError, OSError) as exc:
@@ -255,24 +292,72 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     return await serve_websocket(request, Connection(request.app[SERVER_KEY], None))
 
 
-async def serve_websocket(request: web.Request, conn: Connection) -> web.WebSocketResponse:
-    """Run one connection's event loop on an upgraded request (origin checked first)."""
-    server = conn.server
-    origins = server.config.server.allowed_origins
+def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    """Whether a browser's `Origin` may open a socket: one of `allowed`, or (when that is empty)
+    the server's own origin (the bundled page). Clients that send no Origin are not browsers."""
     origin = request.headers.get("Origin")
-    if origins and origin is not None and origin not in origins:
-        raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed")
-    ws = web.WebSocketResponse(max_msg_size=server.config.server.max_message_bytes * 4, heartbeat=20.0)
-    await ws.prepare(request)
-    conn.ws = ws
+    if origin is None:
+        return True
+    if allowed:
+        return origin in allowed
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+async def serve_websocket(request: web.Request, conn: Connection) -> web.WebSocketResponse:
+    """Run one connection's event loop on an upgraded request.
+
+    Checked first: the origin, the sockets of this address and those holding no session.
+    Then every message spends a token of the connection's bucket before it is parsed; a
+    socket that outruns its bucket, keeps sending refused messages, or holds no session
+    after `server.auth_timeout_s` is closed (code 1008, policy violation).
+    """
+    server = conn.server
+    limits = server.config.server
+    if not origin_allowed(request, limits.allowed_origins):
+        server.count_error("origin_not_allowed")
+        raise web.HTTPForbidden(text=f"origin {request.headers.get('Origin')!r} is not allowed")
+    address = request.remote or "unknown"
+    refusal = server.socket_limits.refusal(address)
+    if refusal is not None:
+        server.count_error("too_many_connections")
+        raise web.HTTPTooManyRequests(text=refusal)
+    # a closing socket's messages are read (and dropped) until the peer's close frame: a flooder
+    # never sends one, so the close handshake gets CLOSE_TIMEOUT_S, not aiohttp's 10 s
+    ws = web.WebSocketResponse(
+        max_msg_size=limits.max_message_bytes * 4, heartbeat=20.0, timeout=CLOSE_TIMEOUT_S
+    )
+    server.socket_limits.opened(address)
     try:
-        async for msg in ws:
+        await ws.prepare(request)
+        conn.ws = ws
+        opened = time.monotonic()
+        while True:
+            timeout = None if conn.authenticated else limits.auth_timeout_s - (time.monotonic() - opened)
+            try:
+                msg = await ws.receive(timeout=max(timeout, 0.0) if timeout is not None else None)
+            except TimeoutError:
+                server.count_error("auth_timeout")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no session within the time limit")
+                break
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
+            if msg.type == WSMsgType.ERROR:
+                log.info("websocket error: %s", ws.exception())
+                break
+            if not conn.bucket.take():
+                server.count_error("rate_limited")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message rate limit exceeded")
+                break
             if msg.type == WSMsgType.TEXT:
                 await conn.handle(msg.data)
             elif msg.type == WSMsgType.BINARY:
+                conn.invalid_in_a_row += 1
                 await conn.fail("invalid_event", "binary messages are not part of the protocol", None)
-            elif msg.type == WSMsgType.ERROR:
-                log.info("websocket error: %s", ws.exception())
+            if conn.invalid_in_a_row >= limits.max_invalid_messages:
+                server.count_error("too_many_invalid")
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many invalid messages")
+                break
     finally:
+        server.socket_limits.closed(address, conn.authenticated)
         await conn.close()
     return ws

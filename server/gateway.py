@@ -238,6 +238,8 @@ class Gateway(HttpService):
         return web.json_response(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        if not self.metrics_allowed(request):
+            raise web.HTTPUnauthorized(text="/metrics needs the metrics token")
         try:
             workers = await self.registry.live_workers()
         except REDIS_DOWN:

@@ -63,7 +63,8 @@ class GatewayConnection(Connection):
                 sid, owner = event.session_id, await g.owner_of(event.session_id)
                 if owner.key_id != key_id:
                     raise AuthError("forbidden", "this session belongs to another API key")
-            reply = await g.router.call_one(owner.worker_id, Command("attach", sid))
+            by_key = {"by_key": event.token is None}
+            reply = await g.router.call_one(owner.worker_id, Command("attach", sid, by_key))
             if reply is None:
                 raise ServiceError("session_not_found", "this session has ended; create a new one")
             if reply.get("type") != "error":
@@ -103,6 +104,7 @@ class GatewayConnection(Connection):
         if self.session_id == session_id:
             return
         self.session_id, self.owner = session_id, owner
+        self.mark_authenticated()
         self.spawn(self.watch(session_id, owner), f"watch-{session_id}")
         self.spawn(self.relay_stats(session_id), f"stats-{session_id}")
 

@@ -15,13 +15,14 @@ sessions held here (a standalone server or a worker) or routed to their worker (
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from .auth import ApiKeys, AuthError, TokenSigner
+from .auth import ApiKeys, AuthError, TokenSigner, looks_like_token
 from .errors import ServiceError
 from .protocol import ProtocolError, parse_ask_body
 
@@ -34,6 +35,7 @@ class SessionFront(Protocol):
 
     keys: ApiKeys
     signer: TokenSigner
+    body_timeout_s: float
 
     def count_error(self, code: str) -> None: ...
 
@@ -91,6 +93,7 @@ _STATUS = {
     "store_unavailable": 503,
     "route_timeout": 504,
     "session_not_found": 404,
+    "body_timeout": 408,
     "worker_lost": 410,
     "forbidden": 403,
 }
@@ -100,10 +103,34 @@ def _status(exc: Exception, code: str) -> int:
     return 401 if isinstance(exc, AuthError) and code != "forbidden" else _STATUS.get(code, 400)
 
 
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The request body, or ServiceError `body_timeout` when it does not arrive within `timeout_s`.
+
+    (aiohttp caps its size at `client_max_size`; this caps how long a slow sender holds the socket.)
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise ServiceError(
+            "body_timeout", f"the request body did not arrive within {timeout_s:.0f} s"
+        ) from None
+
+
+async def read_sdp(request: web.Request, timeout_s: float) -> str:
+    """An SDP body as text: UTF-8 whatever the declared charset (ServiceError `bad_sdp` otherwise)."""
+    body = await read_body(request, timeout_s)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ServiceError("bad_sdp", f"the SDP body is not UTF-8 (byte {exc.start})") from None
+
+
 def sdpfrag_candidates(body: str) -> list[Candidate]:
     """The candidates of a trickle-ICE SDP fragment (RFC 8840), each with its m-line's mid.
 
-    A candidate before any `a=mid` line belongs to the first m-line (the BUNDLE group).
+    A candidate before any `a=mid` line belongs to the first m-line (the BUNDLE group);
+    `a=end-of-candidates` becomes an empty candidate (the end of the remote candidates).
     """
     mid: str | None = None
     found: list[Candidate] = []
@@ -112,6 +139,8 @@ def sdpfrag_candidates(body: str) -> list[Candidate]:
             mid = line[6:].strip()
         elif line.startswith("a=candidate:"):
             found.append((line[2:], mid))
+        elif line.strip() == "a=end-of-candidates":
+            found.append(("", mid))
     return found
 
 
@@ -125,10 +154,10 @@ async def whip_post(request: web.Request) -> web.Response:
         return _error(
             front, 415, "bad_content_type", f"WHIP needs application/sdp, got {request.content_type!r}"
         )
-    offer = await request.text()
-    if "m=" not in offer:
-        return _error(front, 400, "bad_sdp", "the body is not an SDP offer with media sections")
     try:
+        offer = await read_sdp(request, front.body_timeout_s)
+        if "m=" not in offer:
+            raise ServiceError("bad_sdp", "the body is not an SDP offer with media sections")
         session_id, token, answer = await front.open_whip(key_id, offer)
     except ServiceError as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
@@ -141,15 +170,27 @@ async def whip_post(request: web.Request) -> web.Response:
 
 
 async def _authorised(request: web.Request) -> str:
-    """The session of a WHIP resource, if the bearer is its token or the key that created it."""
+    """The session of a WHIP resource, if the bearer is its token or the key that created it.
+
+    Credentials are checked before the session is looked up, and a key that did not create
+    the session gets the same 404 as an unknown id: the answer tells nothing about ids.
+    """
     front = request.app[FRONT_KEY]
     session_id = request.match_info["session_id"]
-    key_id = await front.session_key(session_id)
     credential = bearer(request)
-    if credential and credential.count(".") == 2:
+    if looks_like_token(credential):
         front.signer.verify(credential, session_id)
-    elif front.keys.check(credential) != key_id:
-        raise AuthError("forbidden", "this session belongs to another API key")
+        await front.session_key(session_id)
+        return session_id
+    key_id = front.keys.check(credential)
+    try:
+        owner = await front.session_key(session_id)
+    except ServiceError as exc:
+        if exc.code != "session_not_found":
+            raise
+        owner = None
+    if owner != key_id:
+        raise ServiceError("session_not_found", "no session with this id for this API key")
     return session_id
 
 
@@ -157,7 +198,7 @@ async def whip_patch(request: web.Request) -> web.Response:
     front = request.app[FRONT_KEY]
     try:
         session_id = await _authorised(request)
-        await front.trickle(session_id, sdpfrag_candidates(await request.text()))
+        await front.trickle(session_id, sdpfrag_candidates(await read_sdp(request, front.body_timeout_s)))
     except (AuthError, ServiceError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
     return web.Response(status=204)
@@ -179,7 +220,7 @@ async def http_ask(request: web.Request) -> web.StreamResponse:
     try:
         front.signer.verify(bearer(request), session_id)
         try:
-            body = json.loads(await request.read())
+            body = json.loads(await read_body(request, front.body_timeout_s))
         except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
             raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
         asked = parse_ask_body(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import ssl
 from collections import Counter
@@ -10,7 +11,8 @@ from pathlib import Path
 from aiohttp import web
 
 from .auth import ApiKeys, TokenSigner
-from .config import ServiceConfig
+from .config import ServiceConfig, check_exposure
+from .limits import SocketLimits
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
 
@@ -19,17 +21,27 @@ class HttpService:
     """A listening aiohttp app with the config's keys, token signer and error counters."""
 
     def __init__(self, config: ServiceConfig) -> None:
+        check_exposure(config.server)  # an exposed address with published secrets or no TLS: refuse
         self.config = config
         self.keys = ApiKeys(config.server.api_keys)
         secret = config.server.token_secret or secrets.token_urlsafe(32)
-        self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s)
+        self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s, key_known=self.keys.known)
         self.counters: Counter[str] = Counter()
         self.port = config.server.port
+        self.body_timeout_s = config.server.body_timeout_s
+        self.socket_limits = SocketLimits(
+            config.server.max_connections_per_address, config.server.max_unauthenticated
+        )
         self._runner: web.AppRunner | None = None
 
     async def listen(self, app: web.Application) -> None:
         """Serve `app` on the configured host and port (the real port is in `self.port`)."""
-        self._runner = web.AppRunner(app, access_log=None)
+        # aiohttp arms its keep-alive timer when a connection opens and closes the connection if
+        # no whole request arrived by then: that is the header timeout (slowloris), and the idle
+        # limit between requests
+        self._runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=self.config.server.header_timeout_s
+        )
         await self._runner.setup()
         tls = None
         if self.config.server.tls_cert:
@@ -62,6 +74,14 @@ class HttpService:
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.static_dir / "index.html")
+
+    def metrics_allowed(self, request: web.Request) -> bool:
+        """Whether `request` may read /metrics (`server.metrics_token`, when set, as a bearer)."""
+        expected = self.config.server.metrics_token
+        if expected is None:
+            return True
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), expected.encode())
 
     def count_error(self, code: str) -> None:
         """Count one `error` answered with `code` (exported as echo_errors_total)."""

@@ -28,6 +28,8 @@ class LiveSession:
     ingests: list[TrackIngest] = field(default_factory=list)
     jobs: dict[str, AskJob] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    connected: bool = False  # the peer reached `connected` at least once
+    candidates: int = 0  # remote ICE candidates added (capped by server.max_ice_candidates)
     closed: bool = False
     attached: int = 0  # WebSocket connections currently attached
     ticker: asyncio.Task[None] | None = None
@@ -67,6 +69,7 @@ class LiveSession:
         if self.ticker is not None:
             self.ticker.cancel()
             await asyncio.gather(self.ticker, return_exceptions=True)
+            self.ticker = None  # its coroutine frame holds this session: drop the cycle
         for job in self.jobs.values():
             job.cancelled.set()
         await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)

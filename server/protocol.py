@@ -273,6 +273,18 @@ def _depth(value: Any, limit: int, level: int = 1) -> int:
     return level
 
 
+def _check_text(data: Any, event_id: str | None) -> None:
+    """Every string must encode as UTF-8: JSON admits lone surrogates (`"\\ud800"`); nothing after it does."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(
+            "invalid_event",
+            f"text holds a lone surrogate at character {exc.start} (not valid Unicode)",
+            event_id,
+        ) from None
+
+
 def _build(cls: type, data: dict[str, Any], where: str, event_id: str | None) -> Any:
     """The typed event from its JSON object (the config tree's checked builder, minus `type`)."""
     try:
@@ -284,10 +296,11 @@ def _build(cls: type, data: dict[str, Any], where: str, event_id: str | None) ->
 def parse_client_event(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> ClientEvent:
     """Validate one client message and return its typed event.
 
-    Raises ProtocolError with code message_too_large, invalid_json, too_deep, invalid_event,
+    Raises ProtocolError with code message_too_large, invalid_json, too_deep, invalid_event
+    (not an object, no type, or text that is not valid Unicode),
     unknown_event, invalid_field (unknown, missing-typed or wrong-typed fields) or question_too_long.
     """
-    size = len(raw.encode() if isinstance(raw, str) else raw)
+    size = len(raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw)
     if size > max_bytes:
         raise ProtocolError("message_too_large", f"message of {size} bytes > limit {max_bytes}")
     try:
@@ -300,6 +313,7 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) 
     event_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 128 else None
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ProtocolError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels", event_id)
+    _check_text(data, event_id)
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("invalid_event", "missing string field 'type'", event_id)
@@ -318,6 +332,7 @@ def parse_ask_body(data: Any) -> ResponseCreate:
         raise ProtocolError("invalid_event", "the body must be a JSON object {question, window_s?}")
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ProtocolError("too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    _check_text(data, None)
     event: ResponseCreate = _build(ResponseCreate, data, "ask", None)
     _check_question(event, None)
     return event

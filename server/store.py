@@ -32,6 +32,9 @@ class Store(Protocol):
     """What the server needs from shared state."""
 
     async def register_session(self, session_id: str, key_id: str, worker: str, ttl_s: float) -> None: ...
+    async def reserve_session(
+        self, session_id: str, key_id: str, worker: str, ttl_s: float, limit: int
+    ) -> bool: ...
     async def heartbeat(self, session_id: str, key_id: str, ttl_s: float) -> None: ...
     async def unregister_session(self, session_id: str, key_id: str) -> None: ...
     async def session_alive(self, session_id: str) -> bool: ...
@@ -56,6 +59,17 @@ class MemoryStore:
 
     async def register_session(self, session_id: str, key_id: str, worker: str, ttl_s: float) -> None:
         self._sessions[session_id] = (key_id, self._clock() + ttl_s)
+
+    async def reserve_session(
+        self, session_id: str, key_id: str, worker: str, ttl_s: float, limit: int
+    ) -> bool:
+        """Register the session if its key has fewer than `limit` live ones (one step, no await)."""
+        now = self._clock()
+        live = sum(1 for k, exp in self._sessions.values() if k == key_id and exp > now)
+        if live >= limit:
+            return False
+        self._sessions[session_id] = (key_id, now + ttl_s)
+        return True
 
     async def heartbeat(self, session_id: str, key_id: str, ttl_s: float) -> None:
         if session_id in self._sessions:
@@ -105,6 +119,21 @@ class MemoryStore:
         return None
 
 
+#: Check a key's live sessions against its quota and register the new one, atomically.
+#: KEYS: the key's session set, the session hash; ARGV: session id, key id, worker, now, ttl_s, limit.
+RESERVE_SESSION = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[6]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'key_id', ARGV[2], 'worker', ARGV[3])
+redis.call('HSETNX', KEYS[2], 'created', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], math.floor(tonumber(ARGV[5]) * 1000))
+redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+return 1
+"""
+
+
 class RedisStore:
     """Shared state in a Redis server (`redis_url`), for several workers and gateways."""
 
@@ -117,6 +146,7 @@ class RedisStore:
         self._p = prefix
         self.history_ttl_s = history_ttl_s
         self._workers: dict[str, str] = {}  # sessions this process registered → their worker
+        self._reserve = self._redis.register_script(RESERVE_SESSION)
 
     @property
     def redis(self) -> Any:
@@ -146,6 +176,18 @@ class RedisStore:
             pipe.pexpire(key, int(ttl_s * 1000))
             pipe.zadd(f"{self._p}key:{key_id}:sessions", {session_id: now + ttl_s})
             await pipe.execute()
+
+    async def reserve_session(
+        self, session_id: str, key_id: str, worker: str, ttl_s: float, limit: int
+    ) -> bool:
+        """Register the session if its key has fewer than `limit` live ones: one Lua script, atomic."""
+        keys = [f"{self._p}key:{key_id}:sessions", f"{self._p}session:{session_id}"]
+        ok = await self._reserve(
+            keys=keys, args=[session_id, key_id, worker, repr(time.time()), ttl_s, limit]
+        )
+        if ok:
+            self._workers[session_id] = worker
+        return bool(ok)
 
     async def heartbeat(self, session_id: str, key_id: str, ttl_s: float) -> None:
         await self.register_session(session_id, key_id, self._workers.get(session_id, ""), ttl_s)

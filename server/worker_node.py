@@ -126,7 +126,7 @@ class WorkerNode:
             return
         live = server.held(command.session_id)
         if command.kind == "attach":
-            token, expiry = server.signer.issue(live.session_id)
+            token, expiry = server.token_for(live, by_key=bool(p.get("by_key")))
             yield to_wire(SessionCreated(None, live.session_id, token, expiry, server.settings_of(live)))
         elif command.kind == "update":
             server.apply_settings(live, settings_from(p))
@@ -134,7 +134,10 @@ class WorkerNode:
         elif command.kind == "offer":
             yield to_wire(WebRTCAnswer(None, await server.answer_sdp(live, str(p.get("sdp", "")))))
         elif command.kind == "candidate":
-            await add_candidate(live, str(p.get("candidate", "")), p.get("sdp_mid"), p.get("sdp_mline_index"))
+            limit = server.config.server.max_ice_candidates
+            await add_candidate(
+                live, str(p.get("candidate", "")), p.get("sdp_mid"), p.get("sdp_mline_index"), limit
+            )
         elif command.kind == "ask":
             window_s = p.get("window_s")
             async for event in server.ask(live, str(p.get("question", "")), window_s):

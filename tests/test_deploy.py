@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 import server.cli
-from server.config import ServiceConfig, load_service_config
+from server.config import ServiceConfig, check_exposure, load_service_config
 
 pytestmark = pytest.mark.unit
 
@@ -281,6 +281,8 @@ def test_echo_services_run_echo_server_with_a_config_that_loads(
             assert url.scheme == "redis" and (url.hostname, url.port or 6379) == (redis_host, redis_port)
             if s.mode == "worker":
                 assert s.worker_id, f"{service.name}: a worker needs a fixed server.worker_id"
+        # with secrets as the compose comment makes them, every process starts off loopback
+        check_exposure(load(service, {"ECHO_TOKEN_SECRET": "f" * 64, "ECHO_API_KEY": "e" * 32}).server)
 
 
 def test_ids_and_ports_are_unique(doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -432,8 +434,11 @@ def test_dockerfile_entrypoint_cmd_and_healthcheck(monkeypatch: pytest.MonkeyPat
         for args in copies
     ), f"configs/ must be copied to {workdir}/configs"
     assert (ROOT / config_path).is_file()
+    monkeypatch.setenv("ECHO_API_KEY", "k" * 32)  # the image takes its key from the environment
     server_config = load_service_config(ROOT / config_path, overrides).server
     assert server_config.host == "0.0.0.0", "a container must listen on every interface"
+    assert server_config.api_keys == ["k" * 32]
+    check_exposure(server_config)  # it starts: no published key, plain HTTP allowed explicitly
     exposed = [int(p.split("/")[0]) for p in final["EXPOSE"].split()]
     assert exposed == [8080] and server_config.port in exposed, exposed
     check = final["HEALTHCHECK"]

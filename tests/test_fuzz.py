@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from client.fuzz import MAKERS, generate_cases
+from client.hostile_fuzz import SCENARIOS
 from client.media_fuzz import FAMILIES as MEDIA_FAMILIES
 from client.service_bench.cli import main as bench_main
 
@@ -31,7 +32,9 @@ def test_hostile_messages_get_errors_and_the_healthy_session_is_unharmed(tmp_pat
     print({k: v for k, v in report.items() if k != "failed_cases"})
     assert report["failures"] == 0, report["failed_cases"]
     by_family = report["by_family"]
-    assert set(by_family) == set(MAKERS) | {f"media:{f}" for f in MEDIA_FAMILIES}
+    hostile = {f"hostile:{name}" for name in SCENARIOS}
+    assert set(by_family) == set(MAKERS) | {f"media:{f}" for f in MEDIA_FAMILIES} | hostile
+    assert all(by_family[f] == {"ok": 1} for f in hostile), by_family  # flood … charsets held
     assert all(by_family[f].get("error", 0) > 0 for f in MAKERS), by_family
     assert sum(sum(by_family[f"media:{f}"].values()) for f in MEDIA_FAMILIES) == 5
     # every question of the healthy session was answered while the attack ran, about as well as

@@ -14,7 +14,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz")
+SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz", "flood")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     fz.add_argument("--cases", type=int, default=1000)
     fz.add_argument("--seed", type=int, default=0)
     fz.add_argument("--media-cases", type=int, default=40, help="odd streams (rates, layouts, sizes, clocks)")
-    for sp in (ld, sk, fl, fz):
+    fd = sub.add_parser("flood", help="two sockets of junk beside a healthy session; /healthz p95")
+    fd.add_argument("--seconds", type=float, default=20.0)
+    fd.add_argument("--sockets", type=int, default=2)
+    fd.add_argument("--server-root", default=".", help="the checkout whose server is flooded")
+    for sp in (ld, sk, fl, fz, fd):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
     args = p.parse_args(argv)
@@ -73,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from .faults import run_faults
 
         report = asyncio.run(run_faults(args.only.split(",") if args.only else None))
+    elif args.command == "flood":
+        from .flood import run_flood
+
+        report = asyncio.run(run_flood(Path(args.server_root).resolve(), args.seconds, args.sockets))
     else:
         from ..fuzz import fuzz_local_server
 

@@ -30,17 +30,15 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiortc.mediastreams import MediaStreamTrack
 
-from server.config import load_service_config
-
 from ..echo_client import ClientError, EchoClient
-from .fleet import CLUSTER_CONFIG, Fleet, fleet
+from .fleet import FLEET_KEY, Fleet, fleet
 from .streams import clip_files
 
 WORKER_TTL_S = 3.0
 
 
 def _key() -> str:
-    return load_service_config(CLUSTER_CONFIG).server.api_keys[0]
+    return FLEET_KEY
 
 
 async def _owner(fleet_: Fleet, session_id: str) -> str:

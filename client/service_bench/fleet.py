@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -15,6 +16,9 @@ from ..local_redis import LocalRedis
 from ..local_server import free_port, spawn_server, stop_process, wait_healthy
 
 CLUSTER_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cluster.yaml"
+#: The fleet's API key and token secret (cluster.yaml takes them from the environment): fresh per run.
+FLEET_KEY = secrets.token_hex(16)
+FLEET_SECRET = secrets.token_hex(32)
 
 
 @dataclass
@@ -57,7 +61,13 @@ def rss_mib(pid: int) -> float:
 async def fleet(workers: int, *overrides: str, config: Path = CLUSTER_CONFIG) -> AsyncIterator[Fleet]:
     """Start Redis, `workers` workers (w1, w2, …) and one gateway; stop them all afterwards."""
     redis = LocalRedis().start()
-    shared = (f"server.redis_url={redis.url}", *overrides)
+    shared = (
+        f"server.redis_url={redis.url}",
+        f"server.api_keys=['{FLEET_KEY}']",
+        f"server.token_secret='{FLEET_SECRET}'",
+        "server.metrics_per_session=true",  # the benchmarks read per-session gauges
+        *overrides,
+    )
     nodes: list[Node] = []
     try:
         for i in range(1, workers + 1):

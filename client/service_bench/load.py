@@ -79,7 +79,11 @@ async def run_load(
     key = load_service_config(config).server.api_keys[0]
     top = max(sessions)
     rows: list[dict[str, Any]] = []
-    limits = (f"server.max_sessions_per_key={4 * top}", "server.questions_per_minute=100000")
+    limits = (
+        f"server.max_sessions_per_key={4 * top}",
+        f"server.max_connections_per_address={8 * top}",
+        "server.questions_per_minute=100000",
+    )
     with tempfile.TemporaryDirectory(prefix="echo-load-") as tmp:
         clips = clip_files(min(top, 16), Path(tmp))
         floor: float | None = None

@@ -21,9 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from server.config import load_service_config
-
-from .fleet import CLUSTER_CONFIG, Fleet, fleet, rss_mib
+from .fleet import FLEET_KEY, Fleet, fleet, rss_mib
 from .streams import StreamStats, clip_files, percentile, streaming_session
 
 
@@ -59,7 +57,7 @@ async def run_soak(
     warmup_share: float = 0.2,
     cache_budget: int = 96,
 ) -> dict[str, Any]:
-    key = load_service_config(CLUSTER_CONFIG).server.api_keys[0]
+    key = FLEET_KEY
     stats: list[StreamStats] = []
     samples: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="echo-soak-") as tmp:

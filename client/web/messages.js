@@ -31,6 +31,8 @@ export const ERROR_TEXT = Object.freeze({
   invalid_settings: "The server refused that setting.",
   bad_sdp: "The audio/video connection could not be set up with the server.",
   bad_candidate: "The server could not use one of this browser's network addresses.",
+  too_many_candidates: "This browser offered more network addresses than the server accepts for one session.",
+  body_timeout: "The request reached the server too slowly and was cut off. Check the connection and try again.",
   empty_av:
     "Echo has not seen or heard anything in that window yet. Wait a few seconds, " +
     "or choose a longer window.",
