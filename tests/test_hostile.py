@@ -30,6 +30,8 @@ from server.config import ServerConfig, ServiceConfig, load_service_config
 from server.store import RedisStore
 from tests.media_tracks import ColourTrack, ToneTrack
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "hostile-key-0123456789"
 OTHER = "hostile-other-0123456789"
