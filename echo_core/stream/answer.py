@@ -28,6 +28,7 @@ class Answer:
     total_ms: float
     kv_reuse: bool
     aliasing: dict[str, AliasingReport] = field(default_factory=dict)
+    tail_tokens: int = 0  # of the AV tokens, those from media newer than the cache (provisional)
 
     @property
     def av_tokens(self) -> int:
@@ -56,6 +57,7 @@ class AnswerContext:
     video_tokens: int
     kv_reuse: bool
     aliasing: dict[str, AliasingReport]
+    tail_tokens: int = 0
 
 
 class AnswerStream:
@@ -124,6 +126,7 @@ class AnswerStream:
             total_ms=1000 * (end - self._started),
             kv_reuse=c.kv_reuse,
             aliasing=c.aliasing,
+            tail_tokens=c.tail_tokens,
         )
 
     def result(self) -> Answer:
