@@ -98,3 +98,25 @@ def test_tail_with_window_and_ask_sieve(model: StreamModel) -> None:
     sieved = s.ask("what colour", ask_budget=10).result()
     assert sieved.av_tokens == 10 and sieved.tail_tokens <= min(10, len(fresh.tokens))
     assert s.ask("what colour", ask_budget=10, kv_reuse=False).result().av_tokens == 10
+
+
+def test_answer_reads_the_store_in_place_and_survives_ingest(model: StreamModel) -> None:
+    config = cfg(cache_budget=64, ingest_keep=0.5, max_new_tokens=6)
+    a, b = StreamSession(model, config), StreamSession(model, config)
+    for s in (a, b):
+        feed(s, 0.0, 4.0)
+        s.process(flush=True)
+    text_ref = b.ask("what colour", tail=False).result().text
+    lent = a.ask("what colour", tail=False)
+    kv = a.kv
+    assert kv is not None and len(kv._lent) == len(model.lm.layers)  # reads the store: no private copy
+    layers = list(kv._lent)
+    seen = [layer.keys.clone() for layer in layers]  # type: ignore[union-attr]
+    pieces = [next(lent)]
+    feed(a, 4.0, 4.0, seed=3)
+    a.process(flush=True)  # appends and evicts (budget 64) while the answer is half done
+    assert a.stats.evicted_audio + a.stats.evicted_video > 0 and len(kv._lent) == 0
+    for layer, before in zip(layers, seen, strict=True):  # moved to a copy before the store changed
+        assert torch.equal(layer.keys[:, :, : before.shape[2]], before)  # type: ignore[index]
+    pieces += list(lent)
+    assert "".join(pieces).strip() == text_ref

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: After a re-base the newest token sits this share of the horizon after the new base.
 REBASE_KEEP = 0.75
+#: KV columns reserved after the slots for an answer's tail and question (plus its decode steps),
+#: so an answer over the whole cache reads the store in place; a longer one moves to a copy.
+ANSWER_RESERVE = 128
 
 
 #: (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols] of the newest grid)
@@ -123,7 +126,12 @@ class StreamSession:
         )
         self.kv: KVStore | None = None
         if config.kv_reuse:
-            self.kv = KVStore(model.lm, len(self.prefix_layout), config.cache_budget)
+            self.kv = KVStore(
+                model.lm,
+                len(self.prefix_layout),
+                config.cache_budget,
+                reserve=ANSWER_RESERVE + config.max_new_tokens,
+            )
             self._prefill_prefix()
         self.base_tid: int | None = None
         self.now_tid: int | None = None
@@ -247,12 +255,11 @@ class StreamSession:
             return
         lm = self.model.lm
         rows = self.av_rows(self.cache.tokens(torch.arange(first, first + count)))
-        cache = self.kv.dynamic_cache(None, used=first, spare=count)
+        cache = self.kv.append_in_place(first, count)  # the forward writes the slots' columns
         with torch.no_grad():
             lm.forward(
                 self.cache.embeds[first : first + count][None], rows, lm.split(self.model.rope), cache=cache
             )
-        self.kv.write_slots(cache, first, count)
 
     def _keep_slots(self, slots: torch.Tensor) -> None:
         dropped = self.cache.tokens(self._complement(slots, len(self.cache)))
@@ -475,7 +482,14 @@ class StreamSession:
         backend = model.backend
         generation = GenerationConfig(max_new_tokens=self.config.max_new_tokens)
         return AnswerStream(
-            model.lm, backend.tokenizer, state, generation, backend.special.eos_ids, context, started
+            model.lm,
+            backend.tokenizer,
+            state,
+            generation,
+            backend.special.eos_ids,
+            context,
+            started,
+            lock=self._lock,
         )
 
     @property
@@ -504,10 +518,11 @@ class StreamSession:
         if tail is not None:
             rows = torch.cat([self.av_rows(tail, base_tid), rows], dim=1)  # [R, T + Q]
             embeds = torch.cat([tail.embeds.to(embeds.device, embeds.dtype), embeds])  # [T + Q, D]
-        whole = len(slots) == len(self.cache)  # every slot, in order: one contiguous copy
-        cache = self.kv.dynamic_cache(
-            None if whole else slots, used=len(self.cache), spare=len(embeds) + self.config.max_new_tokens + 1
-        )
+        spare = len(embeds) + self.config.max_new_tokens + 1
+        if len(slots) == len(self.cache):  # every slot, in order: read the store in place
+            cache = self.kv.lend(len(self.cache), spare)
+        else:
+            cache = self.kv.dynamic_cache(slots, used=len(self.cache), spare=spare)
         split = lm.split(self.model.rope)
         out = lm.forward(embeds[None], rows, split, cache=cache)
         logits = lm.logits(out.hidden[:, -1])[0].float()
