@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import EchoError
@@ -95,6 +96,26 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_freshness(args: argparse.Namespace) -> int:
+    from ..config import EchoConfig
+    from ..stream.runtime import StreamModel
+    from .freshness import DEFAULT_DELAYS, run_freshness
+
+    config = EchoConfig()
+    model_config = config.model if args.model is None else replace(config.model, directory=args.model)
+    model = StreamModel.load(model_config, config.sieve)
+    report = run_freshness(
+        model,
+        split=args.split,
+        limit=args.limit,
+        delays=tuple(_csv(args.delays, float) or DEFAULT_DELAYS),
+        config=config.stream,
+        model_name=args.model or "echo-tiny",
+    )
+    write_report(report, args.json)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="echo-bench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -149,6 +170,14 @@ def parser() -> argparse.ArgumentParser:
     ef.add_argument("--repeats", type=int, default=3, help="asks per row (median TTFT)")
     ef.add_argument("--json", help="write the report here")
     ef.set_defaults(func=cmd_efficiency)
+
+    fr = sub.add_parser("freshness", help="accuracy and TTFT δ seconds after an event appears, live path")
+    fr.add_argument("--split", default="test", choices=list(SPLITS))
+    fr.add_argument("--limit", type=int, default=20, help="number of clips (default 20)")
+    fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
+    fr.add_argument("--model", help="thinker checkpoint directory (default: bundled echo-tiny)")
+    fr.add_argument("--json", help="write the report here")
+    fr.set_defaults(func=cmd_freshness)
     return p
 
 
