@@ -116,6 +116,32 @@ def cmd_freshness(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from .capacity import run_capacity
+    from .efficiency import random_model
+
+    if args.preset == "echo-tiny":
+        from ..config import EchoConfig
+        from ..stream.runtime import StreamModel
+
+        config = EchoConfig()
+        model = StreamModel.load(replace(config.model, device=args.device, dtype=args.dtype), config.sieve)
+    else:
+        model = random_model(args.preset, device=args.device, dtype=args.dtype, image=args.image)
+    report = run_capacity(
+        model,
+        preset=args.preset,
+        streams=tuple(_csv(args.streams, int) or (1, 2, 4, 8, 16, 32)),
+        seconds=args.seconds,
+        image=args.image,
+        keep=args.keep,
+        ask_every_s=args.ask_every,
+        max_batch=args.max_batch,
+    )
+    write_report(report, args.json)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="echo-bench", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -170,6 +196,19 @@ def parser() -> argparse.ArgumentParser:
     ef.add_argument("--repeats", type=int, default=3, help="asks per row (median TTFT)")
     ef.add_argument("--json", help="write the report here")
     ef.set_defaults(func=cmd_efficiency)
+
+    ca = sub.add_parser("capacity", help="real-time streams one engine keeps up with (ingest lag, TTFT)")
+    ca.add_argument("--preset", default="echo-tiny", help="echo-tiny (bundled) or a random-weight preset")
+    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--dtype", default="float32")
+    ca.add_argument("--image", type=int, default=224, help="frame side in pixels (default 224)")
+    ca.add_argument("--streams", help="stream counts to step through (default 1,2,4,8,16,32)")
+    ca.add_argument("--seconds", type=float, default=20.0, help="real-time seconds per step (default 20)")
+    ca.add_argument("--keep", type=float, default=0.1, help="ingest keep (default 0.1)")
+    ca.add_argument("--ask-every", type=float, default=5.0, help="seconds between one stream's questions")
+    ca.add_argument("--max-batch", type=int, default=16, help="chunks per batched ingest step")
+    ca.add_argument("--json", help="write the report here")
+    ca.set_defaults(func=cmd_capacity)
 
     fr = sub.add_parser("freshness", help="accuracy and TTFT δ seconds after an event appears, live path")
     fr.add_argument("--split", default="test", choices=list(SPLITS))

@@ -127,6 +127,16 @@ def weight_bytes(model: StreamModel) -> int:
     return sum(seen.values())
 
 
+def random_model(preset: str, *, device: str, dtype: str, image: int) -> StreamModel:
+    """A random-weight thinker at `preset`'s dimensions with a 2-layer CS2 scoring by its head."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = build_random_checkpoint(Path(tmp) / preset, preset, seed=0)
+        backend = OmniBackend.load(directory, device=device, dtype=dtype, max_pixels=image * image)
+    torch.manual_seed(0)
+    cs2 = CS2(backend.lm, n_layers=2, trained=True)
+    return StreamModel(backend, cs2, SieveConfig(method="cs2", rope="sync", scoring="head"))
+
+
 def synthetic_chunk(
     model: StreamModel, shape: ChunkShape, index: int, keep: float, gen: torch.Generator
 ) -> PreparedChunk:
@@ -242,12 +252,8 @@ def run_efficiency(
     `bandwidth_bytes`: size of the copy that measures memory bandwidth (default 256 MB on a
     CPU, 1 GB on a GPU).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = build_random_checkpoint(Path(tmp) / preset, preset, seed=0)
-        backend = OmniBackend.load(directory, device=device, dtype=dtype, max_pixels=image * image)
-    torch.manual_seed(0)
-    cs2 = CS2(backend.lm, n_layers=2, trained=True)
-    model = StreamModel(backend, cs2, SieveConfig(method="cs2", rope="sync", scoring="head"))
+    model = random_model(preset, device=device, dtype=dtype, image=image)
+    backend = model.backend
     dev = backend.device
     shape = chunk_shape(image, image * image)
     plan: list[tuple[float, str, float]] = []
