@@ -246,13 +246,15 @@ def run_efficiency(
     repeats: int = 3,
     progress: bool = True,
     bandwidth_bytes: int | None = None,
+    model: StreamModel | None = None,
 ) -> dict[str, object]:
     """Measure every (window, mode, keep) row and the ingest cost; returns the JSON report.
 
     `bandwidth_bytes`: size of the copy that measures memory bandwidth (default 256 MB on a
-    CPU, 1 GB on a GPU).
+    CPU, 1 GB on a GPU). `model`: an already built `random_model(preset, …)` to reuse.
     """
-    model = random_model(preset, device=device, dtype=dtype, image=image)
+    if model is None:
+        model = random_model(preset, device=device, dtype=dtype, image=image)
     backend = model.backend
     dev = backend.device
     shape = chunk_shape(image, image * image)
