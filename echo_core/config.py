@@ -69,6 +69,7 @@ class StreamConfig:
     rebase_horizon_s: float = 600.0  # positions span at most this much stream time
     kv_reuse: bool = True
     ask_tail: bool = True  # answers also read media newer than the cache, encoded at ask time
+    tail_keep: float | None = None  # share of the tail's AV tokens kept (None: ingest_keep)
     lateness_s: float = 0.5  # a chunk closes this long after its end has been seen
     max_pending_chunks: int = 8  # chunks waiting for the encoders; the oldest is dropped beyond
     video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
@@ -82,6 +83,8 @@ class StreamConfig:
             raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
         if self.ask_keep is not None and self.ask_budget is not None:
             raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
+        if self.tail_keep is not None and not 0 < self.tail_keep <= 1:
+            raise ConfigError(f"stream.tail_keep must be in (0, 1] or null, got {self.tail_keep}")
         if self.ask_keep is not None and not 0 < self.ask_keep <= 1:
             raise ConfigError(f"stream.ask_keep must be in (0, 1] or null, got {self.ask_keep}")
         if self.ask_budget is not None and self.ask_budget < 1:

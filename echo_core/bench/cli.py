@@ -109,7 +109,7 @@ def cmd_freshness(args: argparse.Namespace) -> int:
         split=args.split,
         limit=args.limit,
         delays=tuple(_csv(args.delays, float) or DEFAULT_DELAYS),
-        config=config.stream,
+        config=replace(config.stream, tail_keep=args.tail_keep),
         model_name=args.model or "echo-tiny",
     )
     write_report(report, args.json)
@@ -215,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
     fr.add_argument("--limit", type=int, default=20, help="number of clips (default 20)")
     fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
     fr.add_argument("--model", help="thinker checkpoint directory (default: bundled echo-tiny)")
+    fr.add_argument("--tail-keep", type=float, help="share of the tail's tokens kept (default: ingest keep)")
     fr.add_argument("--json", help="write the report here")
     fr.set_defaults(func=cmd_freshness)
     return p

@@ -368,13 +368,16 @@ class StreamSession:
         return chunks
 
     def tail(self) -> Tail | None:
-        """The tail encoded and ingest-sieved now, as a provisional block after the cache (None if
-        there is no media beyond the cache). Its tokens carry their real stream times; nothing is
-        cached, so the chunks are ingested later exactly as if this had never run."""
+        """The tail encoded and sieved now (to `tail_keep`), as a provisional block after the cache
+        (None if there is no media beyond the cache). Its tokens carry their real stream times;
+        nothing is cached, so the chunks are ingested later exactly as if this had never run."""
         chunks = self.tail_chunks()
         if not chunks:
             return None
-        requests = [IngestRequest(c, self.method, self.config.ingest_keep) for c in chunks]
+        keep = self.config.tail_keep
+        if keep is None:
+            keep = self.config.ingest_keep
+        requests = [IngestRequest(c, self.method, keep) for c in chunks]
         kept = [p.kept for p in self.model.prepare(requests) if len(p.kept)]
         if not kept:
             return None
