@@ -118,6 +118,7 @@ def test_efficiency_schema(preset: str) -> None:
         assert r["floor_ms"] > 0.999 * 1000 * weights / bandwidth
         assert r["ttft_over_floor"] == pytest.approx(r["ttft_ms"] / r["floor_ms"], rel=0.01)
         assert r["streams_per_gb"] == pytest.approx(1e9 / r["cache_bytes"], rel=0.01)
+        assert r["compute_floor_ms"] > 0
     by = {(r["window_s"], r["mode"], r["keep"]): r for r in rows}
     assert by[(4.0, "sieved", 0.1)]["cache_bytes"] < by[(4.0, "full", 1.0)]["cache_bytes"]
     full_kv, sieved_kv = by[(12.0, "full_kv", 1.0)], by[(12.0, "sieved_kv", 0.1)]

@@ -17,6 +17,9 @@ LM head) and the KV of the tokens it attends to, once. `floor_ms` = those bytes 
 memory bandwidth measured in the same run (a large tensor copy: bytes read + written per
 second), and `ttft_over_floor` = TTFT / floor_ms says how far an ask is from it (for the
 prefill modes the KV is computed rather than read, and compute, not memory, bounds them).
+`compute_floor_ms` is the other bound, from the matrix-multiply throughput measured in the
+same run: 2 FLOP per weight per question token (what a one-forward question over a cached
+window cannot avoid; where it exceeds `floor_ms`, the ask is compute-bound, as on CPUs).
 `streams_per_gb` = 10⁹ / `cache_bytes`: streams whose cache of this window fits in 1 GB.
 
 The cache is filled with synthetic tokens (random embeddings on the real token layout:
@@ -115,6 +118,22 @@ def measure_bandwidth(device: torch.device, nbytes: int, repeats: int = 5) -> fl
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return 2 * src.numel() * 4 / statistics.median(times[1:])
+
+
+def measure_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
+    """Matrix-multiply throughput in FLOP/s at `dtype` ([size, size] @ [size, size], median of `repeats`)."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    times = []
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times[1:])
 
 
 def weight_bytes(model: StreamModel) -> int:
@@ -269,7 +288,9 @@ def run_efficiency(
             plan.append((w, "sieved_kv", k))
     copy_bytes = bandwidth_bytes or (2**30 if dev.type == "cuda" else 2**28)
     bandwidth = measure_bandwidth(dev, copy_bytes)
+    flops = measure_flops(dev, backend.dtype, size=4096 if dev.type == "cuda" else 1024)
     weights = weight_bytes(model)
+    weight_params = weights // torch.empty(0, dtype=backend.dtype).element_size()
     rows = []
     for w, mode, k in tqdm(plan, desc=f"efficiency/{preset}", disable=not progress):
         kv = mode.endswith("_kv")
@@ -280,6 +301,9 @@ def run_efficiency(
         cache_bytes = int(len(session.cache) * per_token)
         read = weights + (len(session.prefix_layout) + len(session.cache)) * kv_per_token
         floor_ms = 1000 * read / bandwidth
+        # The question's own tokens through every weight once (2 FLOP per weight per token).
+        question_tokens = len(session._suffix(QUESTION))
+        compute_ms = 1000 * 2 * weight_params * question_tokens / flops
         rows.append(
             {
                 "window_s": w,
@@ -288,6 +312,7 @@ def run_efficiency(
                 "ttft_ms": round(ttft, 3),
                 "floor_ms": float(f"{floor_ms:.4g}"),
                 "ttft_over_floor": float(f"{ttft / floor_ms:.3g}"),
+                "compute_floor_ms": float(f"{compute_ms:.4g}"),
                 "peak_mem_bytes": None if peak is None else int(peak),
                 "cache_bytes": cache_bytes,
                 "streams_per_gb": round(1e9 / cache_bytes, 2),
@@ -305,6 +330,7 @@ def run_efficiency(
         "image": image,
         "tokens_per_chunk": {"video": shape.video_per_chunk, "audio": AUDIO_PER_CHUNK},
         "bandwidth_gb_s": float(f"{bandwidth / 1e9:.4g}"),
+        "matmul_gflop_s": float(f"{flops / 1e9:.4g}"),
         "weight_bytes": weights,
         "rows": rows,
         "ingest": ingest,
