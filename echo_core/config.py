@@ -52,6 +52,9 @@ class StreamConfig:
     `ingest_keep` is the share of each 2-s chunk's AV tokens the query-agnostic ingest
     sieve keeps. At ask time the window's cached tokens are used as they are, or re-sieved
     with the question (query-aware CS2) down to `ask_keep` of them or `ask_budget` tokens.
+    With `ask_tail` the answer also reads the tail: media newer than the cache (closed
+    chunks still waiting for the encoders and the open chunk), encoded and ingest-sieved at
+    ask time and placed after the cache at its real times, never cached.
     Eviction: see echo_core/stream/eviction.py; re-basing: echo_core/stream/session.py.
     """
 
@@ -66,6 +69,8 @@ class StreamConfig:
     age_weight: float = 0.1  # priority lost per bucket of age (scores are z-scored per chunk)
     rebase_horizon_s: float = 600.0  # positions span at most this much stream time
     kv_reuse: bool = True
+    ask_tail: bool = True  # answers also read media newer than the cache, encoded at ask time
+    tail_keep: float | None = None  # share of the tail's AV tokens kept (None: ingest_keep)
     lateness_s: float = 0.5  # a chunk closes this long after its end has been seen
     max_pending_chunks: int = 8  # chunks waiting for the encoders; the oldest is dropped beyond
     video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
@@ -83,6 +88,8 @@ class StreamConfig:
             raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
         if self.ask_keep is not None and self.ask_budget is not None:
             raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
+        if self.tail_keep is not None and not 0 < self.tail_keep <= 1:
+            raise ConfigError(f"stream.tail_keep must be in (0, 1] or null, got {self.tail_keep}")
         if self.ask_keep is not None and not 0 < self.ask_keep <= 1:
             raise ConfigError(f"stream.ask_keep must be in (0, 1] or null, got {self.ask_keep}")
         if self.ask_budget is not None and self.ask_budget < 1:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import Cache, DynamicCache
 
+from .attention import GROUPED_SDPA
 from .rope import RopeMode, SectionedRotary, mode_split
 
 
@@ -66,6 +67,9 @@ class LanguageModel:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.theta = float(cfg.rope_parameters["rope_theta"])
         self._rotaries: dict[tuple[int, ...], SectionedRotary] = {}
+        # Grouped KV heads are read in place rather than repeated per query head (attention.py).
+        if cfg._attn_implementation == "sdpa" and hasattr(text_model, "set_attn_implementation"):
+            text_model.set_attn_implementation(GROUPED_SDPA)  # type: ignore[operator]
         # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x);
         # pass whichever this version takes, so that neither warns.
         accepted = inspect.signature(type(self.layers[0]).forward).parameters

@@ -44,7 +44,10 @@ async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> Non
         job = worker.submit(session, "what colour", None)
         pieces = [p async for p in job.pieces()]
         assert job.answer is not None and job.answer.text == "".join(pieces).strip()
-        assert job.answer.av_tokens == len(session.cache)
+        # The answer reads the cache and the tail: the open chunk [4, 5) s, encoded at ask time.
+        assert job.answer.tail_tokens > 0
+        assert job.answer.av_tokens == len(session.cache) + job.answer.tail_tokens
+        assert job.answer.window_end_s == 5.0
         failing = worker.submit(empty, "what colour", None)
         with pytest.raises(EmptyAVError):
             _ = [p async for p in failing.pieces()]

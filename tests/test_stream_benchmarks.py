@@ -109,11 +109,25 @@ def test_efficiency_schema(preset: str) -> None:
     rows = report["rows"]
     modes = {(r["window_s"], r["mode"], r["keep"]) for r in rows}
     assert (4.0, "full", 1.0) in modes and (4.0, "sieved", 0.1) in modes and (12.0, "sieved_kv", 0.1) in modes
-    assert (12.0, "full", 1.0) not in modes
+    assert (12.0, "full", 1.0) not in modes and (12.0, "full_kv", 1.0) in modes
+    weights, bandwidth = report["weight_bytes"], report["bandwidth_gb_s"] * 1e9
+    assert weights > 0 and bandwidth > 0
     for r in rows:
-        assert r["ttft_ms"] > 0 and r["cache_bytes"] > 0 and r["peak_mem_bytes"] >= 0
+        assert (
+            r["ttft_ms"] > 0 and r["cache_bytes"] > 0 and r["peak_mem_bytes"] is None
+        )  # not measured on CPU
+        # floor: weights + the KV of prefix and AV tokens, read once at the measured bandwidth
+        assert r["floor_ms"] > 0.999 * 1000 * weights / bandwidth
+        assert r["ttft_over_floor"] == pytest.approx(r["ttft_ms"] / r["floor_ms"], rel=0.01)
+        assert r["streams_per_gb"] == pytest.approx(1e9 / r["cache_bytes"], rel=0.01)
+        assert r["compute_floor_ms"] > 0
     by = {(r["window_s"], r["mode"], r["keep"]): r for r in rows}
     assert by[(4.0, "sieved", 0.1)]["cache_bytes"] < by[(4.0, "full", 1.0)]["cache_bytes"]
+    full_kv, sieved_kv = by[(12.0, "full_kv", 1.0)], by[(12.0, "sieved_kv", 0.1)]
+    assert full_kv["av_tokens"] > sieved_kv["av_tokens"] and full_kv["floor_ms"] > sieved_kv["floor_ms"]
+    assert full_kv["cache_bytes"] / sieved_kv["cache_bytes"] == pytest.approx(
+        full_kv["av_tokens"] / sieved_kv["av_tokens"]
+    )
     assert by[(4.0, "sieved", 0.1)]["av_tokens"] == by[(4.0, "sieved_kv", 0.1)]["av_tokens"]
     assert report["ingest"]["rtf"] > 0
     assert ratio(report, 4.0, 0.1, "full", "sieved") is not None

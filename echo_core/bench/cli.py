@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import EchoError
@@ -77,7 +78,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from .efficiency import DEFAULT_KEEPS, DEFAULT_WINDOWS, ratio, run_efficiency
+    from .efficiency import DEFAULT_KEEPS, DEFAULT_WINDOWS, run_efficiency, summary
 
     report = run_efficiency(
         args.preset,
@@ -90,19 +91,55 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
         ingest_seconds=args.ingest_seconds,
         repeats=args.repeats,
     )
-    report["ratios"] = {
-        "full_over_sieved_60s_keep0.1": ratio(report, 60.0, 0.1, "full", "sieved"),
-        "full_over_sieved_kv_60s_keep0.1": ratio(report, 60.0, 0.1, "full", "sieved_kv"),
-        "sieved_kv_600s_over_60s_keep0.1": _kv_growth(report),
-    }
+    report["ratios"] = summary(report)
     write_report(report, args.json)
     return 0
 
 
-def _kv_growth(report: dict[str, object]) -> float | None:
-    rows = {(r["window_s"], r["mode"], r["keep"]): r["ttft_ms"] for r in report["rows"]}  # type: ignore[attr-defined]
-    a, b = rows.get((600.0, "sieved_kv", 0.1)), rows.get((60.0, "sieved_kv", 0.1))
-    return None if a is None or not b else float(a) / float(b)
+def cmd_freshness(args: argparse.Namespace) -> int:
+    from ..config import EchoConfig
+    from ..stream.runtime import StreamModel
+    from .freshness import DEFAULT_DELAYS, run_freshness
+
+    config = EchoConfig()
+    model_config = config.model if args.model is None else replace(config.model, directory=args.model)
+    model = StreamModel.load(model_config, config.sieve)
+    report = run_freshness(
+        model,
+        split=args.split,
+        limit=args.limit,
+        delays=tuple(_csv(args.delays, float) or DEFAULT_DELAYS),
+        config=replace(config.stream, tail_keep=args.tail_keep),
+        model_name=args.model or "echo-tiny",
+    )
+    write_report(report, args.json)
+    return 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from .capacity import run_capacity
+    from .efficiency import random_model
+
+    if args.preset == "echo-tiny":
+        from ..config import EchoConfig
+        from ..stream.runtime import StreamModel
+
+        config = EchoConfig()
+        model = StreamModel.load(replace(config.model, device=args.device, dtype=args.dtype), config.sieve)
+    else:
+        model = random_model(args.preset, device=args.device, dtype=args.dtype, image=args.image)
+    report = run_capacity(
+        model,
+        preset=args.preset,
+        streams=tuple(_csv(args.streams, int) or (1, 2, 4, 8, 16, 32)),
+        seconds=args.seconds,
+        image=args.image,
+        keep=args.keep,
+        ask_every_s=args.ask_every,
+        max_batch=args.max_batch,
+    )
+    write_report(report, args.json)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     fi.set_defaults(func=cmd_fidelity)
 
     ef = sub.add_parser(
-        "efficiency", help="ask latency, memory, cache size: full vs sieved vs sieved + KV reuse"
+        "efficiency", help="ask latency vs the memory floor, cache size: full, full_kv, sieved, sieved_kv"
     )
     ef.add_argument(
         "--preset", default="cpu-small", help="model dimensions (random weights; default cpu-small)"
@@ -159,6 +196,28 @@ def parser() -> argparse.ArgumentParser:
     ef.add_argument("--repeats", type=int, default=3, help="asks per row (median TTFT)")
     ef.add_argument("--json", help="write the report here")
     ef.set_defaults(func=cmd_efficiency)
+
+    ca = sub.add_parser("capacity", help="real-time streams one engine keeps up with (ingest lag, TTFT)")
+    ca.add_argument("--preset", default="echo-tiny", help="echo-tiny (bundled) or a random-weight preset")
+    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--dtype", default="float32")
+    ca.add_argument("--image", type=int, default=224, help="frame side in pixels (default 224)")
+    ca.add_argument("--streams", help="stream counts to step through (default 1,2,4,8,16,32)")
+    ca.add_argument("--seconds", type=float, default=20.0, help="real-time seconds per step (default 20)")
+    ca.add_argument("--keep", type=float, default=0.1, help="ingest keep (default 0.1)")
+    ca.add_argument("--ask-every", type=float, default=5.0, help="seconds between one stream's questions")
+    ca.add_argument("--max-batch", type=int, default=16, help="chunks per batched ingest step")
+    ca.add_argument("--json", help="write the report here")
+    ca.set_defaults(func=cmd_capacity)
+
+    fr = sub.add_parser("freshness", help="accuracy and TTFT δ seconds after an event appears, live path")
+    fr.add_argument("--split", default="test", choices=list(SPLITS))
+    fr.add_argument("--limit", type=int, default=20, help="number of clips (default 20)")
+    fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
+    fr.add_argument("--model", help="thinker checkpoint directory (default: bundled echo-tiny)")
+    fr.add_argument("--tail-keep", type=float, help="share of the tail's tokens kept (default: ingest keep)")
+    fr.add_argument("--json", help="write the report here")
+    fr.set_defaults(func=cmd_freshness)
     return p
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -28,6 +29,7 @@ class Answer:
     total_ms: float
     kv_reuse: bool
     aliasing: dict[str, AliasingReport] = field(default_factory=dict)
+    tail_tokens: int = 0  # of the AV tokens, those from media newer than the cache (provisional)
 
     @property
     def av_tokens(self) -> int:
@@ -56,12 +58,15 @@ class AnswerContext:
     video_tokens: int
     kv_reuse: bool
     aliasing: dict[str, AliasingReport]
+    tail_tokens: int = 0
 
 
 class AnswerStream:
     """Iterate for text pieces as they are generated; `answer` is set once the stream ends.
 
-    Generation runs on the answer's own KV copy, so the session may keep ingesting meanwhile.
+    The answer may read the session's KV store in place (kv.py): each piece is generated
+    holding `lock`, the session's, so ingest waits at most one decode step and an answer is
+    moved to its own copy before the store changes.
     """
 
     def __init__(
@@ -73,8 +78,11 @@ class AnswerStream:
         stop_ids: tuple[int, ...],
         context: AnswerContext,
         started: float,
+        *,
+        lock: AbstractContextManager[object] | None = None,
     ) -> None:
         self.context = context
+        self._lock = lock if lock is not None else nullcontext()
         self.first_logits = state.logits  # [vocab] float32: the question's next-token logits
         self.answer: Answer | None = None
         self._started = started
@@ -94,7 +102,8 @@ class AnswerStream:
 
     def __next__(self) -> str:
         try:
-            piece = next(self._pieces)
+            with self._lock:
+                piece = next(self._pieces)
         except StopIteration:
             self._finish()
             raise
@@ -124,6 +133,7 @@ class AnswerStream:
             total_ms=1000 * (end - self._started),
             kv_reuse=c.kv_reuse,
             aliasing=c.aliasing,
+            tail_tokens=c.tail_tokens,
         )
 
     def result(self) -> Answer:

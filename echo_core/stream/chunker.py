@@ -361,6 +361,15 @@ class ChunkAssembler:
             out.append(self._emit(c, last=c == keys[-1]))
         return out
 
+    def peek(self) -> list[MediaChunk]:
+        """The open chunks as `flush` would emit them, without closing anything (copies).
+
+        For answering from media newer than the last closed chunk: the chunker's state, and
+        so every chunk it emits later, is unchanged.
+        """
+        keys = sorted(self._open)
+        return [self._snapshot(self._open[c], last=c == keys[-1], copy=True) for c in keys]
+
     # ------------------------------------------------------------------ video
     def _use_frame(self, slot: int, rgb: np.ndarray) -> None:
         s = self.stats
@@ -451,6 +460,11 @@ class ChunkAssembler:
         chunk = self._open.pop(c)
         self._last_emitted = c
         self.stats.chunks_out += 1
+        return self._snapshot(chunk, last=last)
+
+    def _snapshot(self, chunk: _OpenChunk, *, last: bool, copy: bool = False) -> MediaChunk:
+        """`chunk` as a MediaChunk; `copy` when it stays open (its audio buffer is still written)."""
+        c = chunk.index
         frames = frame_times = audio = None
         if chunk.frames:
             count = self.frames_per_chunk
@@ -467,6 +481,8 @@ class ChunkAssembler:
             frame_times = (np.arange(count, dtype=np.float64) + first_slot) / self.fps  # [T]
         if chunk.audio is not None:
             audio = chunk.audio[: chunk.audio_end] if last else chunk.audio  # [n] float32
+            if copy:
+                audio = audio.copy()
         return MediaChunk(
             index=c,
             start_s=c * self.seconds_per_chunk,

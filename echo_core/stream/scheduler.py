@@ -50,7 +50,8 @@ class Scheduler:
         with self._lock:
             return list(self._sessions.values())
 
-    def _gather(self, sessions: list[StreamSession]) -> tuple[list[IngestRequest], list[StreamSession]]:
+    def gather(self, sessions: list[StreamSession]) -> tuple[list[IngestRequest], list[StreamSession]]:
+        """Closed chunks of `sessions`, one per session per pass up to `max_batch`, with their owners."""
         requests: list[IngestRequest] = []
         owners: list[StreamSession] = []
         progress = True
@@ -86,7 +87,7 @@ class Scheduler:
         sessions = self.sessions()
         for s in sessions:
             s.drain(flush=flush)
-        requests, owners = self._gather(sessions)
+        requests, owners = self.gather(sessions)
         if not requests:
             return 0
         self.batches += 1

@@ -49,10 +49,22 @@ log = logging.getLogger(__name__)
 
 #: After a re-base the newest token sits this share of the horizon after the new base.
 REBASE_KEEP = 0.75
+#: KV columns reserved after the slots for an answer's tail and question (plus its decode steps),
+#: so an answer over the whole cache reads the store in place; a longer one moves to a copy.
+ANSWER_RESERVE = 128
 
 
 #: (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols] of the newest grid)
 KeptLayout = tuple[list[float], list[list[float]], list[int]]
+
+
+@dataclass(frozen=True)
+class Tail:
+    """Media newer than the cache, encoded and ingest-sieved at ask time (never cached)."""
+
+    tokens: CachedTokens  # kept tokens, absolute time ids, in ingest order
+    start_tid: int  # start of the oldest tail chunk
+    end_tid: int  # end of the newest media in the tail
 
 
 @dataclass
@@ -114,7 +126,12 @@ class StreamSession:
         )
         self.kv: KVStore | None = None
         if config.kv_reuse:
-            self.kv = KVStore(model.lm, len(self.prefix_layout), config.cache_budget)
+            self.kv = KVStore(
+                model.lm,
+                len(self.prefix_layout),
+                config.cache_budget,
+                reserve=ANSWER_RESERVE + config.max_new_tokens,
+            )
             self._prefill_prefix()
         self.base_tid: int | None = None
         self.now_tid: int | None = None
@@ -214,13 +231,13 @@ class StreamSession:
         return len(prepared)
 
     # ------------------------------------------------------------------ cache
-    def av_rows(self, tokens: CachedTokens) -> torch.Tensor:
-        """Position rows [R, K] of cached tokens: each depends only on its own metadata, so they
-        equal what `build_positions` gives the same tokens in a fresh prefix + AV sequence."""
-        assert self.base_tid is not None
-        rows = av_rows(
-            self.origin, tokens.time_ids - self.base_tid, tokens.modality, tokens.grid_h, tokens.grid_w
-        )
+    def av_rows(self, tokens: CachedTokens, base_tid: int | None = None) -> torch.Tensor:
+        """Position rows [R, K] of AV tokens: each depends only on its own metadata, so they
+        equal what `build_positions` gives the same tokens in a fresh prefix + AV sequence.
+        `base_tid`: the block's time origin (default the cache's)."""
+        base = self.base_tid if base_tid is None else base_tid
+        assert base is not None
+        rows = av_rows(self.origin, tokens.time_ids - base, tokens.modality, tokens.grid_h, tokens.grid_w)
         return mode_rows(rows, self.model.rope)
 
     def _prefill_prefix(self) -> None:
@@ -238,12 +255,11 @@ class StreamSession:
             return
         lm = self.model.lm
         rows = self.av_rows(self.cache.tokens(torch.arange(first, first + count)))
-        cache = self.kv.dynamic_cache(None, used=first, spare=count)
+        cache = self.kv.append_in_place(first, count)  # the forward writes the slots' columns
         with torch.no_grad():
             lm.forward(
                 self.cache.embeds[first : first + count][None], rows, lm.split(self.model.rope), cache=cache
             )
-        self.kv.write_slots(cache, first, count)
 
     def _keep_slots(self, slots: torch.Tensor) -> None:
         dropped = self.cache.tokens(self._complement(slots, len(self.cache)))
@@ -329,15 +345,43 @@ class StreamSession:
             self.now_tid = end
 
     # -------------------------------------------------------------------- ask
-    def window_slots(self, window_s: float | None) -> torch.Tensor:
-        """Cache slots whose time lies in the last `window_s` seconds of ingested stream (all when None)."""
+    def window_slots(self, window_s: float | None, end_tid: int | None = None) -> torch.Tensor:
+        """Cache slots whose time lies in the `window_s` seconds before `end_tid` (default: the end
+        of the ingested stream); all when `window_s` is None."""
         if window_s is not None and window_s <= 0:
             raise ConfigError(f"window_s must be > 0 or None, got {window_s}")
         if self.now_tid is None:
             return torch.zeros(0, dtype=torch.long)
         if window_s is None:
             return torch.arange(len(self.cache))
-        return self.cache.window_slots(self.now_tid - round(window_s * POSITIONS_PER_SECOND))
+        end = self.now_tid if end_tid is None else end_tid
+        return self.cache.window_slots(end - round(window_s * POSITIONS_PER_SECOND))
+
+    def tail_chunks(self) -> list[MediaChunk]:
+        """Media not in the cache yet, oldest first: closed chunks waiting for the encoders, then
+        the open ones as they stand (partial). Nothing is taken from the ingest path."""
+        with self._lock:
+            self.drain()
+            chunks = [*self._pending, *self.chunker.peek()]
+        if self.now_tid is not None:  # such a chunk would be dropped at ingest too
+            chunks = [c for c in chunks if time_id(c.start_s) >= self.now_tid]
+        return chunks
+
+    def tail(self) -> Tail | None:
+        """The tail encoded and sieved now (to `tail_keep`), as a provisional block after the cache
+        (None if there is no media beyond the cache). Its tokens carry their real stream times;
+        nothing is cached, so the chunks are ingested later exactly as if this had never run."""
+        chunks = self.tail_chunks()
+        if not chunks:
+            return None
+        keep = self.config.tail_keep
+        if keep is None:
+            keep = self.config.ingest_keep
+        requests = [IngestRequest(c, self.method, keep) for c in chunks]
+        kept = [p.kept for p in self.model.prepare(requests) if len(p.kept)]
+        if not kept:
+            return None
+        return Tail(CachedTokens.concat(kept), time_id(chunks[0].start_s), time_id(chunks[-1].media_end_s))
 
     def _suffix(self, question: str) -> TokenSequence:
         backend = self.model.backend
@@ -347,10 +391,21 @@ class StreamSession:
         layout = TokenLayout.text(ids, [False, True] + [False] * len(chat_suffix))
         return TokenSequence(backend.embed_ids(layout.input_ids).detach(), layout)
 
-    def question_sequence(self, tokens: CachedTokens, suffix: TokenSequence) -> TokenSequence:
-        """prefix + `tokens` + suffix as one fresh sequence (what a non-streaming prefill would see)."""
-        assert self.base_tid is not None
-        av = TokenSequence(tokens.embeds, tokens.layout(self.base_tid, self.now_tid))
+    def question_sequence(
+        self,
+        tokens: CachedTokens,
+        suffix: TokenSequence,
+        base_tid: int | None = None,
+        end_tid: int | None = None,
+    ) -> TokenSequence:
+        """prefix + `tokens` + suffix as one fresh sequence (what a non-streaming prefill would see).
+
+        The suffix sits after `end_tid` (default: the ingested stream's end), the stream's now,
+        whatever the tokens kept (the reference rule; see `question_start`).
+        """
+        base = self.base_tid if base_tid is None else base_tid
+        assert base is not None
+        av = TokenSequence(tokens.embeds, tokens.layout(base, self.now_tid if end_tid is None else end_tid))
         prefix = TokenSequence(self.prefix_embeds, self.prefix_layout)
         return TokenSequence.concat([prefix, av, suffix])
 
@@ -363,13 +418,16 @@ class StreamSession:
         ask_keep: float | None = None,
         ask_budget: int | None = None,
         use_default_window: bool = True,
+        tail: bool | None = None,
     ) -> AnswerStream:
-        """Answer `question` from the cached tokens of the last `window_s` seconds.
+        """Answer `question` from the cached tokens of the last `window_s` seconds and the tail.
 
         `window_s` None means the session's default window (`stream.window_s`), itself None
-        for all retained history. With `ask_keep` / `ask_budget` (or the session's defaults)
-        the window is re-sieved with the question first. The returned stream yields text
-        pieces; TTFT is measured from this call.
+        for all retained history. With `tail` (default `stream.ask_tail`) media newer than the
+        cache (chunks waiting for the encoders and the open chunk) is encoded and sieved now
+        and read after the cache at its real times; it is not cached. With `ask_keep` /
+        `ask_budget` (or the session's defaults) the window and tail are re-sieved with the
+        question first. The returned stream yields text pieces; TTFT is measured from this call.
         """
         started = time.perf_counter()
         window = window_s if window_s is not None or not use_default_window else self.config.window_s
@@ -378,64 +436,114 @@ class StreamSession:
             raise ConfigError("kv_reuse needs a session created with stream.kv_reuse: true")
         if ask_keep is None and ask_budget is None:
             ask_keep, ask_budget = self.config.ask_keep, self.config.ask_budget
+        use_tail = self.config.ask_tail if tail is None else tail
         model = self.model
         with self._lock:
-            slots = self.window_slots(window)
-            if slots.numel() == 0:
+            fresh = self.tail() if use_tail else None
+            end_tid = self.now_tid
+            if fresh is not None:
+                end_tid = fresh.end_tid if end_tid is None else max(end_tid, fresh.end_tid)
+            slots = self.window_slots(window, end_tid)
+            tokens = self.cache.tokens(slots)
+            tail_tokens = fresh.tokens if fresh is not None else None
+            if tail_tokens is not None and window is not None:
+                assert end_tid is not None
+                inside = tail_tokens.time_ids >= end_tid - round(window * POSITIONS_PER_SECOND)
+                tail_tokens = tail_tokens.select(torch.nonzero(inside).flatten())
+            n_tail = 0 if tail_tokens is None else len(tail_tokens)
+            if slots.numel() + n_tail == 0:
                 span = "yet" if window is None else f"in the last {window:g} s"
                 raise EmptyAVError(f"no cached audio or video {span}")
-            tokens = self.cache.tokens(slots)
+            base = self.base_tid
+            if base is None:
+                assert fresh is not None
+                base = fresh.start_tid
             suffix = self._suffix(question)
             if ask_keep is not None or ask_budget is not None:
-                seq = self.question_sequence(tokens, suffix)
+                both = tokens if tail_tokens is None else CachedTokens.concat([tokens, tail_tokens])
+                seq = self.question_sequence(both, suffix, base, end_tid)
                 result = model.sieve(self.method).select(seq, keep=ask_keep, budget=ask_budget)
                 av_pos = av_indices(seq)
                 chosen = torch.nonzero(torch.isin(av_pos, result.kept)).flatten()
-                slots, tokens = slots[chosen], tokens.select(chosen)
+                n_cached = len(tokens)
+                in_cache = chosen[chosen < n_cached]
+                slots, tokens = slots[in_cache], tokens.select(in_cache)
+                if tail_tokens is not None:
+                    tail_tokens = tail_tokens.select(chosen[chosen >= n_cached] - n_cached)
+                    n_tail = len(tail_tokens)
+            assert end_tid is not None  # something was ingested or is in the tail
+            tail_used = tail_tokens if n_tail else None
+            both = tokens if tail_used is None else CachedTokens.concat([tokens, tail_used])
             if reuse:
-                state = self._prefill_question(slots, tokens, suffix)
+                state = self._prefill_question(slots, tokens, tail_used, suffix, base, end_tid)
             else:
-                state = prefill(model.lm, self.question_sequence(tokens, suffix), model.rope)
-            assert self.now_tid is not None
-            end_s = self.now_tid / POSITIONS_PER_SECOND
+                state = prefill(model.lm, self.question_sequence(both, suffix, base, end_tid), model.rope)
+            end_s = end_tid / POSITIONS_PER_SECOND
             context = AnswerContext(
                 question=question,
                 window_s=window,
-                window_start_s=end_s - window if window is not None else self.base_tid_s,
+                window_start_s=end_s - window if window is not None else base / POSITIONS_PER_SECOND,
                 window_end_s=end_s,
-                audio_tokens=tokens.count(Modality.AUDIO),
-                video_tokens=tokens.count(Modality.VIDEO),
+                audio_tokens=both.count(Modality.AUDIO),
+                video_tokens=both.count(Modality.VIDEO),
                 kv_reuse=reuse,
-                aliasing=aliasing_by_mode(tokens.time_ids, model.lm.head_dim, model.lm.theta),
+                aliasing=aliasing_by_mode(both.time_ids, model.lm.head_dim, model.lm.theta),
+                tail_tokens=n_tail,
             )
         backend = model.backend
         generation = GenerationConfig(max_new_tokens=self.config.max_new_tokens)
         return AnswerStream(
-            model.lm, backend.tokenizer, state, generation, backend.special.eos_ids, context, started
+            model.lm,
+            backend.tokenizer,
+            state,
+            generation,
+            backend.special.eos_ids,
+            context,
+            started,
+            lock=self._lock,
         )
 
     @property
     def base_tid_s(self) -> float:
         return 0.0 if self.base_tid is None else self.base_tid / POSITIONS_PER_SECOND
 
-    def question_start(self, tokens: CachedTokens) -> int:
-        """Position of the first text token after the window: just after the stream's now
-        (the reference rule: text keeps its full-sequence position whatever the sieve kept)."""
-        assert self.now_tid is not None and self.base_tid is not None
-        return max(int(self.av_rows(tokens).max()) + 1, self.origin + self.now_tid - self.base_tid)
+    def question_start(self, tokens: CachedTokens, base_tid: int, end_tid: int) -> int:
+        """Position of the first text token after the window: just after the stream's now,
+        `end_tid` (exclusive), whatever the sieve kept (the reference rule: text keeps the
+        position it has in the full sequence)."""
+        kept_end = next_position(self.av_rows(tokens, base_tid)) if len(tokens) else self.origin
+        return max(kept_end, self.origin + end_tid - base_tid)
 
     @torch.no_grad()
-    def _prefill_question(self, slots: torch.Tensor, tokens: CachedTokens, suffix: TokenSequence) -> Prefill:
-        """Prefill only the question against the cached KV of `slots`."""
+    def _prefill_question(
+        self,
+        slots: torch.Tensor,
+        tokens: CachedTokens,
+        tail: CachedTokens | None,
+        suffix: TokenSequence,
+        base_tid: int,
+        end_tid: int,
+    ) -> Prefill:
+        """Prefill the tail (if any) and the question against the cached KV of `slots`.
+
+        The tail's KV lives in the answer's own cache only: the session's store is unchanged.
+        """
         assert self.kv is not None
         lm = self.model.lm
-        rows = build_positions(suffix.layout, self.model.rope, start=self.question_start(tokens))
-        whole = len(slots) == len(self.cache)  # every slot, in order: one contiguous copy
-        cache = self.kv.dynamic_cache(
-            None if whole else slots, used=len(self.cache), spare=len(suffix) + self.config.max_new_tokens + 1
-        )
+        av = tokens if tail is None else CachedTokens.concat([tokens, tail])
+        start = self.question_start(av, base_tid, end_tid)
+        rows = build_positions(suffix.layout, self.model.rope, start=start)  # [R, Q]
+        embeds = suffix.embeds  # [Q, D]
+        if tail is not None:
+            rows = torch.cat([self.av_rows(tail, base_tid), rows], dim=1)  # [R, T + Q]
+            embeds = torch.cat([tail.embeds.to(embeds.device, embeds.dtype), embeds])  # [T + Q, D]
+        spare = len(embeds) + self.config.max_new_tokens + 1
+        if len(slots) == len(self.cache):  # every slot, in order: read the store in place
+            cache = self.kv.lend(len(self.cache), spare)
+        else:
+            cache = self.kv.dynamic_cache(slots, used=len(self.cache), spare=spare)
         split = lm.split(self.model.rope)
-        out = lm.forward(suffix.embeds[None], rows, split, cache=cache)
+        out = lm.forward(embeds[None], rows, split, cache=cache)
         logits = lm.logits(out.hidden[:, -1])[0].float()
         return Prefill(cache, logits, int(rows.max()) + 1, split, int(rows.shape[0]))
 
