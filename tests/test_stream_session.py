@@ -310,3 +310,20 @@ def test_kept_layout_reports_the_full_frame_grid(model: StreamModel) -> None:
     assert all(0.0 <= t <= 4.0 for t in audio_times)
     audio, video = s.cache_counts()
     assert audio + video == len(s.cache) and video >= len(patches) and audio >= len(audio_times)
+
+
+def test_question_sits_after_the_streams_now_whatever_was_kept(model: StreamModel) -> None:
+    """The reference rule, by hand: 3 chunks (6 s) ingested, so the stream's now is time id 150
+    and the question's first position is origin + 150, even when the newest chunk's tokens
+    are left out of the window given to the prefill."""
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.2, ask_tail=False))
+    feed(s, 0.0, 6.0)
+    s.process(flush=True)
+    assert s.now_tid == 150 and s.base_tid == 0
+    tokens = s.cache.tokens(torch.arange(len(s.cache)))
+    early = tokens.select(torch.nonzero(tokens.time_ids < 50).flatten())  # the first chunk only
+    assert int(early.time_ids.max()) < 50
+    assert s.question_start(early, 0, 150) == s.origin + 150
+    suffix = s._suffix("what colour")
+    rows = build_positions(s.question_sequence(early, suffix).layout, model.rope)
+    assert int(rows[0, -len(suffix)]) == s.origin + 150  # the fresh-prefill path agrees
