@@ -85,9 +85,11 @@ def test_cli_with_plot(tmp_path: Path) -> None:
 def test_shipped_checkpoint_guard() -> None:
     """A broken or badly trained echo-tiny fails here.
 
-    The issue asks ≥ 85 % full and ≥ 80 % cs2+sync at keep 0.1; the shipped checkpoint
-    measures 82.8 % and 70.1 % on this slice (see README), so the guard sits just below
-    those (a random-weight model scores about 30 %). Raise it when a better model ships.
+    The shipped checkpoint measures 82.6 % full and 72.8 % cs2+sync at keep 0.1 on this
+    slice (100 test clips, 489 questions; docs/results.md). The evaluation is deterministic
+    (seeded clips, greedy answers) on one machine, but other CPU kernels round differently;
+    the margin, 2.6 and 2.8 points (about 13 questions), absorbs that and nothing more. A
+    random-weight model scores about 30 %. Re-derive both thresholds when a model ships.
     """
     directory = default_model_dir()
     backend = OmniBackend.load(directory)
@@ -107,4 +109,4 @@ def test_shipped_checkpoint_guard() -> None:
     sieved = find_row(report, "cs2", "sync", 0.1)
     assert full is not None and sieved is not None
     assert float(full["accuracy"]) >= 0.80, full  # type: ignore[arg-type]
-    assert float(sieved["accuracy"]) >= 0.67, sieved  # type: ignore[arg-type]
+    assert float(sieved["accuracy"]) >= 0.70, sieved  # type: ignore[arg-type]
