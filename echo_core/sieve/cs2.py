@@ -81,15 +81,22 @@ class Refiner(nn.Module):
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """hidden [B, L, D] → refined [B, L, D], every token attending to every token."""
-        mask = additive_mask(hidden.shape[1], 0, causal=False, dtype=hidden.dtype, device=hidden.device)
-        for layer in self.layers:
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin))
-        return hidden
+        return self.last_layer(self.last_layer_input(hidden, cos, sin), cos, sin)
 
     def last_layer_input(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Input of the last refiner layer (for reading its attention)."""
+        return self._run(self.layers[:-1], hidden, cos, sin)
+
+    def last_layer(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The last refiner layer over its input [B, L, D] → refined [B, L, D]."""
+        return self._run(self.layers[-1:], hidden, cos, sin)
+
+    @staticmethod
+    def _run(
+        layers: nn.ModuleList, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
         mask = additive_mask(hidden.shape[1], 0, causal=False, dtype=hidden.dtype, device=hidden.device)
-        for layer in self.layers[:-1]:
+        for layer in layers:
             hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin))
         return hidden
 
@@ -202,14 +209,17 @@ class CS2Sieve:
         """(scores [N], refined states [L, D] when the feed is "refined", else None)."""
         if self._memo is not None and self._memo[0] is seq and self._memo[1] is self.rope:
             return self._memo[2], self._memo[3]
-        refined = self.refine(seq) if self.cs2.feed == "refined" or self.scoring == "head" else None
+        refiner = self.cs2.refiner
+        cos, sin = self._rope(seq)
+        hidden = refiner.last_layer_input(seq.embeds[None], cos, sin)  # [1, L, D]
+        refined = None
+        if self.scoring == "head" or self.cs2.feed == "refined":
+            refined = refiner.last_layer(hidden, cos, sin)[0]  # [L, D]
         if self.scoring == "head":
             assert refined is not None
             scores = self.cs2.head(refined[av_indices(seq).to(refined.device)])
-        else:
-            cos, sin = self._rope(seq)
-            hidden = self.cs2.refiner.last_layer_input(seq.embeds[None], cos, sin)
-            scores = training_free_scores(self.cs2.refiner.layers[-1], hidden, cos, sin, seq.layout)
+        else:  # the last layer's attention, read from its input (saliency.py)
+            scores = training_free_scores(refiner.layers[-1], hidden, cos, sin, seq.layout)
         inputs = refined if self.cs2.feed == "refined" else None
         self._memo = (seq, self.rope, scores, inputs)
         return scores, inputs

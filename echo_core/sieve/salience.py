@@ -54,11 +54,11 @@ def distinctiveness(embeds: torch.Tensor, layout: TokenLayout, av: torch.Tensor)
     mod = layout.modality[av]
     group = (layout.time_ids[av] // TIME_IDS_PER_CHUNK) * 3 + mod  # [N]
     _, inverse = torch.unique(group, return_inverse=True)
-    x = embeds.float().cpu()
-    sums = torch.zeros(int(inverse.max()) + 1, x.shape[1]).index_add_(0, inverse, x)
-    counts = torch.bincount(inverse).float()[:, None]
-    means = sums / counts
-    return (1.0 - F.cosine_similarity(x, means[inverse], dim=-1)).clamp_min(0.0)
+    x = embeds.float()  # stays on its device: only the [N] result comes back
+    inverse = inverse.to(x.device)
+    sums = torch.zeros(int(inverse.max()) + 1, x.shape[1], device=x.device).index_add_(0, inverse, x)
+    means = sums / torch.bincount(inverse).float()[:, None]
+    return (1.0 - F.cosine_similarity(x, means[inverse], dim=-1)).clamp_min(0.0).cpu()
 
 
 class JointSalienceSieve:

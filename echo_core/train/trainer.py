@@ -255,7 +255,7 @@ class Trainer:
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
                 elif draw < cfg.full_share + cfg.chunk_share:
-                    gated, gate, fed = self._chunk_ste(
+                    gated, gate, fed = self._chunk_select(
                         sieve, prefix, keep, cfg.tau, cfg.gumbel, pools, len(full_prefixes)
                     )
                     prefixes.append(apply_gates(fed, gated, gate))
@@ -310,7 +310,7 @@ class Trainer:
             p.requires_grad_(False)
         return teacher
 
-    def _chunk_ste(
+    def _chunk_select(
         self,
         sieve: CS2Sieve,
         seq: TokenSequence,
