@@ -48,3 +48,9 @@ class InvalidMediaError(EchoError):
     """Frames or audio samples that cannot be turned into model inputs."""
 
     code = "invalid_media"
+
+
+class SpeechSynthesisError(EchoError):
+    """espeak-ng is missing or failed."""
+
+    code = "tts_failed"

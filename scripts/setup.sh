@@ -25,6 +25,16 @@ if [ ! -x .venv/bin/python ]; then
     fi
   fi
 fi
+# espeak-ng speaks answers and renders the world's spoken questions.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing espeak-ng" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "setup: espeak-ng missing and apt-get unavailable; install espeak-ng" >&2; exit 1
+  fi
+fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
