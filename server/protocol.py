@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -43,6 +44,43 @@ class ClientEvent:
     event_id: str | None = None
 
 
+TURN_DETECTION_TYPES = ("server_vad", "none")
+VOICE_NAME = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,12}){0,3}(\+[a-z0-9]{1,12})?", re.IGNORECASE)
+MODALITIES = ("text", "audio")
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """How spoken questions are found in the session's microphone audio (Realtime-style).
+
+    `server_vad`: the server's voice activity detector marks each utterance; it is asked when
+    `silence_duration_ms` of silence follow speech, starting `prefix_padding_ms` before the
+    detected onset. `none`: the client marks the span itself (`input_audio.start` /
+    `input_audio.commit`, push-to-talk). With `interrupt_response`, speech that starts while an
+    answer is generated or spoken cancels it (barge-in).
+    """
+
+    type: str = "none"
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    interrupt_response: bool = True
+
+    def __post_init__(self) -> None:
+        if self.type not in TURN_DETECTION_TYPES:
+            raise ConfigError(f"turn_detection.type must be one of {TURN_DETECTION_TYPES}, got {self.type!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"turn_detection.threshold must be in (0, 1), got {self.threshold}")
+        if not 0 <= self.prefix_padding_ms <= 2000:
+            raise ConfigError(
+                f"turn_detection.prefix_padding_ms must be in [0, 2000], got {self.prefix_padding_ms}"
+            )
+        if not 100 <= self.silence_duration_ms <= 5000:
+            raise ConfigError(
+                f"turn_detection.silence_duration_ms must be in [100, 5000], got {self.silence_duration_ms}"
+            )
+
+
 @dataclass(frozen=True)
 class SessionSettings:
     """Per-session settings a client may set on create or update (all optional)."""
@@ -52,6 +90,20 @@ class SessionSettings:
     method: str | None = None
     keep: float | None = None
     ask_budget: int | None = None
+    turn_detection: TurnDetection | None = None
+    modalities: list[str] | None = None  # of MODALITIES; "audio" speaks answers on the peer connection
+    voice: str | None = None  # espeak-ng voice of spoken answers, e.g. "en-us" or "en-gb+f3"
+    keep_spoken_in_scene: bool | None = None  # the utterance's audio stays in the scene cache
+
+    def __post_init__(self) -> None:
+        if self.modalities is not None and (
+            "text" not in self.modalities or not set(self.modalities) <= set(MODALITIES)
+        ):
+            raise ConfigError(f"modalities must be ['text'] or ['text', 'audio'], got {self.modalities}")
+        if self.voice is not None and not VOICE_NAME.fullmatch(self.voice):
+            raise ConfigError(
+                f"voice must be an espeak-ng voice name like 'en-us' or 'en-gb+f3', got {self.voice!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,6 +160,30 @@ class ResponseCancel(ClientEvent):
 
 
 @dataclass(frozen=True)
+class InputAudioStart(ClientEvent):
+    """Push-to-talk pressed (turn_detection `none`): the utterance starts at the stream's latest audio."""
+
+    type: ClassVar[str] = "input_audio.start"
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class InputAudioCommit(ClientEvent):
+    """Push-to-talk released: the audio since `input_audio.start` is asked as a spoken question."""
+
+    type: ClassVar[str] = "input_audio.commit"
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class InputAudioClear(ClientEvent):
+    """Abandon the span opened by `input_audio.start`."""
+
+    type: ClassVar[str] = "input_audio.clear"
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class HistoryGet(ClientEvent):
     type: ClassVar[str] = "history.get"
     token: str = ""
@@ -124,6 +200,9 @@ CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
         WebRTCCandidate,
         ResponseCreate,
         ResponseCancel,
+        InputAudioStart,
+        InputAudioCommit,
+        InputAudioClear,
         HistoryGet,
     )
 }
@@ -192,10 +271,55 @@ class WindowStats(ServerEvent):
 
 
 @dataclass(frozen=True)
+class SpeechStarted(ServerEvent):
+    """Server VAD heard speech start at stream time `audio_start_ms`."""
+
+    type: ClassVar[str] = "input_audio.speech_started"
+    audio_start_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SpeechStopped(ServerEvent):
+    """Server VAD heard speech stop at stream time `audio_end_ms` (reported after the silence window)."""
+
+    type: ClassVar[str] = "input_audio.speech_stopped"
+    audio_end_ms: int = 0
+
+
+@dataclass(frozen=True)
+class InputAudioCommitted(ServerEvent):
+    """An utterance [audio_start_ms, audio_end_ms) of stream time is asked as a spoken question."""
+
+    type: ClassVar[str] = "input_audio.committed"
+    audio_start_ms: int = 0
+    audio_end_ms: int = 0
+
+
+@dataclass(frozen=True)
 class ResponseCreated(ServerEvent):
     type: ClassVar[str] = "response.created"
     response_id: str = ""
-    question: str = ""
+    question: str = ""  # a spoken question reads "(spoken, 1.8 s)"
+    input: str = "text"  # "text" | "spoken"
+    spoken_s: float | None = None  # the utterance's length
+
+
+@dataclass(frozen=True)
+class ResponseAudioStarted(ServerEvent):
+    """The answer's first spoken audio frame goes out on the peer connection's audio track."""
+
+    type: ClassVar[str] = "response.output_audio.started"
+    response_id: str = ""
+
+
+@dataclass(frozen=True)
+class ResponseAudioDone(ServerEvent):
+    """The answer's speech ended: all of it (`completed`) or cut short (`cancelled`)."""
+
+    type: ClassVar[str] = "response.output_audio.done"
+    response_id: str = ""
+    duration_ms: int = 0
+    status: str = "completed"
 
 
 @dataclass(frozen=True)
@@ -220,6 +344,7 @@ class ResponseDone(ServerEvent):
     response_id: str = ""
     answer: str = ""
     status: str = "completed"  # or "cancelled", "failed"
+    reason: str | None = None  # why cancelled: "client" (response.cancel) or "barge_in"
     usage: Usage = field(default_factory=Usage)
 
 
@@ -253,8 +378,13 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         WebRTCAnswer,
         ServerCandidate,
         WindowStats,
+        SpeechStarted,
+        SpeechStopped,
+        InputAudioCommitted,
         ResponseCreated,
         ResponseTextDelta,
+        ResponseAudioStarted,
+        ResponseAudioDone,
         ResponseDone,
         History,
         Error,

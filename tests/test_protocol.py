@@ -39,6 +39,9 @@ def test_every_client_event_parses() -> None:
         "webrtc.candidate": {"token": "t", "candidate": "candidate:1", "sdp_mid": "0", "sdp_mline_index": 0},
         "response.create": {"token": "t", "question": "what colour?", "window_s": 10},
         "response.cancel": {"token": "t"},
+        "input_audio.start": {"token": "t"},
+        "input_audio.commit": {"token": "t"},
+        "input_audio.clear": {"token": "t"},
         "history.get": {"token": "t", "limit": 5},
     }
     assert set(samples) == set(CLIENT_EVENTS)
