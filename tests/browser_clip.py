@@ -17,10 +17,14 @@ rule that never looks at the model's output) that:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from echo_core.world import Clip, Question, make_clip, sample_spec, write_wav, write_y4m
 from echo_core.world.questions import make_questions
+from echo_core.world.speech import spoken_question
 
 STABLE_FAMILIES = ("audio_pitch", "video_shape", "av_binding")
 CLIP_SECONDS = 8.0
@@ -54,3 +58,12 @@ def stable_questions(clip: Clip) -> list[Question]:
 def write_fake_capture(clip: Clip, directory: Path) -> tuple[Path, Path]:
     """The clip as Chromium's fake camera (Y4M at the clip's 2 fps) and microphone (16-bit WAV) files."""
     return write_y4m(clip, directory / "clip.y4m"), write_wav(clip, directory / "clip.wav")
+
+
+def write_spoken_capture(clip: Clip, question: Question, directory: Path) -> Path:
+    """Chromium's fake microphone for the voice test: the clip's sound, then `question` spoken in a
+    held-out voice (the test split's), as one 16-bit WAV that Chromium loops, so the question
+    follows every loop of the clip's sound."""
+    spoken = spoken_question(clip.spec, question)
+    talking = dataclasses.replace(clip, audio=np.concatenate([clip.audio, spoken]))
+    return write_wav(talking, directory / "spoken.wav")

@@ -5,26 +5,34 @@
 // Start-up: API key (?key= or the remembered one, else the key form) → camera and
 // microphone → WebSocket → re-attach the tab's session or create one → WebRTC offer →
 // history replay → live. A lost socket reconnects with backoff and runs the same path.
+//
+// Voice: with a microphone the session listens for spoken questions (server VAD, hands-free)
+// and speaks its answers on the peer connection's audio track; holding "Hold to talk" (or the
+// space bar) switches to push-to-talk (turn detection none, input_audio.start / .commit).
 
-import { AnswerView, HistoryView } from "./answers.js";
+import { AnswerView, HistoryView, endText, questionText } from "./answers.js";
 import { SESSION_GONE, connectionText, errorText, mediaErrorText } from "./messages.js";
 import { EchoError, EchoSocket, socketUrl } from "./protocol.js";
 import { Session } from "./session.js";
 import {
   createSettings,
+  handsFreePref,
   initialKey,
   loadPrefs,
   rememberKey,
   savePrefs,
   showSettings,
+  turnDetection,
   windowSetting,
   windowText,
 } from "./settings.js";
 import { GridTracker, drawHeatmap, drawSplit, drawTimeline, statLines } from "./sieve_view.js";
+import { AnswerSpeaker, PushToTalk, SHORTEST_TALK_MS, SpeechIndicator } from "./voice.js";
 import { MediaLink, openMedia } from "./webrtc.js";
 
 const MEDIA_TIMEOUT_MS = 15000; // loopback connects in well under a second; a blocked network never
 const LIVE_TEXT = "Live: Echo is watching and listening. Ask a question.";
+const LIVE_VOICE_TEXT = "Live: Echo is watching and listening. Speak a question, or type one.";
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $("status"),
@@ -44,10 +52,18 @@ const ui = {
   question: $("question"),
   askButton: $("ask-button"),
   stop: $("stop"),
+  voice: $("voice"),
+  handsFree: $("hands-free"),
+  soundBlocked: $("sound-blocked"),
 };
 const answer = new AnswerView($("answer"));
 const history = new HistoryView($("history"), $("history-empty"));
 const grid = new GridTracker();
+const indicator = new SpeechIndicator($("speech"));
+const talk = new PushToTalk($("talk"));
+const speaker = new AnswerSpeaker($("answer-audio"), $("mute"), (blocked) => {
+  ui.soundBlocked.hidden = !blocked;
+});
 
 const state = {
   apiKey: initialKey(),
@@ -60,13 +76,25 @@ const state = {
   session: null,
   /** @type {MediaLink | null} */
   link: null,
-  /** @type {{eventId: string} | null} the question waiting for its answer */
+  /** @type {{eventId: string, question: string, responseId?: string} | null} the typed question
+   * waiting for its answer (and the answer's id once it started) */
   ask: null,
+  /** @type {Map<string, {question: string, input?: string, spoken_s?: number}>} answers under way */
+  asked: new Map(),
+  /** @type {Promise<void> | null} push-to-talk's start (switch to turn detection none, input_audio.start) */
+  talking: null,
+  /** @type {number | null} stream time (ms) the server heard the current utterance start */
+  speechStartMs: null,
   lastStats: null,
   lastTtftMs: null,
   establishing: false,
   mediaInterrupted: false,
 };
+
+/** True when the page streams a microphone: it can be spoken to and speaks its answers. */
+function hasMic() {
+  return state.media !== null && state.media.missing !== "audio";
+}
 
 // ------------------------------------------------------------------ status
 function announce(text, tone = "info") {
@@ -123,6 +151,7 @@ function connect() {
   session.addEventListener("change", (e) => {
     document.body.dataset.sessionId = e.detail.session_id;
     showSettings(ui.controls, e.detail.settings || {});
+    showVoice(e.detail.settings || {});
   });
   session.addEventListener("gone", () => restartSession(errorText("session_not_found")));
   socket.addEventListener("open", (e) => onOpen(socket, e.detail.reconnect));
@@ -131,6 +160,10 @@ function connect() {
   socket.addEventListener("response.created", (e) => onCreated(e.detail));
   socket.addEventListener("response.output_text.delta", (e) => onDelta(e.detail));
   socket.addEventListener("response.done", (e) => onDone(e.detail));
+  socket.addEventListener("input_audio.speech_started", (e) => onSpeechStarted(e.detail));
+  socket.addEventListener("input_audio.speech_stopped", (e) => onSpeechStopped(e.detail));
+  socket.addEventListener("response.output_audio.started", (e) => onAudioStarted(e.detail));
+  socket.addEventListener("response.output_audio.done", (e) => onAudioDone(e.detail));
   socket.addEventListener("webrtc.candidate", (e) => state.link?.addRemoteCandidate(e.detail));
   socket.addEventListener("error", (e) => onServerError(e.detail));
   setPhase("connecting");
@@ -145,7 +178,7 @@ async function onOpen(socket, reconnect) {
   announce(reconnect ? "Reconnected. Re-attaching to your session…" : "Connected. Starting a session…");
   await establish(async () => {
     let resumed = await state.session.resume();
-    if (!resumed) await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs));
+    if (!resumed) await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs, hasMic()));
     if (!resumed || state.link === null || !state.link.usable) resumed = await streamMedia(resumed);
     await replayHistory();
     goLive(resumed ? "Re-attached: your session goes on." : LIVE_TEXT);
@@ -180,7 +213,7 @@ async function streamMedia(resumed) {
     console.info(`echo: session ${state.session.id} cannot take a new peer (${err.code}); starting a new one`);
     announce("Your earlier session cannot take this page's camera. Starting a new session…");
     state.session.drop();
-    await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs));
+    await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs, hasMic()));
     await negotiate();
     return false;
   }
@@ -195,6 +228,9 @@ async function negotiate() {
       socket.send({ type: "webrtc.candidate", token: session.token, ...c });
     },
     onState: (s) => onLinkState(link, s),
+    onTrack: (track) => {
+      if (track.kind === "audio") speaker.attach(track);
+    },
   });
   state.link = link;
   const sdp = await link.createOffer();
@@ -226,10 +262,16 @@ function goLive(text) {
   const missing = state.media?.missing;
   const note = !missing
     ? ""
-    : missing === "audio"
-      ? " (No microphone found: streaming video only.)"
-      : " (No camera found: streaming sound only.)";
-  announce(text + note, "ok");
+    : state.media.micDenied
+      ? " (The microphone is blocked for this site: type your questions, or allow the microphone and reload to speak them.)"
+      : missing === "audio"
+        ? " (No microphone found: streaming video only; type your questions.)"
+        : " (No camera found: streaming sound only.)";
+  const voice = hasMic();
+  ui.voice.hidden = !voice;
+  talk.enable(voice);
+  if (voice) indicator.idle();
+  announce((voice && text === LIVE_TEXT ? LIVE_VOICE_TEXT : text) + note, "ok");
 }
 
 /** Start a new session on the open socket (the old one ended, or the budget changed). */
@@ -239,7 +281,7 @@ async function restartSession(text) {
   announce(text);
   await establish(async () => {
     state.session.drop();
-    await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs));
+    await state.session.create(state.apiKey, createSettings(ui.controls, state.prefs, hasMic()));
     await negotiate();
     await replayHistory();
     goLive("Live in a new session. Ask a question.");
@@ -265,6 +307,9 @@ function onDown(info) {
   announce(connectionText({ ...info, host: window.location.host }), "error");
   if (answer.busy) answer.fail(errorText("connection_lost"));
   state.ask = null;
+  state.asked.clear();
+  talk.enable(false);
+  if (hasMic()) indicator.idle();
   syncAskButtons();
 }
 
@@ -301,6 +346,7 @@ function onServerError(event) {
     state.ask = null;
     syncAskButtons();
   }
+  if (indicator.state !== "off" && hasMic()) indicator.idle(); // a refused spoken question
   if (SESSION_GONE.has(event.code)) restartSession(errorText(event.code));
   else if (!forAsk) announce(errorText(event.code, event.message), "error");
 }
@@ -319,7 +365,7 @@ function ask(question) {
   answer.begin(question);
   try {
     const eventId = state.socket.send({ type: "response.create", token: state.session.token, question });
-    state.ask = { eventId };
+    state.ask = { eventId, question };
     ui.question.value = "";
   } catch (err) {
     answer.fail(errorText(err.code || "connection_lost"));
@@ -327,9 +373,20 @@ function ask(question) {
   syncAskButtons();
 }
 
+/** An answer starts: to the typed question this page asked, or to a spoken one (which the
+ * server found in the microphone audio, or push-to-talk marked); it takes the answer card. */
 function onCreated(event) {
-  if (state.ask === null) return;
+  const spoken = event.input === "spoken";
+  if (!spoken && (state.ask === null || state.ask.responseId)) return; // another tab's question
+  const asked = spoken
+    ? { question: event.question, input: "spoken", spoken_s: event.spoken_s }
+    : { question: state.ask.question };
+  if (!spoken) state.ask.responseId = event.response_id;
+  else if (hasMic()) indicator.idle();
+  state.asked.set(event.response_id, asked);
+  answer.begin(questionText(asked));
   answer.started(event.response_id);
+  syncAskButtons();
 }
 
 function onDelta(event) {
@@ -337,14 +394,17 @@ function onDelta(event) {
 }
 
 function onDone(event) {
-  if (event.response_id !== answer.responseId) return;
-  answer.finish(event);
+  const asked = state.asked.get(event.response_id);
+  if (asked === undefined) return;
+  state.asked.delete(event.response_id);
   history.add(
-    { response_id: event.response_id, question: answer.question.textContent, answer: event.answer },
-    { usage: event.usage },
+    { response_id: event.response_id, ...asked, answer: event.answer },
+    { usage: event.usage, end: endText(event) },
   );
+  if (state.ask?.responseId === event.response_id) state.ask = null;
+  if (event.response_id !== answer.responseId) return; // a newer answer holds the card
+  answer.finish(event);
   if (event.usage && event.status === "completed") state.lastTtftMs = Number(event.usage.ttft_ms);
-  state.ask = null;
   syncAskButtons();
   renderStats();
 }
@@ -352,6 +412,84 @@ function onDone(event) {
 function syncAskButtons() {
   ui.askButton.disabled = answer.busy;
   ui.stop.disabled = !answer.busy;
+}
+
+// -------------------------------------------------------------------- voice
+/** The server's turn detection, when it reports it, sets the hands-free switch. */
+function showVoice(settings) {
+  const type = settings.turn_detection?.type;
+  if (type === undefined) return; // a server that does not report it: the switch shows what was asked
+  ui.handsFree.checked = type === "server_vad";
+  ui.handsFree.dataset.applied = type;
+  indicator.handsFree = ui.handsFree.checked;
+}
+
+function onSpeechStarted(event) {
+  state.speechStartMs = Number(event.audio_start_ms);
+  if (!talk.held) indicator.hearing(false);
+}
+
+function onSpeechStopped(event) {
+  const start = state.speechStartMs;
+  state.speechStartMs = null;
+  if (talk.held) return;
+  indicator.heard(start === null ? null : (Number(event.audio_end_ms) - start) / 1000);
+}
+
+function onAudioStarted(event) {
+  if (event.response_id === answer.responseId) {
+    answer.speaking(true, speaker.mute.checked ? "Speaking the answer (muted here)…" : "Speaking the answer…");
+  }
+}
+
+function onAudioDone(event) {
+  if (event.response_id !== answer.responseId) return;
+  const seconds = (Number(event.duration_ms) / 1000).toFixed(1);
+  answer.speaking(false, event.status === "completed" ? `Spoken (${seconds} s).` : `Speech cut short after ${seconds} s.`);
+}
+
+/** Turn detection on the session: hands-free (server VAD) or push-to-talk (none). */
+async function setHandsFree(on) {
+  const session = state.session;
+  const now = session !== null && session.live && state.socket.isOpen;
+  const settings = now ? await session.update({ turn_detection: turnDetection(on) }) : {};
+  state.prefs.handsFree = on;
+  savePrefs(state.prefs);
+  ui.handsFree.checked = on;
+  indicator.handsFree = on;
+  showVoice(settings);
+  if (indicator.state === "off") indicator.idle();
+}
+
+/** Push-to-talk pressed: switch to push-to-talk if needed, then mark the start of the question. */
+function onTalkPress() {
+  indicator.hearing(true);
+  const { socket, session } = state;
+  state.talking = (async () => {
+    if (ui.handsFree.checked) await setHandsFree(false); // the server's VAD would ask it a second time
+    socket.send({ type: "input_audio.start", token: session.token });
+  })();
+}
+
+/** Push-to-talk released: ask what was said, or abandon a slip of the finger. */
+async function onTalkRelease(heldMs) {
+  const started = state.talking;
+  state.talking = null;
+  if (started === null) return;
+  try {
+    await started;
+    const token = state.session.token;
+    if (heldMs < SHORTEST_TALK_MS) {
+      state.socket.send({ type: "input_audio.clear", token });
+      indicator.idle("Too short to be a question: hold the button while you speak.");
+      return;
+    }
+    state.socket.send({ type: "input_audio.commit", token });
+    indicator.heard(heldMs / 1000);
+  } catch (err) {
+    indicator.idle();
+    onFailure(err);
+  }
 }
 
 // ------------------------------------------------------------------- sieve
@@ -404,6 +542,10 @@ function init() {
   if (state.prefs.window) ui.controls.window.value = state.prefs.window;
   if (state.prefs.keep) ui.controls.keep.value = state.prefs.keep;
   if (state.prefs.budget) ui.controls.budget.value = state.prefs.budget;
+  ui.handsFree.checked = handsFreePref(state.prefs);
+  indicator.handsFree = ui.handsFree.checked;
+  speaker.mute.checked = state.prefs.muted === true;
+  speaker.sync();
   ui.keyInput.value = state.apiKey;
   if (new URLSearchParams(window.location.search).has("key")) {
     // keep the key out of the address bar, bookmarks and screenshots (it is remembered)
@@ -437,6 +579,19 @@ function init() {
   for (const name of Object.keys(ui.controls)) {
     ui.controls[name].addEventListener("change", () => changeSetting(name));
   }
+  ui.handsFree.addEventListener("change", () => {
+    setHandsFree(ui.handsFree.checked).catch((err) => {
+      ui.handsFree.checked = !ui.handsFree.checked; // back to what is in force
+      onFailure(err);
+    });
+  });
+  speaker.mute.addEventListener("change", () => {
+    state.prefs.muted = speaker.mute.checked;
+    savePrefs(state.prefs);
+    announce(speaker.mute.checked ? "Spoken answers are muted." : "Spoken answers play aloud.", "ok");
+  });
+  talk.addEventListener("press", () => onTalkPress());
+  talk.addEventListener("release", (e) => onTalkRelease(e.detail.heldMs));
   ui.showHeatmap.addEventListener("change", () => {
     ui.heatmap.hidden = !ui.showHeatmap.checked;
   });

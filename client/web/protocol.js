@@ -5,6 +5,40 @@
 // event). Lifecycle events: "open" (detail {reconnect}), "down" (detail {everOpened,
 // attempt, delayMs}) before each wait to reconnect.
 
+/** Client event types (server/protocol.py CLIENT_EVENTS; a test keeps the two lists equal). */
+export const CLIENT_EVENTS = new Set([
+  "session.create",
+  "session.attach",
+  "session.update",
+  "webrtc.offer",
+  "webrtc.candidate",
+  "response.create",
+  "response.cancel",
+  "input_audio.start",
+  "input_audio.commit",
+  "input_audio.clear",
+  "history.get",
+]);
+
+/** Server event types (server/protocol.py SERVER_EVENTS); the page listens for these by name. */
+export const SERVER_EVENTS = new Set([
+  "session.created",
+  "session.updated",
+  "webrtc.answer",
+  "webrtc.candidate",
+  "window.stats",
+  "input_audio.speech_started",
+  "input_audio.speech_stopped",
+  "input_audio.committed",
+  "response.created",
+  "response.output_text.delta",
+  "response.output_audio.started",
+  "response.output_audio.done",
+  "response.done",
+  "history",
+  "error",
+]);
+
 /** A failed request: `code` is the protocol's error code (or a client code like connection_lost). */
 export class EchoError extends Error {
   /**
@@ -108,6 +142,7 @@ export class EchoSocket extends EventTarget {
    * @returns {string} the event_id
    */
   send(event) {
+    if (!CLIENT_EVENTS.has(String(event.type))) throw new EchoError("unknown_event", `no client event ${event.type}`);
     if (!this.isOpen) throw new EchoError("connection_lost", "not connected to the server");
     const eventId = event.event_id || `c${++this.nextId}`;
     this.ws.send(JSON.stringify({ ...event, event_id: eventId }));
@@ -148,6 +183,7 @@ export class EchoSocket extends EventTarget {
       return;
     }
     if (!event || typeof event.type !== "string") return;
+    if (!SERVER_EVENTS.has(event.type)) console.info(`echo: server event ${event.type} is new to this page`);
     const waiting = event.event_id ? this.pending.get(event.event_id) : undefined;
     if (waiting && (event.type === waiting.reply || event.type === "error")) {
       this.pending.delete(event.event_id);

@@ -1,5 +1,5 @@
-// The session controls (window, keep, budget) ↔ the protocol's session settings, and the
-// person's choices remembered in localStorage.
+// The session controls (window, keep, budget, hands-free) ↔ the protocol's session settings,
+// and the person's choices remembered in localStorage.
 
 const PREFS_KEY = "echo.prefs";
 const KEY_KEY = "echo.apiKey";
@@ -11,7 +11,8 @@ const KEY_KEY = "echo.apiKey";
  */
 export const ALL_WINDOW_S = 86400;
 
-/** @returns {Record<string, string>} the remembered control values ({window, keep, budget}) */
+/** @returns {Record<string, any>} the remembered choices ({window, keep, budget} as the controls'
+ * values; handsFree and muted as booleans) */
 export function loadPrefs(storage = window.localStorage) {
   try {
     const prefs = JSON.parse(storage.getItem(PREFS_KEY) || "{}");
@@ -21,7 +22,7 @@ export function loadPrefs(storage = window.localStorage) {
   }
 }
 
-/** @param {Record<string, string>} prefs */
+/** @param {Record<string, any>} prefs */
 export function savePrefs(prefs, storage = window.localStorage) {
   try {
     storage.setItem(PREFS_KEY, JSON.stringify(prefs));
@@ -64,15 +65,36 @@ export function windowSetting(value, clearing) {
 }
 
 /**
- * Settings for `session.create` from the controls: the window always, keep and budget only
- * when the person chose them (otherwise the server's defaults hold).
- * @param {{window: HTMLSelectElement, keep: HTMLSelectElement, budget: HTMLSelectElement}} controls
- * @param {Record<string, string>} prefs
+ * The turn detection setting: the server finds spoken questions by itself (hands-free), or the
+ * page marks them (push-to-talk).
+ * @param {boolean} handsFree
  */
-export function createSettings(controls, prefs) {
+export function turnDetection(handsFree) {
+  return { type: handsFree ? "server_vad" : "none" };
+}
+
+/** Hands-free unless the person switched to push-to-talk. @param {Record<string, any>} prefs */
+export function handsFreePref(prefs) {
+  return prefs.handsFree !== false;
+}
+
+/**
+ * Settings for `session.create` from the controls: the window always, keep and budget only
+ * when the person chose them (otherwise the server's defaults hold). With a microphone, Echo
+ * listens for spoken questions (hands-free unless push-to-talk was chosen) and speaks its
+ * answers; without one, questions are typed and answers are text, the server's defaults.
+ * @param {{window: HTMLSelectElement, keep: HTMLSelectElement, budget: HTMLSelectElement}} controls
+ * @param {Record<string, any>} prefs
+ * @param {boolean} microphone
+ */
+export function createSettings(controls, prefs, microphone) {
   const settings = windowSetting(controls.window.value, false);
   if (prefs.keep) settings.keep = Number(prefs.keep);
   if (prefs.budget) settings.cache_budget = Number(prefs.budget);
+  if (microphone) {
+    settings.turn_detection = turnDetection(handsFreePref(prefs));
+    settings.modalities = ["text", "audio"];
+  }
   return settings;
 }
 

@@ -1,23 +1,45 @@
-// The browser's media: the camera and microphone (getUserMedia) and the send-only
-// RTCPeerConnection that streams them to the session, with trickle ICE both ways.
+// The browser's media: the camera and microphone (getUserMedia) and the peer connection that
+// streams them to the session, receives Echo's spoken answers, and trickles ICE both ways.
 
-/** Raw sound, as the world sounds: no echo cancellation, noise suppression or gain control
- * (they would bend tones and noise bursts the assistant is asked about). */
-const AUDIO = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+/** Sound as the world sounds: no noise suppression or gain control (they would bend the tones
+ * and noise bursts the assistant is asked about). Echo cancellation is on: it removes only what
+ * the page itself plays, so Echo does not hear its own spoken answers from the speakers (they
+ * would start a new question, or interrupt the answer they belong to). */
+const AUDIO = { echoCancellation: true, noiseSuppression: false, autoGainControl: false };
 
 /**
- * Camera and microphone, or whichever one exists.
+ * @typedef {{stream: MediaStream, missing: "audio" | "video" | null, micDenied: boolean}} Media
+ *   `micDenied`: the microphone is blocked for this site while the camera is not
+ */
+
+/** Permission state ("granted", "denied", "prompt") of a device, or "" where the browser cannot tell. */
+async function permission(name) {
+  try {
+    return (await navigator.permissions.query({ name })).state;
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Camera and microphone, or whichever one exists or is allowed.
  * Rejects with the DOMException of the camera+microphone request when neither can start.
  * @param {MediaDevices | undefined} devices
- * @returns {Promise<{stream: MediaStream, missing: "audio" | "video" | null}>}
+ * @returns {Promise<Media>}
  */
 export async function openMedia(devices = navigator.mediaDevices) {
   if (!devices || !devices.getUserMedia) {
     throw new DOMException("getUserMedia needs a secure context", "SecurityError");
   }
   try {
-    return { stream: await devices.getUserMedia({ video: true, audio: AUDIO }), missing: null };
+    return { stream: await devices.getUserMedia({ video: true, audio: AUDIO }), missing: null, micDenied: false };
   } catch (err) {
+    if (err.name === "NotAllowedError") {
+      // a blocked microphone alone still leaves the camera (and typed questions); a refused
+      // prompt is not asked again
+      if ((await permission("microphone")) !== "denied" || (await permission("camera")) === "denied") throw err;
+      return { stream: await devices.getUserMedia({ video: true }), missing: "audio", micDenied: true };
+    }
     if (err.name !== "NotFoundError" && err.name !== "OverconstrainedError") throw err;
     // one of the two devices is missing: stream the other (the protocol takes either alone)
     for (const [constraints, missing] of [
@@ -25,7 +47,7 @@ export async function openMedia(devices = navigator.mediaDevices) {
       [{ audio: AUDIO }, "video"],
     ]) {
       try {
-        return { stream: await devices.getUserMedia(constraints), missing };
+        return { stream: await devices.getUserMedia(constraints), missing, micDenied: false };
       } catch {
         // try the next one
       }
@@ -34,13 +56,15 @@ export async function openMedia(devices = navigator.mediaDevices) {
   }
 }
 
-/** One send-only peer connection carrying a media stream to the server. */
+/** One peer connection: the media stream goes to the server; with a microphone, the audio
+ * transceiver is send-receive so the server's spoken answers come back on it. */
 export class MediaLink {
   /**
    * @param {MediaStream} stream
-   * @param {{iceServers?: RTCIceServer[], onCandidate: (c: object) => void, onState?: (s: string) => void}} options
+   * @param {{iceServers?: RTCIceServer[], onCandidate: (c: object) => void, onState?: (s: string) => void,
+   *   onTrack?: (track: MediaStreamTrack) => void}} options  `onTrack`: a track from the server
    */
-  constructor(stream, { iceServers = [], onCandidate, onState = () => {} }) {
+  constructor(stream, { iceServers = [], onCandidate, onState = () => {}, onTrack = () => {} }) {
     this.pc = new RTCPeerConnection({ iceServers });
     this.onCandidate = onCandidate;
     this.trickling = false;
@@ -51,8 +75,10 @@ export class MediaLink {
     for (const track of stream.getTracks()) {
       // keep resolution rather than frame rate under load: the sieve reads fine detail
       if (track.kind === "video" && "contentHint" in track) track.contentHint = "detail";
-      this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      const direction = track.kind === "audio" ? "sendrecv" : "sendonly";
+      this.pc.addTransceiver(track, { direction, streams: [stream] });
     }
+    this.pc.addEventListener("track", ({ track }) => onTrack(track));
     this.pc.addEventListener("icecandidate", ({ candidate }) => {
       if (!candidate || !candidate.candidate) return; // end of candidates
       const wire = {
