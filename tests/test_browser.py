@@ -445,8 +445,9 @@ def test_bad_api_key_is_explained_and_a_good_one_connects_on_a_phone(
 
 # --------------------------------------------------------------------------- voice
 #: Installed before the page's scripts: every event the page sends (`window.sent`), and every state
-#: the speech indicator and the answer card's `data-speaking` pass through (`window.speechLog`,
-#: `window.speakingLog`), so short-lived states can be checked afterwards.
+#: and text the speech indicator and the answer card's `data-speaking` pass through
+#: (`window.speechLog`, `window.speechTexts`, `window.speakingLog`), so short-lived states can be
+#: checked afterwards (a server that answers at once moves past them quickly).
 WIRE_LOG = """
 window.sent = [];
 const send = WebSocket.prototype.send;
@@ -456,11 +457,14 @@ WebSocket.prototype.send = function (data) {
 };
 addEventListener("DOMContentLoaded", () => {
     window.speechLog = [];
+    window.speechTexts = [];
     window.speakingLog = [];
     const speech = document.getElementById("speech");
     const card = document.getElementById("answer");
     new MutationObserver(() => window.speechLog.push(speech.dataset.state))
         .observe(speech, {attributes: true, attributeFilter: ["data-state"]});
+    new MutationObserver(() => window.speechTexts.push(speech.textContent.trim()))
+        .observe(speech, {childList: true, characterData: true, subtree: true});
     new MutationObserver(() => window.speakingLog.push(card.dataset.speaking))
         .observe(card, {attributes: true, attributeFilter: ["data-speaking"]});
 });
@@ -582,7 +586,7 @@ def test_with_a_microphone_the_page_listens_and_talks(
         hold(page, 400)
         page.mouse.up()
         wire.wait_sent("input_audio.commit", 1)
-        expect(speech).to_have_attribute("data-state", "heard")
+        page.wait_for_function("window.speechLog.includes('heard')")
         expect(talk).to_have_attribute("aria-pressed", "false")
         expect(page.locator("#hands-free")).not_to_be_checked()
         order = [e["type"] for e in wire.sent() if e["type"].startswith(("input_audio.", "session.update"))]
@@ -594,7 +598,7 @@ def test_with_a_microphone_the_page_listens_and_talks(
         page.locator("#answer").click()  # focus on nothing that takes the space bar
         page.keyboard.press("Space")
         wire.wait_sent("input_audio.clear", 1)
-        expect(speech).to_contain_text("Too short")
+        page.wait_for_function("window.speechTexts.some(t => t.startsWith('Too short'))")
         page.keyboard.down("Space")
         wire.wait_sent("input_audio.start", 3)
         hold(page, 400)
