@@ -790,6 +790,7 @@ def test_spoken_question_through_the_fake_microphone(
         text = spoken.locator(".q").inner_text()
         match = re.fullmatch(r"you asked \(spoken, (\d+\.\d) s\)", text)
         assert match, text
+        print(f"history: {text!r}; the WAV's spoken part lasts {said_s:.2f} s")
         assert 0.5 * said_s <= float(match.group(1)) <= said_s + 1.5, (text, said_s)
         save_screenshot(page, tmp_path, "browser_spoken.png")
 
