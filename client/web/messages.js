@@ -1,6 +1,6 @@
 // Every text the page shows a person about a failure, in one place: protocol error codes
-// (docs/protocol.md), camera/microphone errors (getUserMedia), and the client's own
-// conditions (server unreachable, connection lost).
+// (docs/protocol.md, and push-to-talk's from the server's voice input), camera/microphone
+// errors (getUserMedia), and the client's own conditions (server unreachable, connection lost).
 
 /** Readable text for each `error.code` of the protocol, and the client-side codes. */
 export const ERROR_TEXT = Object.freeze({
@@ -36,6 +36,10 @@ export const ERROR_TEXT = Object.freeze({
   empty_av:
     "Echo has not seen or heard anything in that window yet. Wait a few seconds, " +
     "or choose a longer window.",
+  turn_detection_active: "Echo is listening hands-free right now; untick Hands-free to use push-to-talk.",
+  audio_span_open: "Push-to-talk is already on: release it to ask.",
+  no_audio_span: "Push-to-talk had not started: hold the button (or the space bar) while you speak.",
+  utterance_too_short: "That was too short to be a question: hold the button while you speak.",
   connection_lost: "The connection to the server was lost. Reconnecting…",
   media_failed:
     "Your camera and microphone could not reach the server (a firewall or network may block " +
