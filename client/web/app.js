@@ -263,7 +263,8 @@ function goLive(text) {
   const note = !missing
     ? ""
     : state.media.micDenied
-      ? " (The microphone is blocked for this site: type your questions, or allow the microphone and reload to speak them.)"
+      ? " (The microphone is blocked for this site: type your questions, or allow the microphone " +
+        "and reload to speak them.)"
       : missing === "audio"
         ? " (No microphone found: streaming video only; type your questions.)"
         : " (No camera found: streaming sound only.)";
@@ -445,7 +446,8 @@ function onAudioStarted(event) {
 function onAudioDone(event) {
   if (event.response_id !== answer.responseId) return;
   const seconds = (Number(event.duration_ms) / 1000).toFixed(1);
-  answer.speaking(false, event.status === "completed" ? `Spoken (${seconds} s).` : `Speech cut short after ${seconds} s.`);
+  const text = event.status === "completed" ? `Spoken (${seconds} s).` : `Speech cut short after ${seconds} s.`;
+  answer.speaking(false, text);
 }
 
 /** Turn detection on the session: hands-free (server VAD) or push-to-talk (none). */
