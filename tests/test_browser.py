@@ -815,7 +815,7 @@ def test_spoken_question_through_the_fake_microphone(
                 return peak;
             }"""
         )
-        print(f"spoken answers on the page's audio element: peak {loudest:.3f}")
+        print(f"spoken answers on the page's audio element: a sample of {loudest:.3f} (≥ 0.01 wanted)")
         assert loudest >= 0.01, f"the spoken answers on the page's audio element are silent (peak {loudest})"
     finally:
         context.close()
