@@ -14,6 +14,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -73,6 +74,9 @@ class EchoServer(HttpService):
         self.node: Any = None  # the WorkerNode in worker mode
         self._tasks: list[asyncio.Task[None]] = []
         self._reserved = 0  # sessions being created: counted against max_sessions before any await
+        # espeak-ng runs as a subprocess per sentence: two threads keep one session's next sentence
+        # synthesising while another session's is
+        self.speech_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="echo-tts")
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -111,6 +115,7 @@ class EchoServer(HttpService):
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         await self.close_listener()
         await self.store.close()
+        self.speech_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _heartbeat(self, beat_s: float = 1.0) -> None:
         """Keep the store's session records fresh, close abandoned sessions, repair after outages.
@@ -223,7 +228,9 @@ class EchoServer(HttpService):
             try:
                 # preallocating the cache and prefilling the prefix takes a while: not on the loop
                 session = await asyncio.to_thread(StreamSession, model, stream, session_id=session_id)
-                live = LiveSession(session, key_id, self.peer_connection())
+                live = LiveSession(
+                    session, key_id, self.peer_connection(), speech_executor=self.speech_executor
+                )
                 self.apply_settings(live, settings)
             except BaseException:
                 await self.store.unregister_session(session_id, key_id)
@@ -290,6 +297,10 @@ class EchoServer(HttpService):
             live.session.update(**changes)
         except ConfigError as exc:
             raise ServiceError("invalid_settings", str(exc)) from None
+        if settings.modalities is not None:
+            live.modalities = tuple(settings.modalities)
+        if settings.voice is not None:
+            live.voice = settings.voice
 
     def settings_of(self, live: LiveSession) -> SessionSettings:
         c = live.session.config
@@ -299,6 +310,8 @@ class EchoServer(HttpService):
             method=live.session.method,
             keep=c.ingest_keep,
             ask_budget=c.ask_budget,
+            modalities=list(live.modalities),
+            voice=live.voice,
         )
 
     def live_for(self, token: str | None, session_id: str | None = None) -> LiveSession:
@@ -334,6 +347,7 @@ class EchoServer(HttpService):
             raise ServiceError("bad_sdp", "the SDP offer has no audio or video m-line")
         try:
             await live.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            live.offer_answer_track()
             await live.pc.setLocalDescription(await live.pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
             raise ServiceError("bad_sdp", f"cannot use this SDP offer: {str(exc)[:200]}") from None
@@ -343,7 +357,11 @@ class EchoServer(HttpService):
     async def ask(
         self, live: LiveSession, question: str, window_s: float | None
     ) -> AsyncIterator[ServerEvent]:
-        """Rate-limit, queue and stream one answer as protocol events; the history records it."""
+        """Rate-limit, queue and stream one answer as protocol events; the history records it.
+
+        When the session's answers are spoken, the answer's `response.output_audio.*` events come
+        between its text deltas and `response.done` waits for the speech to end (a cancel stops both).
+        """
         if not await self.within_rate(live.key_id):
             raise ServiceError(
                 "rate_limited", f"more than {self.config.server.questions_per_minute} questions per minute"
@@ -357,10 +375,14 @@ class EchoServer(HttpService):
         text: list[str] = []
         status = "completed"
         failure: Error | None = None
+        speech = live.speak(response_id, job.cancelled.is_set)
         try:
-            async for piece in job.pieces():
-                text.append(piece)
-                yield ResponseTextDelta(response_id=response_id, delta=piece)
+            async for item in job.pieces() if speech is None else speech.interleave(job.pieces()):
+                if isinstance(item, ServerEvent):
+                    yield item
+                    continue
+                text.append(item)
+                yield ResponseTextDelta(response_id=response_id, delta=item)
             if job.cancelled.is_set():
                 status = "cancelled"
         except EchoError as exc:
