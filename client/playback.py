@@ -26,23 +26,27 @@ FRAME = 960  # 20 ms
 
 
 class AudioSink(Protocol):
-    """Where decoded answer audio goes: int16 mono samples at 48 kHz, one frame at a time."""
+    """Where decoded answer audio goes: int16 mono samples at 48 kHz, one frame at a time, with
+    the frame's place on the sender's timeline (`pts`, in samples; lost packets leave gaps) and
+    when it arrived (`time.monotonic`)."""
 
-    def write(self, samples: np.ndarray, arrived: float) -> None: ...
+    def write(self, samples: np.ndarray, pts: int, arrived: float) -> None: ...
 
     def close(self) -> None: ...
 
 
 @dataclass
 class RecordingSink:
-    """Keeps every frame and the time it arrived (`time.monotonic`)."""
+    """Keeps every frame with its place on the sender's timeline and the time it arrived."""
 
     frames: list[np.ndarray] = field(default_factory=list)
+    pts: list[int] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     closed: bool = False
 
-    def write(self, samples: np.ndarray, arrived: float) -> None:
+    def write(self, samples: np.ndarray, pts: int, arrived: float) -> None:
         self.frames.append(samples)
+        self.pts.append(pts)
         self.arrivals.append(arrived)
 
     def close(self) -> None:
@@ -102,7 +106,7 @@ class SpeakerSink:
                 "or leave out --talk",
             ) from None
 
-    def write(self, samples: np.ndarray, arrived: float) -> None:
+    def write(self, samples: np.ndarray, pts: int, arrived: float) -> None:
         if len(self._blocks) == self._blocks.maxlen:
             self.dropped += 1  # the deque drops the oldest block
         self._blocks.append(samples)
@@ -142,7 +146,8 @@ class AnswerPlayer:
                 frame = await self.track.recv()
                 arrived = time.monotonic()
                 for piece in self._resampler.resample(frame):  # [1, n] packed s16 mono
-                    self.sink.write(np.asarray(piece.to_ndarray()).reshape(-1), arrived)
+                    pts = int(piece.pts) if piece.pts is not None else -1
+                    self.sink.write(np.asarray(piece.to_ndarray()).reshape(-1), pts, arrived)
                 self.frames += 1
         except MediaStreamError:
             log.info("the answer audio track ended")
