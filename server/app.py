@@ -25,6 +25,7 @@ from echo_core.errors import ConfigError, EchoError
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
+from echo_core.tts import VoiceCatalog, voice_catalog
 
 from .allocator import release_free_memory
 from .auth import AuthError
@@ -77,6 +78,7 @@ class EchoServer(HttpService):
         # espeak-ng runs as a subprocess per sentence: two threads keep one session's next sentence
         # synthesising while another session's is
         self.speech_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="echo-tts")
+        self.voices = VoiceCatalog()  # espeak-ng's, read at start-up; empty: answers cannot be spoken
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -85,6 +87,9 @@ class EchoServer(HttpService):
             self.model = await asyncio.get_running_loop().run_in_executor(
                 None, StreamModel.load, self.config.model, self.config.sieve
             )
+        self.voices = await asyncio.to_thread(voice_catalog)
+        if not self.voices.languages:
+            log.warning("espeak-ng is not installed: sessions cannot ask for spoken answers")
         if self.config.server.redis_url:
             store = RedisStore(self.config.server.redis_url)
             await store.ping()
@@ -284,6 +289,7 @@ class EchoServer(HttpService):
         budget = settings.cache_budget
         if budget is not None and budget != live.session.config.cache_budget:
             raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
+        self.check_voice(settings)
         changes: dict[str, object] = {}
         if settings.window_s is not None:
             changes["window_s"] = settings.window_s
@@ -301,6 +307,20 @@ class EchoServer(HttpService):
             live.modalities = tuple(settings.modalities)
         if settings.voice is not None:
             live.voice = settings.voice
+
+    def check_voice(self, settings: SessionSettings) -> None:
+        """Spoken answers need espeak-ng and one of its voices (`invalid_settings` otherwise)."""
+        if settings.modalities is not None and "audio" in settings.modalities and not self.voices.languages:
+            raise ServiceError(
+                "invalid_settings",
+                "modalities 'audio' needs espeak-ng on the server (Debian/Ubuntu: apt-get install espeak-ng)",
+            )
+        if settings.voice is not None and self.voices.languages and not self.voices.knows(settings.voice):
+            raise ServiceError(
+                "invalid_settings",
+                f"voice {settings.voice!r} is not an espeak-ng voice of this server"
+                " (`espeak-ng --voices`; e.g. en-us, en-gb+f3)",
+            )
 
     def settings_of(self, live: LiveSession) -> SessionSettings:
         c = live.session.config

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from echo_core.tts import VoiceCatalog
 from server.answer_track import FRAME_SAMPLES, SAMPLE_RATE, AnswerAudioTrack, Playback
 from server.protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 from server.spoken_answer import SentenceSplitter, split_sentences
@@ -113,3 +114,10 @@ async def test_track_frames_are_paced_48k_mono_and_stop_ends_queued_answers() ->
     assert events.items == [None]
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+def test_voice_catalog_knows_languages_and_variants_in_any_case() -> None:
+    catalog = VoiceCatalog(frozenset({"en-us", "en-gb"}), frozenset({"f3", "alex"}))
+    assert catalog.knows("en-us") and catalog.knows("EN-GB+F3") and catalog.knows("en-us+Alex")
+    assert not catalog.knows("de") and not catalog.knows("en-us+f9") and not catalog.knows("+f3")
+    assert not VoiceCatalog().knows("en-us")

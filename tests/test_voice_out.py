@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from client.echo_client import EchoClient
+from client.echo_client import ClientError, EchoClient
 from client.playback import FRAME, RATE, RecordingSink, rms
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
@@ -138,11 +138,15 @@ async def test_response_cancel_during_speech_stops_it(server: EchoServer) -> Non
 
 @pytest.mark.asyncio
 async def test_text_only_sessions_get_no_speech(server: EchoServer) -> None:
+    with pytest.raises(ClientError) as info:
+        async with EchoClient(server.url, KEY, settings={**SPOKEN, "voice": "xx-nope"}):
+            pass
+    assert info.value.code == "invalid_settings" and "xx-nope" in info.value.message
     sink = RecordingSink()
-    async with EchoClient(server.url, KEY) as client:
+    async with EchoClient(server.url, KEY, settings={"voice": "en-gb+f3"}) as client:
         await client.stream_tracks([ColourTrack(), ToneTrack()], answer_sink=sink)
         live = server.sessions[client.session_id]
-        assert live.can_speak and live.modalities == ("text",)
+        assert live.can_speak and live.modalities == ("text",) and live.voice == "en-gb+f3"
         await wait_ingested(live.session, 1)
         events = await ask_events(client, "what colour")
         assert events[-1]["status"] == "completed" and events[-1]["answer"]
