@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from .echo_client import ClientError, EchoClient
+from .playback import SpeakerSink
 
 
 def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -46,14 +47,20 @@ def print_event(event: dict[str, Any]) -> None:
 
 
 async def stream(args: argparse.Namespace) -> int:
+    sink = None
+    if args.talk:  # before any session: without a speaker, say so at once
+        sink = SpeakerSink()
+    try:
+        return await converse(args, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+async def converse(args: argparse.Namespace, sink: SpeakerSink | None) -> int:
     settings = TALK_SETTINGS if args.talk else None
     async with EchoClient(args.server, args.api_key, settings=settings, ssl_context=trust(args)) as client:
         print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
-        sink = None
-        if args.talk:
-            from .playback import SpeakerSink
-
-            sink = SpeakerSink()  # ClientError `no_speaker` with a hint when there is no output device
         tracks = []
         if args.camera:
             tracks += client.open_media(args.camera, fmt="v4l2", options={"framerate": "15"})

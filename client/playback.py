@@ -112,8 +112,9 @@ class SpeakerSink:
         self._blocks.append(samples)
 
     def close(self) -> None:
-        self._stream.stop()
-        self._stream.close()
+        if not self._stream.closed:
+            self._stream.stop()
+            self._stream.close()
 
 
 class AnswerPlayer:
