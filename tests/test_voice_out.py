@@ -144,7 +144,8 @@ async def test_text_only_sessions_get_no_speech(server: EchoServer) -> None:
     assert info.value.code == "invalid_settings" and "xx-nope" in info.value.message
     sink = RecordingSink()
     async with EchoClient(server.url, KEY, settings={"voice": "en-gb+f3"}) as client:
-        await client.stream_tracks([ColourTrack(), ToneTrack()], answer_sink=sink)
+        await client.stream_tracks([ColourTrack()], answer_sink=sink)  # video only: audio is recvonly
+        assert "a=sendonly" in audio_section(client._pc.remoteDescription.sdp)
         live = server.sessions[client.session_id]
         assert live.can_speak and live.modalities == ("text",) and live.voice == "en-gb+f3"
         await wait_ingested(live.session, 1)
