@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 RATE = 48000
 FRAME = 960  # 20 ms
+#: Decoded Opus silence is zeros; espeak-ng's speech frames sit at RMS 0.03–0.2 (full scale 1).
+SILENCE_FLOOR = 0.01
 
 
 class AudioSink(Protocol):
@@ -52,9 +54,19 @@ class RecordingSink:
     def close(self) -> None:
         self.closed = True
 
-    def loud_frames(self, since: int = 0, floor: float = 0.01) -> list[int]:
+    def loud_frames(self, since: int = 0, floor: float = SILENCE_FLOOR) -> list[int]:
         """Indices (from `since`) of frames whose RMS exceeds `floor` (full scale = 1)."""
         return [i for i in range(since, len(self.frames)) if rms(self.frames[i]) > floor]
+
+    async def wait_quiet(self, since: int, frames: int = 15, timeout_s: float = 10.0) -> None:
+        """Until `frames` silent frames in a row arrived after frame `since`: a spoken answer's
+        tail is in (its `response.done` leaves the server as its last frame does)."""
+        for _ in range(int(timeout_s / 0.02)):
+            tail = self.frames[max(since, len(self.frames) - frames) :]
+            if len(tail) == frames and all(rms(f) <= SILENCE_FLOOR for f in tail):
+                return
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"answer audio not quiet {timeout_s} s after frame {since}")
 
 
 def rms(samples: np.ndarray) -> float:

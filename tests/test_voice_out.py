@@ -15,7 +15,7 @@ import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from client.echo_client import ClientError, EchoClient
-from client.playback import FRAME, RATE, RecordingSink, rms
+from client.playback import FRAME, RATE, SILENCE_FLOOR, RecordingSink, rms
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.e2e
 
 KEY = "test-key-0123456789"
 SPOKEN = {"modalities": ["text", "audio"]}
-#: Decoded Opus silence is all zeros; speech frames of espeak-ng sit at RMS 0.03–0.2.
-SILENCE_FLOOR = 0.01
 
 
 @pytest_asyncio.fixture
@@ -53,16 +51,6 @@ async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
 def tts_seconds(answer: str) -> float:
     """How long the server's speech of `answer` is: its sentences as espeak-ng says them."""
     return sum(len(speak_pcm(s, Voice())) for s in split_sentences(answer)) / RATE
-
-
-async def quiet_after(sink: RecordingSink, since: int, frames: int = 15, timeout_s: float = 10.0) -> None:
-    """Until `frames` silent frames in a row arrived after frame `since` (the speech's tail is in)."""
-    for _ in range(int(timeout_s / 0.02)):
-        tail = sink.frames[max(since, len(sink.frames) - frames) :]
-        if len(tail) == frames and all(rms(f) <= SILENCE_FLOOR for f in tail):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"answer audio still not quiet {timeout_s} s after frame {since}")
 
 
 def loud_span_s(sink: RecordingSink, since: int) -> float:
@@ -101,7 +89,7 @@ async def test_spoken_answer_arrives_as_opus_audio_of_the_answers_length(server:
         assert expected > 0.3, answer  # the random model's answer must be something to say
         tolerance = 0.2 * expected + FRAME / RATE
         assert abs(audio_done["duration_ms"] / 1000 - expected) <= tolerance, (audio_done, expected)
-        await quiet_after(sink, before)
+        await sink.wait_quiet(before)
         assert abs(loud_span_s(sink, before) - expected) <= tolerance, (loud_span_s(sink, before), expected)
         loud = [rms(sink.frames[i]) for i in sink.loud_frames(before, SILENCE_FLOOR)]
         assert float(np.mean(loud)) > 5 * SILENCE_FLOOR, loud
@@ -128,7 +116,7 @@ async def test_response_cancel_during_speech_stops_it(server: EchoServer) -> Non
         assert by_kind["response.done"]["status"] == "cancelled"
         spoken_s = by_kind["response.output_audio.done"]["duration_ms"] / 1000
         assert spoken_s < full - 0.3, (spoken_s, full)
-        await quiet_after(sink, before)
+        await sink.wait_quiet(before)
         assert loud_span_s(sink, before) < full - 0.3  # the client heard only the start
         assert not live.answer_track.speaking and not live.jobs
         after = await ask_events(client, "what colour")  # the next answer is spoken in full
@@ -206,7 +194,7 @@ async def test_whip_publisher_that_receives_audio_gets_the_answer_track(server: 
         kinds = [e["type"] for e in events]
         assert kinds.index("response.output_audio.started") < kinds.index("response.output_audio.done")
         assert kinds[-1] == "response.done" and events[-1]["status"] == "completed"
-        await quiet_after(sink, before)
+        await sink.wait_quiet(before)
         assert sink.loud_frames(before, SILENCE_FLOOR)
         await player.stop()
     await pc.close()
