@@ -39,7 +39,8 @@ class AudioSink(Protocol):
 
 @dataclass
 class RecordingSink:
-    """Keeps every frame with its place on the sender's timeline and the time it arrived."""
+    """Keeps every frame with its place on the sender's timeline and the time it arrived
+    (unbounded: for tests and measurements of a few answers, not for a long session)."""
 
     frames: list[np.ndarray] = field(default_factory=list)
     pts: list[int] = field(default_factory=list)

@@ -158,6 +158,11 @@ class AnswerAudioTrack(MediaStreamTrack):
         self._queue.append(playback)
         return True
 
+    def discard(self, playback: Playback) -> None:
+        """Forget an answer that ended before it was played (its slot frees at once)."""
+        if playback in self._queue:
+            self._queue.remove(playback)
+
     def stop_speaking(self) -> None:
         """Cut every queued answer's speech short at the next frame (barge-in)."""
         for playback in self._queue:

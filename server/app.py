@@ -397,7 +397,8 @@ class EchoServer(HttpService):
         failure: Error | None = None
         speech = live.speak(response_id, job.cancelled.is_set)
         try:
-            async for item in job.pieces() if speech is None else speech.interleave(job.pieces()):
+            items = job.pieces() if speech is None else speech.interleave(job.pieces())
+            async for item in items:
                 if isinstance(item, ServerEvent):
                     yield item
                     continue

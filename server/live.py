@@ -41,7 +41,7 @@ class LiveSession:
     ticker: asyncio.Task[None] | None = None
     modalities: tuple[str, ...] = ("text",)  # with "audio", answers are also spoken on `answer_track`
     voice: str = "en-us"  # espeak-ng voice of spoken answers
-    speech_executor: Executor | None = None  # where answers are synthesised (the server's TTS thread)
+    speech_executor: Executor | None = None  # where answers are synthesised (the server's TTS threads)
     answer_track: AnswerAudioTrack = field(default_factory=AnswerAudioTrack)
 
     @property

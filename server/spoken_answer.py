@@ -83,6 +83,7 @@ class SpokenAnswer:
         self.response_id = response_id
         self.voice = voice
         self.executor = executor
+        self._track = track
         # started, done and the end marker: at most three, so putting never blocks
         self.events: asyncio.Queue[ServerEvent | None] = asyncio.Queue(maxsize=3)
         self.playback = Playback(response_id, cancelled, self.events.put_nowait)
@@ -112,13 +113,18 @@ class SpokenAnswer:
             self._say(rest)
         self.playback.end()
         if self.playback.cancelled and not self.playback.started:
-            self.playback.finish("cancelled")
+            self._end_unspoken()
 
     def stop(self) -> None:
         """Cut the speech short (the text failed or its reader went away)."""
         self.playback.stop()
         if not self.playback.started:
-            self.playback.finish("cancelled")
+            self._end_unspoken()
+
+    def _end_unspoken(self) -> None:
+        """End an answer that never spoke, here and now (the track may not be pulled: no peer yet)."""
+        self.playback.finish("cancelled")
+        self._track.discard(self.playback)
 
     def _say(self, sentence: str) -> None:
         loop = asyncio.get_running_loop()

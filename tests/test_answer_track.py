@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from echo_core.tts import VoiceCatalog
+from echo_core.tts import Voice, VoiceCatalog
 from server.answer_track import FRAME_SAMPLES, SAMPLE_RATE, AnswerAudioTrack, Playback
 from server.protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
-from server.spoken_answer import SentenceSplitter, split_sentences
+from server.spoken_answer import SentenceSplitter, SpokenAnswer, split_sentences
 
 pytestmark = pytest.mark.unit
 
@@ -121,3 +121,13 @@ def test_voice_catalog_knows_languages_and_variants_in_any_case() -> None:
     assert catalog.knows("en-us") and catalog.knows("EN-GB+F3") and catalog.knows("en-us+Alex")
     assert not catalog.knows("de") and not catalog.knows("en-us+f9") and not catalog.knows("+f3")
     assert not VoiceCatalog().knows("en-us")
+
+
+@pytest.mark.asyncio
+async def test_an_answer_cancelled_before_it_spoke_ends_at_once_and_frees_its_slot() -> None:
+    track = AnswerAudioTrack(max_pending=1)  # never pulled: no peer has connected
+    speech = SpokenAnswer("a", Voice(), track, None, lambda: True)
+    assert not track.enqueue(Playback("b", lambda: False, Events()))
+    speech.finish()  # the cancelled text ended with nothing said
+    assert speech.playback.finished and speech.events.get_nowait() is None and speech.events.empty()
+    assert track.enqueue(Playback("c", lambda: False, Events()))
