@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from .echo_client import ClientError, EchoClient
-from .playback import SpeakerSink
+from .playback import EchoGate, SpeakerSink
 
 
 def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -48,16 +48,17 @@ def print_event(event: dict[str, Any]) -> None:
 
 async def stream(args: argparse.Namespace) -> int:
     sink = None
+    gate = EchoGate() if args.talk and not args.headphones else None
     if args.talk:  # before any session: without a speaker, say so at once
-        sink = SpeakerSink()
+        sink = SpeakerSink(gate=gate)
     try:
-        return await converse(args, sink)
+        return await converse(args, sink, gate)
     finally:
         if sink is not None:
             sink.close()
 
 
-async def converse(args: argparse.Namespace, sink: SpeakerSink | None) -> int:
+async def converse(args: argparse.Namespace, sink: SpeakerSink | None, gate: EchoGate | None) -> int:
     settings = TALK_SETTINGS if args.talk else None
     async with EchoClient(args.server, args.api_key, settings=settings, ssl_context=trust(args)) as client:
         print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
@@ -69,7 +70,8 @@ async def converse(args: argparse.Namespace, sink: SpeakerSink | None) -> int:
         if args.mic:
             from .microphone import MicrophoneTrack
 
-            tracks = [t for t in tracks if t.kind != "audio"] + [MicrophoneTrack()]
+            muted = gate.muted if gate is not None else None
+            tracks = [t for t in tracks if t.kind != "audio"] + [MicrophoneTrack(muted)]
         await client.stream_tracks(tracks, answer_sink=sink)  # one peer connection carries them all
         await asyncio.sleep(args.warmup)
         for question in args.ask:
@@ -132,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --mic: speak questions (server VAD) and hear the answers (sounddevice output)",
     )
+    st.add_argument(
+        "--headphones",
+        action="store_true",
+        help="with --talk: keep the microphone open while answers play, so speaking interrupts them"
+        " (by default it is muted meanwhile: loudspeakers would feed Echo's voice back)",
+    )
     st.add_argument("--ask", action="append", default=[], help="question to ask (repeatable)")
     st.add_argument("--window", type=float, help="seconds of recent stream each question is about")
     st.add_argument("--warmup", type=float, default=5.0, help="seconds to stream before the first question")
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("stream needs a FILE/URL, --camera or --mic")
     if args.command == "stream" and args.talk and not args.mic:
         p.error("--talk needs --mic: questions are spoken into the microphone")
+    if args.command == "stream" and args.headphones and not args.talk:
+        p.error("--headphones goes with --talk")
     try:
         return asyncio.run(stream(args) if args.command == "stream" else ask(args))
     except ClientError as exc:

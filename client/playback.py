@@ -70,6 +70,24 @@ class RecordingSink:
         raise TimeoutError(f"answer audio not quiet {timeout_s} s after frame {since}")
 
 
+@dataclass
+class EchoGate:
+    """Half duplex for loudspeakers: the microphone is muted while an answer plays and `tail_s`
+    after it. Without echo cancellation the microphone hears Echo speak, and the server's VAD
+    would take that for the user: a question of its own, or a barge-in that cuts the answer."""
+
+    tail_s: float = 0.3
+    open_at: float = 0.0  # time.monotonic() from which the microphone is open again
+
+    def heard(self, samples: np.ndarray, arrived: float, queued_s: float) -> None:
+        """A frame reached the speaker's buffer `queued_s` of audio behind what is playing."""
+        if rms(samples) > SILENCE_FLOOR:
+            self.open_at = max(self.open_at, arrived + queued_s + len(samples) / RATE + self.tail_s)
+
+    def muted(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.open_at
+
+
 def rms(samples: np.ndarray) -> float:
     """Root mean square of int16 samples, full scale = 1."""
     x = samples.astype(np.float64) / 32768.0
@@ -80,10 +98,12 @@ class SpeakerSink:
     """Plays answer audio on the default output device (sounddevice / PortAudio).
 
     The device pulls from a bounded buffer (`max_buffer_s`); when the network delivers faster
-    than the device plays, the oldest audio is dropped and counted.
+    than the device plays, the oldest audio is dropped and counted. `gate` learns when the
+    speaker sounds (to mute the microphone meanwhile).
     """
 
-    def __init__(self, *, max_buffer_s: float = 2.0) -> None:
+    def __init__(self, *, max_buffer_s: float = 2.0, gate: EchoGate | None = None) -> None:
+        self.gate = gate
         try:
             import sounddevice as sd
         except (ImportError, OSError) as exc:
@@ -122,6 +142,8 @@ class SpeakerSink:
     def write(self, samples: np.ndarray, pts: int, arrived: float) -> None:
         if len(self._blocks) == self._blocks.maxlen:
             self.dropped += 1  # the deque drops the oldest block
+        if self.gate is not None:
+            self.gate.heard(samples, arrived, (len(self._blocks) * FRAME + len(self._head)) / RATE)
         self._blocks.append(samples)
 
     def close(self) -> None:
