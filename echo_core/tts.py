@@ -57,7 +57,7 @@ def _wav_samples(data: bytes) -> np.ndarray:
     return np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)
 def _render(text: str, voice: Voice) -> bytes:
     if not espeak_available():
         raise SpeechSynthesisError(f"{ESPEAK} is not installed (Debian/Ubuntu: apt-get install espeak-ng)")
