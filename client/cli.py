@@ -3,6 +3,7 @@
 echo-client stream FILE|URL [--ask "…" …]        a file or any URL PyAV opens (rtsp://…)
 echo-client stream --camera /dev/video0 [--mic]  a V4L2 camera (and the microphone)
 echo-client stream --mic                          the microphone only (sounddevice)
+echo-client stream --mic --talk                   speak questions, hear the answers
 echo-client ask "…" --session ID --token TOKEN    ask an existing session over HTTP
 """
 
@@ -14,10 +15,12 @@ import json
 import os
 import ssl
 import sys
+from typing import Any
 
 import aiohttp
 
 from .echo_client import ClientError, EchoClient
+from .playback import EchoGate, SpeakerSink
 
 
 def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -25,8 +28,39 @@ def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=args.cafile) if args.cafile else None
 
 
+#: Session settings of `--talk`: server VAD finds spoken questions, answers are also spoken.
+TALK_SETTINGS: dict[str, Any] = {"turn_detection": {"type": "server_vad"}, "modalities": ["text", "audio"]}
+
+
+def print_event(event: dict[str, Any]) -> None:
+    """One response event as a line of the conversation (`--talk`)."""
+    kind = event["type"]
+    if kind == "response.created":
+        print(f"Q: {event.get('question', '')}")
+        print("A: ", end="", flush=True)
+    elif kind == "response.output_text.delta":
+        print(event["delta"], end="", flush=True)
+    elif kind == "response.done":
+        usage = event.get("usage", {})
+        status = "" if event.get("status") == "completed" else f", {event.get('status')}"
+        print(f"   (TTFT {usage.get('ttft_ms', 0):.1f} ms{status})", flush=True)
+
+
 async def stream(args: argparse.Namespace) -> int:
-    async with EchoClient(args.server, args.api_key, ssl_context=trust(args)) as client:
+    sink = None
+    gate = EchoGate() if args.talk and not args.headphones else None
+    if args.talk:  # before any session: without a speaker, say so at once
+        sink = SpeakerSink(gate=gate)
+    try:
+        return await converse(args, sink, gate)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+async def converse(args: argparse.Namespace, sink: SpeakerSink | None, gate: EchoGate | None) -> int:
+    settings = TALK_SETTINGS if args.talk else None
+    async with EchoClient(args.server, args.api_key, settings=settings, ssl_context=trust(args)) as client:
         print(f"session {client.session_id} (token {client.token})", file=sys.stderr)
         tracks = []
         if args.camera:
@@ -36,8 +70,9 @@ async def stream(args: argparse.Namespace) -> int:
         if args.mic:
             from .microphone import MicrophoneTrack
 
-            tracks = [t for t in tracks if t.kind != "audio"] + [MicrophoneTrack()]
-        await client.stream_tracks(tracks)  # one peer connection carries them all
+            muted = gate.muted if gate is not None else None
+            tracks = [t for t in tracks if t.kind != "audio"] + [MicrophoneTrack(muted)]
+        await client.stream_tracks(tracks, answer_sink=sink)  # one peer connection carries them all
         await asyncio.sleep(args.warmup)
         for question in args.ask:
             print(f"Q: {question}")
@@ -46,7 +81,11 @@ async def stream(args: argparse.Namespace) -> int:
                 print(delta, end="", flush=True)
             usage = client.last_done.get("usage", {})
             print(f"   (TTFT {usage.get('ttft_ms', 0):.1f} ms, {usage.get('av_tokens', 0)} AV tokens)")
-        if not args.ask:
+        if args.talk:
+            print("listening: speak a question; Ctrl-C to stop", file=sys.stderr)
+            async for event in client.events():
+                print_event(event)
+        elif not args.ask:
             print("streaming; press Ctrl-C to stop", file=sys.stderr)
             await asyncio.Event().wait()
     return 0
@@ -90,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("source", nargs="?", help="file or URL")
     st.add_argument("--camera", help="V4L2 device, e.g. /dev/video0")
     st.add_argument("--mic", action="store_true", help="also stream the microphone")
+    st.add_argument(
+        "--talk",
+        action="store_true",
+        help="with --mic: speak questions (server VAD) and hear the answers (sounddevice output)",
+    )
+    st.add_argument(
+        "--headphones",
+        action="store_true",
+        help="with --talk: keep the microphone open while answers play, so speaking interrupts them"
+        " (by default it is muted meanwhile: loudspeakers would feed Echo's voice back)",
+    )
     st.add_argument("--ask", action="append", default=[], help="question to ask (repeatable)")
     st.add_argument("--window", type=float, help="seconds of recent stream each question is about")
     st.add_argument("--warmup", type=float, default=5.0, help="seconds to stream before the first question")
@@ -98,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--session", required=True)
     a.add_argument("--token", required=True)
     a.add_argument("--window", type=float)
+    lat = sub.add_parser(
+        "speech-latency", help="start a local server, ask N questions, time each answer's text → its speech"
+    )
+    lat.add_argument("--config", default="configs/demo.yaml")
+    lat.add_argument("--asks", type=int, default=20)
+    lat.add_argument("--json", help="write the report here")
     acc = sub.add_parser("accuracy", help="start a local server, stream test clips, measure answer accuracy")
     acc.add_argument("--config", default="configs/demo.yaml")
     acc.add_argument("--clips", type=int, default=20)
@@ -116,8 +172,21 @@ def main(argv: list[str] | None = None) -> int:
         report = run_live_accuracy(Path(args.config), args.clips, args.concurrency, families)
         write_report(asyncio.run(report), args.json)
         return 0
+    if args.command == "speech-latency":
+        from pathlib import Path
+
+        from echo_core.bench.cli import write_report
+
+        from .speech_latency import run_speech_latency
+
+        write_report(asyncio.run(run_speech_latency(Path(args.config), args.asks)), args.json)
+        return 0
     if args.command == "stream" and not (args.source or args.camera or args.mic):
         p.error("stream needs a FILE/URL, --camera or --mic")
+    if args.command == "stream" and args.talk and not args.mic:
+        p.error("--talk needs --mic: questions are spoken into the microphone")
+    if args.command == "stream" and args.headphones and not args.talk:
+        p.error("--headphones goes with --talk")
     try:
         return asyncio.run(stream(args) if args.command == "stream" else ask(args))
     except ClientError as exc:

@@ -5,6 +5,10 @@ async with EchoClient("http://127.0.0.1:8080", api_key) as client:
     async for delta in client.ask("what colour?", window_s=10):
         print(delta, end="")
     print(client.last_done["usage"])
+
+Spoken answers: create the session with `settings={"modalities": ["text", "audio"]}` and pass
+`answer_sink=` (client.playback: `SpeakerSink()` plays them, `RecordingSink()` keeps them) to
+`stream_file` / `stream_tracks`; the server's answer track is received on the same connection.
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ from typing import Any
 
 import aiohttp
 
+from .errors import ClientError
+from .playback import AnswerPlayer, AudioSink
+
+__all__ = ["ClientError", "EchoClient"]
+
 log = logging.getLogger(__name__)
 
-
-class ClientError(Exception):
-    """A failure the user can act on, with the server's error code when there is one."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+#: The events of one response, from `response.created` to `response.done`.
+RESPONSE_EVENTS = (
+    "response.created",
+    "response.output_text.delta",
+    "response.output_audio.started",
+    "response.output_audio.done",
+    "response.done",
+)
 
 
 class EchoClient:
@@ -55,6 +64,8 @@ class EchoClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pc: Any = None
         self._player: Any = None
+        self._answer_player: AnswerPlayer | None = None
+        self._answer_sink: AudioSink | None = None  # closed with the peer connection
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
 
@@ -115,9 +126,12 @@ class EchoClient:
         fmt: str | None = None,
         options: dict[str, str] | None = None,
         loop: bool = False,
+        answer_sink: AudioSink | None = None,
     ) -> None:
         """Stream a file, URL (RTSP, HTTP) or device PyAV opens, in real time, over WebRTC."""
-        await self.stream_tracks(self.open_media(source, fmt=fmt, options=options, loop=loop))
+        await self.stream_tracks(
+            self.open_media(source, fmt=fmt, options=options, loop=loop), answer_sink=answer_sink
+        )
 
     def open_media(
         self,
@@ -143,13 +157,28 @@ class EchoClient:
             raise ClientError(f"no_{what}", f"{source!r} has neither audio nor video")
         return tracks
 
-    async def stream_tracks(self, tracks: list[Any]) -> None:
-        """Send aiortc tracks (e.g. a microphone track) to the session."""
+    async def stream_tracks(self, tracks: list[Any], *, answer_sink: AudioSink | None = None) -> None:
+        """Send aiortc tracks (e.g. a microphone track) to the session.
+
+        With `answer_sink`, the offer's audio is `sendrecv` (`recvonly` without an audio track) and
+        the server's answer track, its spoken answers, is decoded into the sink.
+        """
         from aiortc import RTCPeerConnection, RTCSessionDescription
 
         self._pc = RTCPeerConnection()
         for track in tracks:
-            self._pc.addTrack(track)
+            self._pc.addTrack(track)  # a sendrecv transceiver: it also receives the answer track
+        if answer_sink is not None:
+            self._answer_sink = answer_sink
+            if not any(t.kind == "audio" for t in tracks):
+                self._pc.addTransceiver("audio", direction="recvonly")
+
+            @self._pc.on("track")
+            def on_track(track: Any) -> None:
+                if track.kind == "audio" and self._answer_player is None:
+                    self._answer_player = AnswerPlayer(track, answer_sink)
+                    self._answer_player.start()
+
         await self._pc.setLocalDescription(await self._pc.createOffer())
         await self._send({"type": "webrtc.offer", "token": self.token, "sdp": self._pc.localDescription.sdp})
         answer = await self._expect("webrtc.answer")
@@ -157,6 +186,12 @@ class EchoClient:
 
     async def stop_streaming(self) -> None:
         """Close the peer connection and stop the media player's decoding thread."""
+        if self._answer_player is not None:
+            await self._answer_player.stop()
+            self._answer_player = None
+        if self._answer_sink is not None:
+            self._answer_sink.close()
+            self._answer_sink = None
         if self._pc is not None:
             await self._pc.close()
             self._pc = None
@@ -169,17 +204,32 @@ class EchoClient:
     # --------------------------------------------------------------- asking
     async def ask(self, question: str, window_s: float | None = None) -> AsyncIterator[str]:
         """Yield the answer's text deltas; `last_done` holds `response.done` afterwards."""
+        async for event in self.respond(question, window_s):
+            if event["type"] == "response.output_text.delta":
+                yield str(event["delta"])
+
+    async def respond(self, question: str, window_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield every event of the answer, `response.created` to `response.done` (kept in `last_done`).
+
+        A spoken answer's `response.output_audio.started` / `.done` come before `response.done`.
+        """
         event: dict[str, Any] = {"type": "response.create", "token": self.token, "question": question}
         if window_s is not None:
             event["window_s"] = window_s
         await self._send(event)
-        await self._expect("response.created")
+        yield await self._expect("response.created")
         while True:
-            item = await self._expect_any(("response.output_text.delta", "response.done"))
+            item = await self._expect_any(RESPONSE_EVENTS[1:])
+            yield item
             if item["type"] == "response.done":
                 self.last_done = item
                 return
-            yield str(item["delta"])
+
+    async def events(self, kinds: tuple[str, ...] = RESPONSE_EVENTS) -> AsyncIterator[dict[str, Any]]:
+        """The server's events of these kinds as they come, also answers to spoken questions
+        (`input_audio.*` kinds included when asked for); an `error` event raises ClientError."""
+        while True:
+            yield await self._expect_any(kinds, timeout=None)
 
     async def next_error(self, timeout: float) -> ClientError:
         """Wait for the server's next `error` event (e.g. `worker_lost`), skipping everything else."""
@@ -189,7 +239,7 @@ class EchoClient:
             return exc
         raise AssertionError("unreachable")  # pragma: no cover - _expect_any returns only on a kind
 
-    async def _expect_any(self, kinds: tuple[str, ...], timeout: float = 120.0) -> dict[str, Any]:
+    async def _expect_any(self, kinds: tuple[str, ...], timeout: float | None = 120.0) -> dict[str, Any]:
         while True:
             event = await asyncio.wait_for(self._events.get(), timeout)
             if event.get("type") == "error":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,16 @@ FRAME = 960  # 20 ms
 
 
 class MicrophoneTrack(MediaStreamTrack):
-    """Captures the default input device; ClientError `no_microphone` when there is none."""
+    """Captures the default input device; ClientError `no_microphone` when there is none.
+
+    While `muted()` is true the track sends silence (half duplex with a loudspeaker).
+    """
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, muted: Callable[[], bool] | None = None) -> None:
         super().__init__()
+        self._muted = muted
         try:
             import sounddevice as sd
         except (ImportError, OSError) as exc:
@@ -50,6 +55,8 @@ class MicrophoneTrack(MediaStreamTrack):
 
     async def recv(self) -> AudioFrame:
         block = await self._queue.get()
+        if self._muted is not None and self._muted():
+            block = np.zeros_like(block)
         frame = AudioFrame.from_ndarray(block[None, :], format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = RATE, self._pts, fractions.Fraction(1, RATE)
         self._pts += len(block)

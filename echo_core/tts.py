@@ -57,7 +57,7 @@ def _wav_samples(data: bytes) -> np.ndarray:
     return np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2")
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)
 def _render(text: str, voice: Voice) -> bytes:
     if not espeak_available():
         raise SpeechSynthesisError(f"{ESPEAK} is not installed (Debian/Ubuntu: apt-get install espeak-ng)")
@@ -85,3 +85,32 @@ def synthesize(text: str, voice: Voice = Voice(), sample_rate: int = 16000) -> n
         g = gcd(sample_rate, ESPEAK_RATE)
         wave = resample_poly(wave, sample_rate // g, ESPEAK_RATE // g)
     return np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class VoiceCatalog:
+    """The voices this espeak-ng offers: languages (`en-us`) and variants (`f3`), lower case."""
+
+    languages: frozenset[str] = frozenset()
+    variants: frozenset[str] = frozenset()
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` (`language` or `language+variant`, any case) is one of these voices."""
+        language, _, variant = name.lower().partition("+")
+        return language in self.languages and (not variant or variant in self.variants)
+
+
+def voice_catalog() -> VoiceCatalog:
+    """What `espeak-ng --voices` lists (an empty catalog without espeak-ng); runs two subprocesses."""
+    if not espeak_available():
+        return VoiceCatalog()
+
+    def column(option: str, index: int) -> frozenset[str]:
+        done = subprocess.run(
+            [ESPEAK, option], capture_output=True, timeout=_TIMEOUT_S, check=False, text=True
+        )
+        rows = [line.split() for line in done.stdout.splitlines()[1:]]
+        return frozenset(row[index].lower() for row in rows if len(row) > index)
+
+    variants = {v.removeprefix("!v/") for v in column("--voices=variant", 4)}
+    return VoiceCatalog(column("--voices", 1), frozenset(variants))

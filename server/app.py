@@ -14,6 +14,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,7 @@ from echo_core.errors import ConfigError, EchoError
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
+from echo_core.tts import VoiceCatalog, voice_catalog
 
 from .allocator import release_free_memory
 from .auth import AuthError
@@ -73,6 +75,10 @@ class EchoServer(HttpService):
         self.node: Any = None  # the WorkerNode in worker mode
         self._tasks: list[asyncio.Task[None]] = []
         self._reserved = 0  # sessions being created: counted against max_sessions before any await
+        # espeak-ng runs as a subprocess per sentence: two threads keep one session's next sentence
+        # synthesising while another session's is
+        self.speech_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="echo-tts")
+        self.voices = VoiceCatalog()  # espeak-ng's, read at start-up; empty: answers cannot be spoken
 
     # ------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -81,6 +87,9 @@ class EchoServer(HttpService):
             self.model = await asyncio.get_running_loop().run_in_executor(
                 None, StreamModel.load, self.config.model, self.config.sieve
             )
+        self.voices = await asyncio.to_thread(voice_catalog)
+        if not self.voices.languages:
+            log.warning("espeak-ng is not installed: sessions cannot ask for spoken answers")
         if self.config.server.redis_url:
             store = RedisStore(self.config.server.redis_url)
             await store.ping()
@@ -111,6 +120,7 @@ class EchoServer(HttpService):
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
         await self.close_listener()
         await self.store.close()
+        self.speech_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _heartbeat(self, beat_s: float = 1.0) -> None:
         """Keep the store's session records fresh, close abandoned sessions, repair after outages.
@@ -223,7 +233,9 @@ class EchoServer(HttpService):
             try:
                 # preallocating the cache and prefilling the prefix takes a while: not on the loop
                 session = await asyncio.to_thread(StreamSession, model, stream, session_id=session_id)
-                live = LiveSession(session, key_id, self.peer_connection())
+                live = LiveSession(
+                    session, key_id, self.peer_connection(), speech_executor=self.speech_executor
+                )
                 self.apply_settings(live, settings)
             except BaseException:
                 await self.store.unregister_session(session_id, key_id)
@@ -277,6 +289,7 @@ class EchoServer(HttpService):
         budget = settings.cache_budget
         if budget is not None and budget != live.session.config.cache_budget:
             raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
+        self.check_voice(settings)
         changes: dict[str, object] = {}
         if settings.window_s is not None:
             changes["window_s"] = settings.window_s
@@ -290,6 +303,24 @@ class EchoServer(HttpService):
             live.session.update(**changes)
         except ConfigError as exc:
             raise ServiceError("invalid_settings", str(exc)) from None
+        if settings.modalities is not None:
+            live.modalities = tuple(settings.modalities)
+        if settings.voice is not None:
+            live.voice = settings.voice
+
+    def check_voice(self, settings: SessionSettings) -> None:
+        """Spoken answers need espeak-ng and one of its voices (`invalid_settings` otherwise)."""
+        if settings.modalities is not None and "audio" in settings.modalities and not self.voices.languages:
+            raise ServiceError(
+                "invalid_settings",
+                "modalities 'audio' needs espeak-ng on the server (Debian/Ubuntu: apt-get install espeak-ng)",
+            )
+        if settings.voice is not None and self.voices.languages and not self.voices.knows(settings.voice):
+            raise ServiceError(
+                "invalid_settings",
+                f"voice {settings.voice!r} is not an espeak-ng voice of this server"
+                " (`espeak-ng --voices`; e.g. en-us, en-gb+f3)",
+            )
 
     def settings_of(self, live: LiveSession) -> SessionSettings:
         c = live.session.config
@@ -299,6 +330,8 @@ class EchoServer(HttpService):
             method=live.session.method,
             keep=c.ingest_keep,
             ask_budget=c.ask_budget,
+            modalities=list(live.modalities),
+            voice=live.voice,
         )
 
     def live_for(self, token: str | None, session_id: str | None = None) -> LiveSession:
@@ -334,6 +367,7 @@ class EchoServer(HttpService):
             raise ServiceError("bad_sdp", "the SDP offer has no audio or video m-line")
         try:
             await live.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            live.offer_answer_track()
             await live.pc.setLocalDescription(await live.pc.createAnswer())
         except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
             raise ServiceError("bad_sdp", f"cannot use this SDP offer: {str(exc)[:200]}") from None
@@ -343,7 +377,11 @@ class EchoServer(HttpService):
     async def ask(
         self, live: LiveSession, question: str, window_s: float | None
     ) -> AsyncIterator[ServerEvent]:
-        """Rate-limit, queue and stream one answer as protocol events; the history records it."""
+        """Rate-limit, queue and stream one answer as protocol events; the history records it.
+
+        When the session's answers are spoken, the answer's `response.output_audio.*` events come
+        between its text deltas and `response.done` waits for the speech to end (a cancel stops both).
+        """
         if not await self.within_rate(live.key_id):
             raise ServiceError(
                 "rate_limited", f"more than {self.config.server.questions_per_minute} questions per minute"
@@ -357,10 +395,15 @@ class EchoServer(HttpService):
         text: list[str] = []
         status = "completed"
         failure: Error | None = None
+        speech = live.speak(response_id, job.cancelled.is_set)
         try:
-            async for piece in job.pieces():
-                text.append(piece)
-                yield ResponseTextDelta(response_id=response_id, delta=piece)
+            items = job.pieces() if speech is None else speech.interleave(job.pieces())
+            async for item in items:
+                if isinstance(item, ServerEvent):
+                    yield item
+                    continue
+                text.append(item)
+                yield ResponseTextDelta(response_id=response_id, delta=item)
             if job.cancelled.is_set():
                 status = "cancelled"
         except EchoError as exc:

@@ -1,18 +1,24 @@
-"""A live session on this worker: the engine session, its peer connection, ingest tasks, auth."""
+"""A live session on this worker: the engine session, its peer connection, ingest tasks, auth,
+and the audio track its spoken answers go out on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from echo_core.stream.session import StreamSession
+from echo_core.tts import Voice
 
+from .answer_track import AnswerAudioTrack
 from .clock import SessionClock
 from .engine import AskJob
 from .ingest import TrackIngest
+from .spoken_answer import SpokenAnswer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,10 @@ class LiveSession:
     closed: bool = False
     attached: int = 0  # WebSocket connections currently attached
     ticker: asyncio.Task[None] | None = None
+    modalities: tuple[str, ...] = ("text",)  # with "audio", answers are also spoken on `answer_track`
+    voice: str = "en-us"  # espeak-ng voice of spoken answers
+    speech_executor: Executor | None = None  # where answers are synthesised (the server's TTS threads)
+    answer_track: AnswerAudioTrack = field(default_factory=AnswerAudioTrack)
 
     @property
     def session_id(self) -> str:
@@ -43,6 +53,44 @@ class LiveSession:
         ingest.start()
         self.ingests.append(ingest)
         log.info("%s: receiving %s", self.session_id, track.kind)
+
+    def offer_answer_track(self) -> None:
+        """Put the answer track on the remote offer's audio transceiver (between setting the remote
+        description and creating the answer): the answer then says `sendrecv` for an offer that
+        sends and receives audio, `sendonly` for a receive-only one, and stays `recvonly` for a
+        send-only offer (nobody to speak to)."""
+        if self.answer_track in [s.track for s in self.pc.getSenders()]:
+            return
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "audio" and transceiver.sender.track is None:
+                self.pc.addTrack(self.answer_track)  # takes this transceiver and adds "send"
+                return
+
+    @property
+    def can_speak(self) -> bool:
+        """Whether the negotiated peer connection sends the answer track."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.track is self.answer_track:
+                return transceiver.currentDirection in ("sendrecv", "sendonly")
+        return False
+
+    def speak(self, response_id: str, cancelled: Callable[[], bool]) -> SpokenAnswer | None:
+        """The answer's speech when this session's answers are spoken and the peer receives audio."""
+        if "audio" not in self.modalities:
+            return None
+        if not self.can_speak:
+            log.info("%s: answer %s not spoken: the peer receives no audio", self.session_id, response_id)
+            return None
+        return SpokenAnswer(
+            response_id, Voice(self.voice), self.answer_track, self.speech_executor, cancelled
+        )
+
+    def stop_speaking(self) -> None:
+        """Cut the answer being spoken (and those queued) short at the next 20-ms frame (barge-in).
+
+        Cancelling an answer (its job's `cancelled`) stops its speech the same way.
+        """
+        self.answer_track.stop_speaking()
 
     async def tick(self, period_s: float = 0.25, margin_s: float = 1.0) -> None:
         """Keep the session's chunker on the clock: close due chunks in stalls, flush when media ends.
@@ -73,5 +121,6 @@ class LiveSession:
         for job in self.jobs.values():
             job.cancelled.set()
         await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)
+        self.answer_track.stop()
         await self.pc.close()
         log.info("%s: closed", self.session_id)

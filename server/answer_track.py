@@ -1,0 +1,209 @@
+"""The outgoing audio track that carries spoken answers back on a session's peer connection.
+
+aiortc's RTP sender pulls frames from a track as fast as `recv` returns them and Opus-encodes
+each one; the RTP timestamps it writes count the samples encoded, not wall time. So the track
+paces itself (one 20-ms frame of 48-kHz mono per 20 ms of wall time, as aiortc's own
+`AudioStreamTrack` does) and sends silence while nobody speaks: the sample count then stays
+equal to the wall clock and the receiver's jitter buffer sees a steady stream.
+
+Answers are `Playback`s queued in order: the head one is played as its synthesised segments
+arrive (silence fills a frame when the next sentence is still being synthesised), then the
+next. A playback whose answer is cancelled stops at the next frame, wherever it is in the
+queue. The queue is bounded (`max_pending`); an answer that finds it full is not spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from .protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000  # Opus' native rate: aiortc's encoder does not resample it
+FRAME_SAMPLES = 960  # 20 ms, one Opus frame
+TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+MAX_PENDING = 8
+
+
+class Playback:
+    """One answer's speech: its synthesised segments in order, played by `AnswerAudioTrack`.
+
+    `segments` holds futures of int16 mono 48-kHz samples, in the order they are spoken; a
+    segment whose synthesis failed is skipped. `on_event` receives `response.output_audio.started`
+    when the first frame carrying this answer's audio leaves the track and
+    `response.output_audio.done` when it ends; then `None`, once, whatever happened (also when
+    nothing was spoken).
+    """
+
+    def __init__(
+        self,
+        response_id: str,
+        cancelled: Callable[[], bool],
+        on_event: Callable[[ServerEvent | None], None],
+    ) -> None:
+        self.response_id = response_id
+        self.segments: deque[asyncio.Future[np.ndarray]] = deque()
+        self.ended = False  # no segment will be added
+        self.played = 0  # samples of speech handed to the track
+        self.started = False
+        self.finished = False
+        self._cancelled = cancelled
+        self._stopped = False
+        self._on_event = on_event
+        self._head: np.ndarray | None = None  # [n] int16: the segment being played
+        self._at = 0  # samples of `_head` already played
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stopped or self._cancelled()
+
+    def add(self, segment: asyncio.Future[np.ndarray]) -> None:
+        if not self.ended and not self.finished:
+            self.segments.append(segment)
+
+    def end(self) -> None:
+        """No more segments: the playback finishes once the ones it has are played."""
+        self.ended = True
+
+    def stop(self) -> None:
+        """Cut the speech short at the next frame."""
+        self._stopped = True
+
+    def read(self, out: np.ndarray) -> int:
+        """Copy up to len(out) samples of speech into `out`; fewer when the next segment is not ready."""
+        filled = 0
+        while filled < len(out):
+            if self._head is None or self._at >= len(self._head):
+                if not self.segments or not self.segments[0].done():
+                    break
+                segment = self.segments.popleft()
+                self._head, self._at = self._segment_samples(segment), 0
+                continue
+            n = min(len(out) - filled, len(self._head) - self._at)
+            out[filled : filled + n] = self._head[self._at : self._at + n]
+            filled += n
+            self._at += n
+        if filled and not self.started:
+            self.started = True
+            self._on_event(ResponseAudioStarted(response_id=self.response_id))
+        self.played += filled
+        return filled
+
+    def _segment_samples(self, segment: asyncio.Future[np.ndarray]) -> np.ndarray:
+        if segment.cancelled():
+            return np.zeros(0, dtype=np.int16)
+        error = segment.exception()
+        if error is not None:
+            log.warning("%s: a sentence of the answer could not be spoken: %s", self.response_id, error)
+            return np.zeros(0, dtype=np.int16)
+        return segment.result()
+
+    @property
+    def exhausted(self) -> bool:
+        """Every segment was played and none will come."""
+        return self.ended and not self.segments and (self._head is None or self._at >= len(self._head))
+
+    def finish(self, status: str) -> None:
+        """Report the end (`completed` or `cancelled`; `output_audio.done` only if speech started)."""
+        if self.finished:
+            return
+        self.finished = True
+        for segment in self.segments:
+            segment.cancel()  # syntheses not yet run are skipped
+        self.segments.clear()
+        self._head = None
+        if self.started:
+            duration_ms = round(self.played * 1000 / SAMPLE_RATE)
+            self._on_event(
+                ResponseAudioDone(response_id=self.response_id, duration_ms=duration_ms, status=status)
+            )
+        self._on_event(None)
+
+
+class AnswerAudioTrack(MediaStreamTrack):
+    """Spoken answers as a paced 48-kHz mono track: 20-ms frames, silence between answers."""
+
+    kind = "audio"
+
+    def __init__(self, *, max_pending: int = MAX_PENDING) -> None:
+        super().__init__()
+        self.max_pending = max_pending
+        self._queue: deque[Playback] = deque()
+        self._start: float | None = None
+        self._pts = 0
+        self.refused = 0  # answers not spoken because `max_pending` were queued
+
+    def enqueue(self, playback: Playback) -> bool:
+        """Queue an answer's speech after those already queued; False (not spoken) when full or ended."""
+        if self.readyState != "live" or len(self._queue) >= self.max_pending:
+            self.refused += 1
+            log.warning(
+                "answer %s not spoken: %d answers queued (limit %d), track %s",
+                playback.response_id,
+                len(self._queue),
+                self.max_pending,
+                self.readyState,
+            )
+            return False
+        self._queue.append(playback)
+        return True
+
+    def discard(self, playback: Playback) -> None:
+        """Forget an answer that ended before it was played (its slot frees at once)."""
+        if playback in self._queue:
+            self._queue.remove(playback)
+
+    def stop_speaking(self) -> None:
+        """Cut every queued answer's speech short at the next frame (barge-in)."""
+        for playback in self._queue:
+            playback.stop()
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._queue) and self._queue[0].started
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._pts += FRAME_SAMPLES
+            await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - now)
+        samples = self._next_samples()  # [960] int16
+        frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
+        return frame
+
+    def _next_samples(self) -> np.ndarray:
+        """The next frame: queued answers' speech in order, silence where there is none."""
+        out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        for playback in [p for p in self._queue if p.cancelled or p.finished]:
+            self._queue.remove(playback)
+            playback.finish("cancelled")  # a no-op for one its answer finished already
+        filled = 0
+        while self._queue and filled < FRAME_SAMPLES:
+            head = self._queue[0]
+            filled += head.read(out[filled:])
+            if not head.exhausted:
+                break  # its next sentence is still being synthesised
+            self._queue.popleft()
+            head.finish("completed")
+        return out
+
+    def stop(self) -> None:
+        """End the track (the peer connection closed): every queued answer ends `cancelled`."""
+        super().stop()
+        while self._queue:
+            self._queue.popleft().finish("cancelled")
