@@ -40,6 +40,8 @@ export const ERROR_TEXT = Object.freeze({
   audio_span_open: "Push-to-talk is already on: release it to ask.",
   no_audio_span: "Push-to-talk had not started: hold the button (or the space bar) while you speak.",
   utterance_too_short: "That was too short to be a question: hold the button while you speak.",
+  invalid_audio: "Echo could not take that as a spoken question. Say it again, or type it.",
+  too_many_listeners: "Too many pages are following this session. Close another Echo tab and reload.",
   connection_lost: "The connection to the server was lost. Reconnecting…",
   media_failed:
     "Your camera and microphone could not reach the server (a firewall or network may block " +
