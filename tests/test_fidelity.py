@@ -108,11 +108,14 @@ def test_cli_with_plot(tmp_path: Path) -> None:
 def test_shipped_checkpoint_guard() -> None:
     """A broken or badly trained echo-tiny fails here.
 
-    The shipped checkpoint measures 82.6 % full and 72.8 % cs2+sync at keep 0.1 on this
-    slice (100 test clips, 489 questions; docs/results.md). The evaluation is deterministic
-    (seeded clips, greedy answers) on one machine, but other CPU kernels round differently;
-    the margin, 2.6 and 2.8 points (about 13 questions), absorbs that and nothing more. A
-    random-weight model scores about 30 %. Re-derive both thresholds when a model ships.
+    The shipped checkpoint measures, on this slice (100 test clips, 489 questions;
+    docs/results.md), 85.9 % full and 75.3 % cs2+sync at keep 0.1 with typed questions, and
+    57.7 % / 53.0 % with the same questions spoken in voices held out from training. The
+    evaluation is deterministic (seeded clips, greedy answers, espeak-ng renders) on one
+    machine, but other CPU kernels round differently; each threshold sits about 2.6–3 points
+    (13–15 questions) under the measured figure to absorb that and nothing more. A
+    random-weight model scores about 30 % typed; the typed-only echo-tiny before spoken
+    training scored 12.7 % on the spoken questions. Re-derive the thresholds when a model ships.
     """
     directory = default_model_dir()
     backend = OmniBackend.load(directory)
@@ -127,9 +130,10 @@ def test_shipped_checkpoint_guard() -> None:
         keeps=[1.0, 0.1],
         ropes=["sync"],
         progress=False,
+        questions="both",
     )
-    full = find_row(report, "none", "sync", 1.0)
-    sieved = find_row(report, "cs2", "sync", 0.1)
-    assert full is not None and sieved is not None
-    assert float(full["accuracy"]) >= 0.80, full  # type: ignore[arg-type]
-    assert float(sieved["accuracy"]) >= 0.70, sieved  # type: ignore[arg-type]
+    floors = {("none", 1.0, "typed"): 0.83, ("cs2", 0.1, "typed"): 0.725}
+    floors |= {("none", 1.0, "spoken"): 0.55, ("cs2", 0.1, "spoken"): 0.50}
+    for (method, keep, asked), floor in floors.items():
+        row = find_row(report, method, "sync", keep, asked)
+        assert row is not None and float(row["accuracy"]) >= floor, (method, asked, row)  # type: ignore[arg-type]
