@@ -4,7 +4,8 @@ Rules (upstream TMRoPE, extended):
 - Text tokens take consecutive positions on every row; a token marked `shares_prev`
   (the second of Qwen's paired `<|vision_bos|><|audio_bos|>` markers) repeats the
   previous position.
-- A maximal run of audio/video tokens is an AV block with origin o = the next free
+- A maximal run of audio/video tokens (or of a spoken question's audio, which is placed
+  the same way) is an AV block with origin o = the next free
   position. A token with time id τ gets T = o + τ; video tokens get H = o + h and
   W = o + w, audio tokens H = W = T. Kept tokens keep these original values whatever
   was dropped around them (tmrope, sync).
@@ -71,7 +72,7 @@ def build_positions(layout: TokenLayout, mode: RopeMode, start: int = 0) -> torc
     n = len(layout)
     rows = torch.empty(3, n, dtype=torch.long)
     cursor = start
-    is_av = layout.av_mask
+    is_av = layout.timed_mask
     for a, b, av in _runs(is_av):
         if not av:
             share = layout.shares_prev[a:b].clone()

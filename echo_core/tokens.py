@@ -28,6 +28,7 @@ class Modality(IntEnum):
     TEXT = 0
     AUDIO = 1
     VIDEO = 2
+    SPEECH = 3  # a spoken question's audio: positioned like audio, never sieved, never in the scene cache
 
 
 def seconds_to_time_ids(seconds: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,8 @@ class AudioTokens:
 def block_extents(
     modality: torch.Tensor, time_ids: torch.Tensor, grid_h: torch.Tensor, grid_w: torch.Tensor
 ) -> torch.Tensor:
-    """Per token, the extent max(τ, h, w) of the maximal AV run it belongs to; -1 for text.
+    """Per token, the extent max(τ, h, w) of the maximal timed run (AV or spoken question) it
+    belongs to; -1 for text.
 
     All tensors [L] long → [L] long.
     """
@@ -116,7 +118,13 @@ class TokenLayout:
 
     @property
     def av_mask(self) -> torch.Tensor:
-        """[L] bool: audio or video token."""
+        """[L] bool: a scene audio or video token (what sieves choose from)."""
+        return (self.modality == Modality.AUDIO) | (self.modality == Modality.VIDEO)
+
+    @property
+    def timed_mask(self) -> torch.Tensor:
+        """[L] bool: a token with a time id (scene audio/video or a spoken question's audio),
+        positioned as part of an AV block."""
         return self.modality != Modality.TEXT
 
     def count(self, modality: Modality) -> int:

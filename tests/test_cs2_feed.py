@@ -88,4 +88,3 @@ def test_streaming_cache_holds_the_ingest_refiners_states(backend: OmniBackend) 
         scores = model.sieve("cs2").score(rel)
         chosen = av_indices(rel)[top_k(scores, prepared.kept.embeds.shape[0])].sort().values
         assert torch.allclose(prepared.kept.embeds, states[chosen], atol=1e-5), feed
-

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from echo_core.backend import OmniBackend
+from echo_core.question import question_suffix
 from echo_core.rope import RopeMode
 from echo_core.train.examples import (
     EncodedClip,
     answer_loss,
     clip_prefix,
     question_sequence,
-    question_suffix,
     shared_prefix_loss,
 )
 from echo_core.world import make_clip

@@ -16,7 +16,15 @@ from echo_core.sieve import CS2
 pytestmark = pytest.mark.quality
 
 ROW_KEYS = {
-    "method", "scoring", "feed", "rope", "keep", "accuracy", "by_family", "kept_audio_frac", "kept_video_frac"
+    "method",
+    "scoring",
+    "feed",
+    "rope",
+    "keep",
+    "accuracy",
+    "by_family",
+    "kept_audio_frac",
+    "kept_video_frac",
 }
 
 

@@ -58,6 +58,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         ropes=_csv(args.rope),
         model_name="echo-tiny" if args.model is None else str(args.model),
     )
+    if args.streaming and args.questions != "typed":
+        print("echo-bench: --streaming asks typed questions only", file=sys.stderr)
+        return 2
     if args.streaming:
         from ..config import SieveConfig
         from ..stream.runtime import StreamModel
@@ -68,7 +71,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
             model, cache_seconds=args.cache_seconds, ingest_factor=args.ingest_factor, **options
         )  # type: ignore[arg-type]
     else:
-        report = run_fidelity(backend, cs2, **options)  # type: ignore[arg-type]
+        report = run_fidelity(backend, cs2, questions=args.questions, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
     write_report(report, args.json)
     if args.plot:
@@ -171,6 +174,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="streaming: ingest keeps F × keep, the question re-sieves to keep (default 1: no re-sieve)",
+    )
+    fi.add_argument(
+        "--questions",
+        default="typed",
+        choices=["typed", "spoken", "both"],
+        help="ask typed, spoken (held-out voices outside train) or both on the same clips (default typed)",
     )
     fi.add_argument("--plot", help="write the accuracy-vs-keep plot (PNG) here")
     fi.add_argument("--json", help="write the report here")

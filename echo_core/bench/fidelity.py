@@ -19,13 +19,17 @@ import torch
 from tqdm import tqdm
 
 from ..backend import OmniBackend
+from ..errors import ConfigError
 from ..generate import prefill
 from ..rope import RopeMode
 from ..sieve import CS2, METHODS, Sieve, SieveResult, make_sieve
+from ..speech import Question, SpokenQuestion
 from ..train.examples import encode_clips, question_sequence
 from ..world import FAMILIES, iter_clips
+from ..world.speech import spoken_question
 
 DEFAULT_KEEPS = (1.0, 0.5, 0.2, 0.1, 0.05)
+QUESTION_MODES = ("typed", "spoken", "both")
 CS2_ROPES = ("tmrope", "compact", "sync")
 OTHER_ROPES = ("tmrope", "sync")
 
@@ -147,14 +151,23 @@ def run_fidelity(
     ropes: list[str] | None = None,
     model_name: str = "echo-tiny",
     progress: bool = True,
+    questions: str = "typed",
 ) -> dict[str, object]:
-    """Evaluate the planned rows on `limit` clips of `split`; returns the JSON report."""
+    """Evaluate the planned rows on `limit` clips of `split`; returns the JSON report.
+
+    `questions`: `typed`, `spoken` (each question spoken by its split's voices; every split but
+    train has voices held out from training, world/speech.py) or `both` (every row twice, on the
+    same clips and questions; rows carry `questions`).
+    """
+    if questions not in QUESTION_MODES:
+        raise ConfigError(f"questions must be one of {', '.join(QUESTION_MODES)}, got {questions!r}")
+    asked_as = ("typed", "spoken") if questions == "both" else (questions,)
     rows = plan(methods or list(METHODS), list(keeps or DEFAULT_KEEPS), ropes)
     sieves: dict[tuple[str, str], Sieve] = {}
     for method, rope, _ in rows:
         if (method, rope) not in sieves:
             sieves[(method, rope)] = make_sieve(method, backend.lm, cs2, rope=RopeMode.parse(rope))
-    tallies: dict[tuple[str, str, float], Tally] = {row: Tally() for row in rows}
+    tallies: dict[tuple[str, str, float, str], Tally] = {(*row, a): Tally() for row in rows for a in asked_as}
     n_questions = 0
     for clip in tqdm(
         iter_clips(split, 0, limit), total=limit, desc=f"fidelity/{split}", disable=not progress
@@ -164,12 +177,17 @@ def run_fidelity(
         event_share = n_a / max(1, n_a + n_v)
         for q in clip.questions:
             n_questions += 1
-            seq, _ = question_sequence(backend, enc, q.text)
-            for method, rope, keep in rows:
-                result = sieves[(method, rope)].select(seq, keep=keep)
-                hit = predict(backend, seq, result, RopeMode.parse(rope)) == q.answer
-                tallies[(method, rope, keep)].add(q.family, hit, result, event_share)
-    out_rows = [t.row(m, rope, keep) | method_labels(m, cs2) for (m, rope, keep), t in tallies.items()]
+            for mode in asked_as:
+                asked: Question = q.text if mode == "typed" else SpokenQuestion(spoken_question(clip.spec, q))
+                seq, _ = question_sequence(backend, enc, asked)
+                for method, rope, keep in rows:
+                    result = sieves[(method, rope)].select(seq, keep=keep)
+                    hit = predict(backend, seq, result, RopeMode.parse(rope)) == q.answer
+                    tallies[(method, rope, keep, mode)].add(q.family, hit, result, event_share)
+    out_rows = [
+        t.row(m, rope, keep) | method_labels(m, cs2) | {"questions": mode}
+        for (m, rope, keep, mode), t in tallies.items()
+    ]
     return {
         "model": model_name,
         "mode": "offline",
@@ -181,10 +199,13 @@ def run_fidelity(
     }
 
 
-def find_row(report: dict[str, object], method: str, rope: str, keep: float) -> dict[str, object] | None:
-    """The row of `report` for (method, rope, keep), if present."""
+def find_row(
+    report: dict[str, object], method: str, rope: str, keep: float, questions: str = "typed"
+) -> dict[str, object] | None:
+    """The row of `report` for (method, rope, keep) and how questions were asked, if present."""
     for row in report["rows"]:  # type: ignore[attr-defined]
-        if row["method"] == method and row["rope"] == rope and math.isclose(row["keep"], keep):
+        same = row["method"] == method and row["rope"] == rope and math.isclose(row["keep"], keep)
+        if same and row.get("questions", "typed") == questions:
             return row  # type: ignore[no-any-return]
     return None
 
@@ -248,14 +269,14 @@ def markdown_table(report: dict[str, object]) -> str:
     rows = report["rows"]  # type: ignore[index]
     keeps = sorted({r["keep"] for r in rows}, reverse=True)  # type: ignore[attr-defined]
     lines = [
-        "| method | scoring | feed | rope | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
-        "| --- | --- | --- | --- | " + " | ".join("---" for _ in keeps) + " |",
+        "| method | scoring | feed | rope | questions | " + " | ".join(f"keep {k:g}" for k in keeps) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in keeps) + " |",
     ]
-    seen: dict[tuple[str, str, str, str], dict[float, float]] = {}
+    seen: dict[tuple[str, str, str, str, str], dict[float, float]] = {}
     for r in rows:  # type: ignore[attr-defined]
-        key = (r["method"], r.get("scoring", ""), r.get("feed", ""), r["rope"])
+        key = (r["method"], r.get("scoring", ""), r.get("feed", ""), r["rope"], r.get("questions", "typed"))
         seen.setdefault(key, {})[r["keep"]] = r["accuracy"]
-    for (method, scoring, feed, rope), by_keep in seen.items():
+    for (method, scoring, feed, rope, asked), by_keep in seen.items():
         cells = [f"{100 * by_keep[k]:.1f}" if k in by_keep else "" for k in keeps]
-        lines.append(f"| {method} | {scoring} | {feed} | {rope} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | {scoring} | {feed} | {rope} | {asked} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -113,9 +113,7 @@ def run_streaming_fidelity(
                     kept_video=answer.video_tokens,
                     audio_event_share=event_share,
                 )
-    out_rows = [
-        t.row(m, rope, keep) | method_labels(m, model.cs2) for (m, rope, keep), t in tallies.items()
-    ]
+    out_rows = [t.row(m, rope, keep) | method_labels(m, model.cs2) for (m, rope, keep), t in tallies.items()]
     return {
         "model": model_name,
         "mode": "streaming",

@@ -30,6 +30,7 @@ class Answer:
     kv_reuse: bool
     aliasing: dict[str, AliasingReport] = field(default_factory=dict)
     tail_tokens: int = 0  # of the AV tokens, those from media newer than the cache (provisional)
+    spoken_s: float | None = None  # a spoken question's length; None when typed
 
     @property
     def av_tokens(self) -> int:
@@ -59,6 +60,7 @@ class AnswerContext:
     kv_reuse: bool
     aliasing: dict[str, AliasingReport]
     tail_tokens: int = 0
+    spoken_s: float | None = None  # a spoken question's length; None when typed
 
 
 class AnswerStream:
@@ -134,6 +136,7 @@ class AnswerStream:
             kv_reuse=c.kv_reuse,
             aliasing=c.aliasing,
             tail_tokens=c.tail_tokens,
+            spoken_s=c.spoken_s,
         )
 
     def result(self) -> Answer:

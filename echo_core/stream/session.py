@@ -33,9 +33,12 @@ from ..aliasing import aliasing_by_mode
 from ..config import StreamConfig
 from ..errors import ConfigError, EmptyAVError
 from ..generate import GenerationConfig, Prefill, prefill
+from ..media import AUDIO_RATE
 from ..positions import av_rows, build_positions, mode_rows, next_position
+from ..question import question_suffix
 from ..rope import POSITIONS_PER_SECOND
 from ..sieve.base import av_indices
+from ..speech import Question
 from ..tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from .answer import AnswerContext, AnswerStream
 from .cache import CachedTokens, JointTokenCache
@@ -52,6 +55,8 @@ REBASE_KEEP = 0.75
 #: KV columns reserved after the slots for an answer's tail and question (plus its decode steps),
 #: so an answer over the whole cache reads the store in place; a longer one moves to a copy.
 ANSWER_RESERVE = 128
+#: Forgotten audio spans remembered for media not yet ingested (older ones have long been ingested).
+MAX_MUTED_SPANS = 32
 
 
 #: (audio token times in stream seconds, [t, h, w] of video tokens, [rows, cols] of the newest grid)
@@ -83,6 +88,7 @@ class SessionStats:
     kept_video: int = 0
     evicted_audio: int = 0
     evicted_video: int = 0
+    forgotten_audio: int = 0  # cached audio tokens removed by forget_audio (spoken questions)
     rebases: int = 0
     first_media_s: float | None = None  # oldest stream time pushed
     latest_media_s: float | None = None  # newest stream time pushed
@@ -112,6 +118,8 @@ class StreamSession:
         self._video_in: deque[VideoFrame] = deque()
         self._audio_in: deque[AudioPacket] = deque()
         self._pending: deque[MediaChunk] = deque()
+        # Stream-time spans [start_s, end_s) whose audio must not reach the scene (spoken questions).
+        self._muted: deque[tuple[float, float]] = deque(maxlen=MAX_MUTED_SPANS)
         self._lock = threading.RLock()
         backend = model.backend
         sp = backend.special
@@ -202,7 +210,7 @@ class StreamSession:
             chunks += self.chunker.advance(now_s)
         if flush:
             chunks += self.chunker.flush()
-        for c in chunks:
+        for c in map(self._mute, chunks):
             if len(self._pending) >= self.config.max_pending_chunks:
                 dropped = self._pending.popleft()
                 self.stats.chunks_dropped += 1
@@ -229,6 +237,45 @@ class StreamSession:
         for p in prepared:
             self.append_chunk(p)
         return len(prepared)
+
+    # ------------------------------------------------------------- forgetting
+    def forget_audio(self, start_s: float, end_s: float) -> int:
+        """Take the audio of [start_s, end_s) of stream time out of the scene (a spoken question's
+        span): cached audio tokens there are dropped with their KV, and audio not yet ingested
+        (waiting for the encoders, or in a chunk still open) is silenced before the encoders hear
+        it. Video is untouched. Returns how many cached tokens were dropped.
+        """
+        if not end_s > start_s:
+            raise ConfigError(f"forget_audio needs start_s < end_s, got [{start_s}, {end_s})")
+        with self._lock:
+            self._muted.append((float(start_s), float(end_s)))
+            self._pending = deque(map(self._mute, self._pending))
+            n = len(self.cache)
+            times = self.cache.time_ids[:n]
+            inside = (self.cache.modality[:n] == Modality.AUDIO) & (times >= time_id(start_s))
+            inside &= times < time_id(end_s)
+            dropped = int(inside.sum())
+            if dropped:
+                kept = torch.nonzero(~inside).flatten()
+                self.cache.keep(kept)
+                if self.kv is not None:
+                    self.kv.keep(kept)
+                self.stats.forgotten_audio += dropped
+            return dropped
+
+    def _mute(self, chunk: MediaChunk) -> MediaChunk:
+        """`chunk` with its audio silenced inside the forgotten spans (a copy; the same chunk if none)."""
+        if chunk.audio is None or not self._muted:
+            return chunk
+        audio = chunk.audio
+        for start_s, end_s in self._muted:
+            a = max(0, round((start_s - chunk.start_s) * AUDIO_RATE))
+            b = min(len(audio), round((end_s - chunk.start_s) * AUDIO_RATE))
+            if a < b:
+                if audio is chunk.audio:
+                    audio = audio.copy()
+                audio[a:b] = 0.0
+        return chunk if audio is chunk.audio else replace(chunk, audio=audio)
 
     # ------------------------------------------------------------------ cache
     def av_rows(self, tokens: CachedTokens, base_tid: int | None = None) -> torch.Tensor:
@@ -362,7 +409,7 @@ class StreamSession:
         the open ones as they stand (partial). Nothing is taken from the ingest path."""
         with self._lock:
             self.drain()
-            chunks = [*self._pending, *self.chunker.peek()]
+            chunks = [*self._pending, *map(self._mute, self.chunker.peek())]
         if self.now_tid is not None:  # such a chunk would be dropped at ingest too
             chunks = [c for c in chunks if time_id(c.start_s) >= self.now_tid]
         return chunks
@@ -383,13 +430,15 @@ class StreamSession:
             return None
         return Tail(CachedTokens.concat(kept), time_id(chunks[0].start_s), time_id(chunks[-1].media_end_s))
 
-    def _suffix(self, question: str) -> TokenSequence:
+    def _suffix(self, question: Question) -> TokenSequence:
+        """The AV block's closing markers, then the question (typed or spoken) and the assistant header."""
         backend = self.model.backend
         sp = backend.special
-        _, chat_suffix = backend.chat_ids(question)
-        ids = [sp.audio_eos, sp.vision_eos, *chat_suffix]
-        layout = TokenLayout.text(ids, [False, True] + [False] * len(chat_suffix))
-        return TokenSequence(backend.embed_ids(layout.input_ids).detach(), layout)
+        closing = TokenLayout.text([sp.audio_eos, sp.vision_eos], [False, True])
+        closing_seq = TokenSequence(backend.embed_ids(closing.input_ids), closing)
+        with torch.no_grad():
+            asked, _ = question_suffix(backend, question)
+        return TokenSequence.concat([closing_seq, asked])
 
     def question_sequence(
         self,
@@ -411,7 +460,7 @@ class StreamSession:
 
     def ask(
         self,
-        question: str,
+        question: Question,
         window_s: float | None = None,
         *,
         kv_reuse: bool | None = None,
@@ -420,7 +469,8 @@ class StreamSession:
         use_default_window: bool = True,
         tail: bool | None = None,
     ) -> AnswerStream:
-        """Answer `question` from the cached tokens of the last `window_s` seconds and the tail.
+        """Answer `question` (typed, or a `SpokenQuestion` the model hears) from the cached tokens
+        of the last `window_s` seconds and the tail.
 
         `window_s` None means the session's default window (`stream.window_s`), itself None
         for all retained history. With `tail` (default `stream.ask_tail`) media newer than the
@@ -480,7 +530,7 @@ class StreamSession:
                 state = prefill(model.lm, self.question_sequence(both, suffix, base, end_tid), model.rope)
             end_s = end_tid / POSITIONS_PER_SECOND
             context = AnswerContext(
-                question=question,
+                question=str(question),
                 window_s=window,
                 window_start_s=end_s - window if window is not None else base / POSITIONS_PER_SECOND,
                 window_end_s=end_s,
@@ -489,6 +539,7 @@ class StreamSession:
                 kv_reuse=reuse,
                 aliasing=aliasing_by_mode(both.time_ids, model.lm.head_dim, model.lm.theta),
                 tail_tokens=n_tail,
+                spoken_s=None if isinstance(question, str) else question.duration_s,
             )
         backend = model.backend
         generation = GenerationConfig(max_new_tokens=self.config.max_new_tokens)

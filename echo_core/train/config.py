@@ -21,6 +21,8 @@ class Stage1Config:
     lr: float = 2e-3
     warmup: int = 100
     aux_weight: float = 1.0  # dense per-token probes on the encoder outputs (see aux_labels.py)
+    # Share of questions asked aloud (the world's training voices; world/speech.py) instead of typed.
+    spoken_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Stage2Config:
     importance_weight: float = 1.0
     # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
     feed: str = "embeddings"
+    spoken_share: float = 0.0  # as stage1.spoken_share
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -70,6 +73,9 @@ class TrainConfig:
 
     seed: int = 0
     preset: str = "echo-tiny"
+    # Start stage 1 from this thinker's weights (a directory) instead of a random init: a
+    # continuation, e.g. to teach a trained thinker spoken questions.
+    init_from: str | None = None
     out_dir: str = "echo_core/models/echo-tiny"
     refiner_layers: int = 2
     ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
@@ -84,6 +90,9 @@ class TrainConfig:
             )
         if self.stage2.llm_frozen_steps < 0:  # ≥ steps: the LLM stays frozen for the whole stage
             raise ConfigError(f"need stage2.llm_frozen_steps ≥ 0, got {self.stage2.llm_frozen_steps}")
+        for name, share in (("stage1", self.stage1.spoken_share), ("stage2", self.stage2.spoken_share)):
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"{name}.spoken_share must be in [0, 1], got {share}")
         if self.stage1.steps < 0 or self.stage2.steps < 0:
             raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
 

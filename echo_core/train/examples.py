@@ -1,5 +1,7 @@
 """Question examples over encoded clips, right-padded batches, and the answer loss.
 
+`question_suffix` (echo_core/question.py) builds a question's tokens, typed or spoken.
+
 A training sequence is `<|im_start|> user [AV block] question <|im_end|> <|im_start|>
 assistant answer <|im_end|>`; the loss covers the answer and the closing marker only.
 Right padding needs no extra mask in a causal LM: real tokens never attend to the pads
@@ -16,8 +18,10 @@ import torch.nn.functional as F
 from ..backend import OmniBackend
 from ..lm import LanguageModel, additive_mask
 from ..positions import build_positions
+from ..question import question_suffix
 from ..rope import RopeMode
-from ..tokens import AudioTokens, TokenLayout, TokenSequence, VideoTokens
+from ..speech import Question
+from ..tokens import AudioTokens, TokenSequence, VideoTokens
 from ..world import ANSWER_WORDS, QUESTION_WORDS, Clip
 
 CHAT_WORDS = ("user", "assistant")
@@ -47,19 +51,16 @@ def encode_clips(backend: OmniBackend, clips: list[Clip], *, grad: bool = False)
 def question_sequence(
     backend: OmniBackend,
     enc: EncodedClip,
-    question: str,
+    question: Question,
     answer: str | None = None,
     *,
     requires_grad: bool = False,
 ) -> tuple[TokenSequence, int]:
-    """The chat sequence for one question; with `answer`, the answer and `<|im_end|>` are appended.
-
-    Returns (sequence, number of target tokens at its end).
-    """
-    prefix, suffix = backend.chat_ids(question)
-    target = [*backend.tokenize(answer), backend.special.im_end] if answer is not None else []
-    seq = backend.build_sequence(prefix, enc.video, enc.audio, suffix + target, requires_grad=requires_grad)
-    return seq, len(target)
+    """The chat sequence for one question, typed or spoken; with `answer`, the answer and
+    `<|im_end|>` are appended. Returns (sequence, number of target tokens at its end)."""
+    prefix = clip_prefix(backend, enc, requires_grad=requires_grad)
+    suffix, n_targets = question_suffix(backend, question, answer, requires_grad=requires_grad)
+    return TokenSequence.concat([prefix, suffix]), n_targets
 
 
 def padded_batch(
@@ -133,18 +134,6 @@ def clip_prefix(backend: OmniBackend, enc: EncodedClip, *, requires_grad: bool =
     """The part of every question's sequence before the question: chat header + AV block."""
     prefix, _ = backend.chat_ids(None)
     return backend.build_sequence(prefix, enc.video, enc.audio, [], requires_grad=requires_grad)
-
-
-def question_suffix(
-    backend: OmniBackend, question: str, answer: str | None, *, requires_grad: bool = False
-) -> tuple[TokenSequence, int]:
-    """Question + assistant header (+ answer + `<|im_end|>`) as a text sequence, and its target count."""
-    _, suffix = backend.chat_ids(question)
-    target = [*backend.tokenize(answer), backend.special.im_end] if answer is not None else []
-    ids = torch.tensor(suffix + target)
-    with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
-        embeds = backend.embed_ids(ids)
-    return TokenSequence(embeds, TokenLayout.text(ids)), len(target)
 
 
 def answer_loss(

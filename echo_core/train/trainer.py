@@ -24,19 +24,22 @@ from tqdm import tqdm
 
 from ..backend import OmniBackend
 from ..checkpoint import build_random_checkpoint
+from ..errors import CheckpointError
 from ..lm import LanguageModel
+from ..question import encode_spoken, question_suffix
 from ..rope import RopeMode
 from ..sieve import CS2, CS2Sieve
 from ..sieve.base import av_budget, av_indices, top_k
 from ..sieve.cs2 import apply_gates, straight_through_topk
+from ..speech import SpokenQuestion
 from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
-from ..world import make_clip
+from ..world import Clip, Question, make_clip
+from ..world.speech import spoken_question
 from .aux_labels import AuxProbes
 from .config import TrainConfig
 from .examples import (
     clip_prefix,
     encode_clips,
-    question_suffix,
     shared_prefix_loss,
     world_vocabulary,
 )
@@ -96,6 +99,11 @@ class Trainer:
             kept_env = stage1_dir / TRAIN_ENV  # absent from a thinker kept before the file existed
             if kept_env.is_file():
                 self.machines["stage1"] = json.loads(kept_env.read_text())["stage1"]
+        elif config.init_from is not None:
+            self.machines["stage1"] = machine_record()
+            start_dir = Path(config.init_from)
+            if not (start_dir / "config.json").is_file():
+                raise CheckpointError(f"init_from {start_dir} holds no thinker (no config.json)")
         else:
             self.machines["stage1"] = machine_record()
             start_dir = work_dir / "init"
@@ -107,6 +115,30 @@ class Trainer:
         self.started = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
+    def _suffixes(
+        self, asked: list[tuple[Clip, Question]], spoken_share: float, *, grad: bool
+    ) -> list[tuple[TokenSequence, int]]:
+        """Each question + assistant header + answer, and its target count: asked aloud (in its
+        split's voices, world/speech.py) with probability `spoken_share`, else typed. Utterances are
+        encoded in one batch; with `grad` the audio encoder learns from them."""
+        aloud = [spoken_share > 0 and self.rng.random() < spoken_share for _ in asked]
+        utterances = [
+            SpokenQuestion(spoken_question(c.spec, q)) for (c, q), a in zip(asked, aloud, strict=True) if a
+        ]
+        tokens = iter(encode_spoken(self.backend, utterances, grad=grad))
+        spoken = iter(utterances)
+        out = []
+        for (_, q), a in zip(asked, aloud, strict=True):
+            if a:
+                out.append(
+                    question_suffix(
+                        self.backend, next(spoken), q.answer, spoken=next(tokens), requires_grad=True
+                    )
+                )
+            else:
+                out.append(question_suffix(self.backend, q.text, q.answer, requires_grad=True))
+        return out
+
     def _log(
         self, stage: str, step: int, loss: float, acc: float, lr: float, shares: list[float], bar: tqdm
     ) -> None:
@@ -181,11 +213,9 @@ class Trainer:
             clips = [make_clip("train", step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)]
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
-            questions = []
-            for c, enc in enumerate(encoded):
-                for q in enc.clip.questions:
-                    suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
-                    questions.append((c, suffix, n_t))
+            owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
+            suffixes = self._suffixes([a for _, a in owners], cfg.spoken_share, grad=True)
+            questions = [(c, suffix, n_t) for (c, _), (suffix, n_t) in zip(owners, suffixes, strict=True)]
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             if cfg.aux_weight > 0:
                 aux = probes.loss(
@@ -262,7 +292,12 @@ class Trainer:
                     shares.append(audio_share(prefix, gated))
                 else:  # query-aware: the refiner sees this one question
                     asked = [self.rng.choice(asked)]
-                    prompt_q, _ = question_suffix(self.backend, asked[0].text, None)
+                suffixes = self._suffixes([(enc.clip, q) for q in asked], cfg.spoken_share, grad=False)
+                if draw >= cfg.full_share + cfg.chunk_share:
+                    full_q, n_t = suffixes[0]
+                    # the question without its answer, as the refiner sees it (no gradient to the text)
+                    cut = torch.arange(len(full_q) - n_t)
+                    prompt_q = TokenSequence(full_q.embeds[: len(cut)].detach(), full_q.layout.select(cut))
                     refined = sieve.refine(TokenSequence.concat([prefix, prompt_q]))  # [P + Q, D]
                     av = av_indices(prefix)
                     scores = cs2.head(refined[av.to(refined.device)])
@@ -278,8 +313,7 @@ class Trainer:
                     gated = av[chosen.cpu()]
                     prefixes.append(apply_gates(prefix, gated, gate[chosen]))
                     shares.append(audio_share(prefix, gated))
-                for q in asked:
-                    suffix, n_t = question_suffix(self.backend, q.text, q.answer, requires_grad=True)
+                for suffix, n_t in suffixes:
                     if question_states is not None:
                         # Question tokens as refined, answer tokens raw (hidden from the refiner).
                         answer = suffix.embeds[len(question_states) :]

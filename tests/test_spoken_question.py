@@ -1,0 +1,153 @@
+"""Spoken questions in the engine: the utterance's tokens in the user turn, positioned after the
+stream's now, never sieved; forgetting a spoken span's audio from the scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from echo_core.backend import OmniBackend
+from echo_core.config import SieveConfig, StreamConfig
+from echo_core.positions import build_positions
+from echo_core.question import question_suffix, spoken_block
+from echo_core.rope import RopeMode
+from echo_core.sieve import CS2
+from echo_core.speech import SpokenQuestion
+from echo_core.stream.frames import AudioPacket, VideoFrame
+from echo_core.stream.runtime import StreamModel
+from echo_core.stream.session import StreamSession
+from echo_core.tokens import Modality, TokenLayout, TokenSequence
+from echo_core.tts import synthesize
+
+pytestmark = pytest.mark.integration
+
+SIZE = 56
+
+
+@pytest.fixture(scope="module")
+def model(backend: OmniBackend, cs2: CS2) -> StreamModel:
+    return StreamModel(backend, cs2, SieveConfig(method="cs2", rope="sync", scoring="attention"))
+
+
+@pytest.fixture(scope="module")
+def utterance() -> SpokenQuestion:
+    return SpokenQuestion(synthesize("what pitch was the first tone"), 16000)
+
+
+def feed(session: StreamSession, seconds: float, *, tone_from: float | None = None) -> None:
+    """2-fps random frames and 16-kHz audio: quiet noise, or a loud 440-Hz tone from `tone_from`."""
+    rng = np.random.default_rng(0)
+    for k in range(int(seconds * 2)):
+        session.push_video(VideoFrame(k / 2, rng.integers(0, 256, size=(SIZE, SIZE, 3), dtype=np.uint8)))
+    for k in range(int(seconds * 10)):
+        t = k / 10 + np.arange(1600) / 16000
+        pcm = 0.01 * rng.standard_normal(1600)
+        if tone_from is not None and k / 10 >= tone_from:
+            pcm = pcm + 0.5 * np.sin(2 * np.pi * 440 * t)
+        session.push_audio(AudioPacket(k / 10, pcm.astype(np.float32), 16000))
+
+
+def cfg(**changes: object) -> StreamConfig:
+    return StreamConfig(**{"video_queue": 1000, "audio_queue": 10_000, "max_pending_chunks": 1000, **changes})  # type: ignore[arg-type]
+
+
+def test_spoken_block_is_speech_positioned_right_after_the_text(
+    backend: OmniBackend, utterance: SpokenQuestion
+) -> None:
+    audio = backend.encode_audio(utterance.samples, 16000, start_s=3.0)  # its own clock restarts at 0
+    block = spoken_block(backend, audio)
+    n = len(audio)
+    assert n == round(utterance.duration_s * 25) or abs(n - utterance.duration_s * 25) <= 1
+    assert block.layout.modality.tolist() == [0, *[int(Modality.SPEECH)] * n, 0]
+    assert block.layout.time_ids[1 : n + 1].tolist() == list(range(n))
+    assert not bool(block.layout.av_mask.any()) and int(block.layout.timed_mask.sum()) == n
+    text = TokenLayout.text([9, 9, 9])
+    layout = TokenLayout.concat([text, block.layout, TokenLayout.text([9])])
+    rows = build_positions(layout, RopeMode.SYNC, start=100)
+    # by hand: three text tokens 100..102, bos 103, speech origin 104 + τ, eos and text after it
+    expected = [100, 101, 102, 103, *[104 + t for t in range(n)], 104 + n, 105 + n]
+    for r in range(rows.shape[0]):
+        assert rows[r].tolist() == expected
+
+
+def test_sieves_never_choose_among_a_spoken_questions_tokens(
+    backend: OmniBackend, model: StreamModel, utterance: SpokenQuestion
+) -> None:
+    s = StreamSession(model, cfg(cache_budget=512))
+    feed(s, 4.0)
+    s.process(flush=True)
+    suffix = s._suffix(utterance)
+    seq = s.question_sequence(s.cache.tokens(), suffix)
+    speech = torch.nonzero(seq.layout.modality == Modality.SPEECH).flatten()
+    assert len(speech) > 10
+    for method in ("cs2", "per_modality", "uniform", "random", "temporal_redundancy", "joint_salience"):
+        result = model.sieve(method).select(seq, keep=0.1)
+        assert bool(torch.isin(speech, result.kept).all()), method
+        assert result.kept_av == int(np.ceil(0.1 * int(seq.layout.av_mask.sum()))), method
+
+
+def test_spoken_ask_with_kv_reuse_equals_fresh_prefill(model: StreamModel, utterance: SpokenQuestion) -> None:
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.3))
+    feed(s, 6.0)
+    s.process(flush=True)
+    reused = s.ask(utterance, kv_reuse=True)
+    fresh = s.ask(utterance, kv_reuse=False)
+    assert float((reused.first_logits - fresh.first_logits).abs().max()) < 1e-4
+    typed = s.ask("what pitch was the first tone", kv_reuse=True)
+    assert float((typed.first_logits - reused.first_logits).abs().max()) > 1e-3  # it heard something else
+    answer = reused.result()
+    assert answer.question == str(utterance)
+    assert answer.spoken_s == pytest.approx(utterance.duration_s)
+    assert typed.result().spoken_s is None
+
+
+def test_spoken_suffix_positions_continue_after_the_streams_now(
+    backend: OmniBackend, model: StreamModel, utterance: SpokenQuestion
+) -> None:
+    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.1))
+    feed(s, 4.0)
+    s.process(flush=True)
+    suffix = s._suffix(utterance)
+    seq = s.question_sequence(s.cache.tokens(), suffix)
+    rows = build_positions(seq.layout, model.rope)
+    first_speech = int(torch.nonzero(seq.layout.modality == Modality.SPEECH)[0])
+    now = s.origin + s.now_tid - s.base_tid  # the stream's now, whatever the ingest sieve kept
+    # closing markers (audio_eos, vision_eos share one position), then <|audio_bos|>, then speech
+    assert int(rows[0, first_speech - 1]) == now + 1
+    assert int(rows[0, first_speech]) == now + 2
+
+
+def test_question_suffix_spoken_ends_with_the_assistant_header(
+    backend: OmniBackend, utterance: SpokenQuestion
+) -> None:
+    typed, n_typed = question_suffix(backend, "what pitch was the first tone", "low")
+    spoken, n_spoken = question_suffix(backend, utterance, "low")
+    assert n_typed == n_spoken == len(backend.tokenize("low")) + 1
+    header = backend.tokenize("<|im_end|>\n<|im_start|>assistant\n")
+    tail = len(header) + n_spoken
+    assert spoken.layout.input_ids[-tail:].tolist() == typed.layout.input_ids[-tail:].tolist()
+    assert torch.equal(spoken.embeds[-tail:], typed.embeds[-tail:])
+    assert isinstance(spoken, TokenSequence) and int((spoken.layout.modality == Modality.SPEECH).sum()) > 0
+
+
+def test_forget_audio_drops_cached_audio_and_silences_media_not_yet_ingested(model: StreamModel) -> None:
+    s = StreamSession(model, cfg(cache_budget=4096, ingest_keep=1.0))
+    feed(s, 6.0, tone_from=0.0)
+    s.drain()
+    s.process()  # chunks 0 and 1 closed and cached; chunk 2 is still open (no flush)
+    n_audio, n_video = s.cache.count(Modality.AUDIO), s.cache.count(Modality.VIDEO)
+    dropped = s.forget_audio(3.0, 5.0)
+    times = s.cache.time_ids[: len(s.cache)][s.cache.modality[: len(s.cache)] == Modality.AUDIO]
+    assert dropped == 25 and s.stats.forgotten_audio == 25  # 3.0–4.0 s of chunk 1 at 25 tokens/s
+    assert not bool(((times >= 75) & (times < 125)).any())
+    assert s.cache.count(Modality.VIDEO) == n_video and s.cache.count(Modality.AUDIO) == n_audio - 25
+    # the open chunk [4, 6) is silenced in [4, 5) before the encoders hear it, and only there
+    (open_chunk,) = [c for c in s.tail_chunks() if c.start_s == 4.0]
+    assert open_chunk.audio is not None
+    assert float(np.abs(open_chunk.audio[:16000]).max()) == 0.0
+    assert float(np.abs(open_chunk.audio[16000:]).max()) > 0.3
+    s.process(flush=True)
+    assert len(s.cache) > 0 and s.ask("what", kv_reuse=True).result().text is not None
+    with pytest.raises(Exception, match="start_s < end_s"):
+        s.forget_audio(2.0, 2.0)
