@@ -16,6 +16,9 @@ from .connection import Connection
 from .errors import ServiceError
 from .protocol import (
     HistoryGet,
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioStart,
     ResponseCancel,
     ResponseCreate,
     SessionAttach,
@@ -87,6 +90,9 @@ class GatewayConnection(Connection):
             self.spawn(self.answer_remote(sid, owner, event), f"answer-{sid}")
         elif isinstance(event, ResponseCancel):
             await self.route(event.token, "cancel", {"response_id": event.response_id}, event.event_id)
+        elif isinstance(event, InputAudioStart | InputAudioCommit | InputAudioClear):
+            action = event.type.removeprefix("input_audio.")
+            await self.route(event.token, "input_audio", {"action": action}, event.event_id)
         elif isinstance(event, HistoryGet):
             await self.send_history(event)
 
@@ -109,7 +115,8 @@ class GatewayConnection(Connection):
         self.spawn(self.relay_stats(session_id), f"stats-{session_id}")
 
     async def relay_stats(self, session_id: str) -> None:
-        """Forward the `window.stats` the owning worker publishes for this session."""
+        """Forward what the owning worker publishes for this session: `window.stats` and the
+        session's own events (turn detection, answers to spoken questions)."""
         registry = self.gateway.registry
         while self.session_id == session_id:
             pubsub = registry.redis.pubsub()
