@@ -281,9 +281,9 @@ async def http_events(request: web.Request) -> web.StreamResponse:
             await response.write(sse(event))
     except ServiceError as exc:
         await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
-    except ConnectionResetError:
-        return response  # the client went away
+        await response.write_eof()
+    except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError too)
+        pass
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-    await response.write_eof()
     return response

@@ -103,7 +103,7 @@ async def test_a_clip_ending_in_a_spoken_question_is_heard_and_asked(server: Ech
         stopped = await until(client, "input_audio.speech_stopped")
         assert abs(stopped["audio_end_ms"] - end_ms) <= TOL_MS, (stopped, end_ms)
         committed = await until(client, "input_audio.committed")
-        assert committed["audio_end_ms"] == stopped["audio_end_ms"]
+        assert 0 <= committed["audio_end_ms"] - stopped["audio_end_ms"] <= 100  # the VAD's lag
         assert committed["audio_start_ms"] == pytest.approx(started["audio_start_ms"] - 300, abs=1)
         created = await until(client, "response.created")
         spoken_s = (committed["audio_end_ms"] - committed["audio_start_ms"]) / 1000
@@ -211,7 +211,8 @@ async def test_whip_session_with_server_vad_gets_events_on_sse(server: EchoServe
                 line = await asyncio.wait_for(events.content.readline(), 60)
                 if line.startswith(b"data: "):
                     seen.append(json.loads(line[6:])["type"])
-        assert seen[:4] == [
+        assert seen[:5] == [
+            "session.updated",
             "input_audio.speech_started",
             "input_audio.speech_stopped",
             "input_audio.committed",
@@ -234,10 +235,9 @@ async def test_a_talking_session_leaves_another_sessions_ingest_alone(server: Ec
         await until(talker, "input_audio.committed")
         while healthy.session.stats.chunks_ingested < 2:
             await quiet.recv("window.stats")
-        stats = await quiet.recv("window.stats")
-        assert stats["drops"] == 0 and stats["ingest_lag_s"] < 5.0
-        for ingest in healthy.ingests:
-            assert ingest.errors == 0
+        # video is latest-frame-wins (frames dropped under load by design); audio must all arrive
+        assert healthy.session.stats.audio_dropped == 0 and healthy.session.stats.chunks_dropped == 0
+        assert all(ingest.errors == 0 for ingest in healthy.ingests)
         assert healthy.voice is not None and healthy.voice.errors == 0
         await quiet_pc.close()
         await talker_pc.close()

@@ -5,10 +5,14 @@ samples and clock the session ingests) and returns typed events:
 
 - `SpeechStarted(start_s)` once `min_speech_ms` of speech confirm an onset (stream time of
   the onset's first speech frame);
-- `SpeechStopped(end_s)` after `silence_duration_ms` of silence (end of the last speech
-  frame), or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
+- `SpeechStopped(end_s)` after `silence_duration_ms` of silence (end of the last confident
+  speech frame), or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
 - `Utterance(samples, start_s, end_s)`: the audio from `prefix_padding_ms` before the onset
-  to the end, ready to ask as a `SpokenQuestion`.
+  to the end of the last confident speech frame, ready to ask as a `SpokenQuestion`.
+
+A detector whose probability trails the audio (`VoiceActivity.lag_s`, measured by
+benchmarks/vad_choice.py) has its onset and end times reported that much earlier; the
+utterance keeps the audio up to the uncorrected end, so no trailing phoneme is lost.
 
 Push-to-talk takes the same path without the detector: `start(t)` opens a span,
 `commit(t)` closes it and returns the `Utterance`, `clear()` abandons it.
@@ -106,8 +110,11 @@ class TurnDetector:
         self._silence_frames = -(-round(settings.silence_duration_ms * sr / 1000) // self.frame)
         self._confirm_frames = max(1, -(-round(settings.min_speech_ms * sr / 1000) // self.frame))
         self._max = round(MAX_SPOKEN_S * sr)
+        self._lag = round(vad.lag_s * sr) if vad is not None else 0
         # prefix + the longest utterance + the silence window + a partial frame
-        self._buf = np.zeros(self._prefix + self._max + (self._silence_frames + 2) * self.frame, np.float32)
+        self._buf = np.zeros(
+            self._prefix + self._lag + self._max + (self._silence_frames + 2) * self.frame, np.float32
+        )
         self._n = 0  # samples held
         self._t0: float | None = None  # stream time of _buf[0]
         self._scan = 0  # first sample not yet classified
@@ -206,7 +213,7 @@ class TurnDetector:
             if self._run < self._confirm_frames:
                 return []
             self._confirmed, self._quiet = True, 0
-            return [SpeechStarted(round(self._time(self._onset), 4))]
+            return [SpeechStarted(round(self._time(max(0, self._onset - self._lag)), 4))]
         if speech:
             self._quiet = 0
             if p >= s.threshold:  # the end is where the probability was last confident
@@ -216,15 +223,15 @@ class TurnDetector:
             if self._quiet >= self._silence_frames:
                 return self._end(self._last_speech_end, cut=False)
         assert self._onset is not None
-        if self._last_speech_end - max(0, self._onset - self._prefix) >= self._max:
+        if self._last_speech_end - max(0, self._onset - self._lag - self._prefix) >= self._max:
             return self._end(self._last_speech_end, cut=True)
         return []
 
     def _end(self, end: int, *, cut: bool) -> list[TurnEvent]:
         assert self._onset is not None
-        begin = max(0, self._onset - self._prefix)
+        begin = max(0, self._onset - self._lag - self._prefix)
         end = min(end, begin + self._max)
-        events: list[TurnEvent] = [SpeechStopped(round(self._time(end), 4), cut)]
+        events: list[TurnEvent] = [SpeechStopped(round(self._time(max(begin, end - self._lag)), 4), cut)]
         utterance = self._utterance(begin, end)
         if utterance is not None:
             events.append(utterance)
@@ -249,9 +256,9 @@ class TurnDetector:
 
     def _trim(self) -> None:
         """Let go of samples no open span needs (keeping the prefix padding before the scan point)."""
-        keep_from = self._scan - self._prefix
+        keep_from = self._scan - self._prefix - self._lag
         if self._onset is not None:
-            keep_from = min(keep_from, self._onset - self._prefix)
+            keep_from = min(keep_from, self._onset - self._lag - self._prefix)
         if self._ptt is not None:
             keep_from = min(keep_from, self._ptt)
         keep_from = max(0, keep_from)

@@ -36,9 +36,14 @@ VAD_KINDS = ("silero", "webrtc")
 
 
 class VoiceActivity(Protocol):
-    """A streaming detector: feed consecutive frames of `frame_samples` samples."""
+    """A streaming detector: feed consecutive frames of `frame_samples` samples.
+
+    `lag_s`: how far its decisions trail the audio (the median onset/end delay on the world's
+    speech, benchmarks/vad_choice.py); turn detection reports times that much earlier.
+    """
 
     frame_samples: int
+    lag_s: float
 
     def probability(self, frame: np.ndarray) -> float:
         """Speech probability of one frame: [frame_samples] float32 in [-1, 1] at 16 kHz."""
@@ -73,6 +78,7 @@ class SileroVad:
     """Silero VAD v5 on 32 ms frames (512 samples at 16 kHz); one instance per stream (it has state)."""
 
     frame_samples = 512
+    lag_s = 0.064  # two frames: the measured median delay of onsets (+58 ms) and ends (+71 ms)
 
     def __init__(self) -> None:
         import io
@@ -102,6 +108,7 @@ class WebRtcVad:
     """
 
     frame_samples = 480
+    lag_s = 0.0
 
     def __init__(self, aggressiveness: int = 3, highpass_hz: float | None = None) -> None:
         try:
