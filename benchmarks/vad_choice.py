@@ -8,8 +8,9 @@ split's 8 voices and the held-out splits' 3). Measured per detector:
   26 dB of their peak; the quiet gaps between words are not scored) and false-alarm rate on
   the scene frames (every frame of the clip's audio);
 - utterance level, through `TurnDetector` with the protocol's default settings (silence
-  500 ms, prefix 300 ms): questions found (an utterance whose onset lies within ± 150 ms of
-  the words' first sample), onset and end errors, and false utterances per minute of scene audio;
+  500 ms, prefix 300 ms) and a minimum speech run (`min_speech_ms`) before an onset counts:
+  questions found (an utterance whose onset lies within ± 150 ms of the words' first
+  sample), onset and end errors, and false utterances per minute of scene audio;
 - cost: CPU seconds of the detector per second of audio (one thread).
 
 Usage: `python benchmarks/vad_choice.py --clips 30 --json benchmarks/results/vad_choice.json`.
@@ -102,8 +103,10 @@ def frame_scores(vad: VoiceActivity, stream: Stream) -> tuple[np.ndarray, np.nda
     return probs, speech, scene, cpu
 
 
-def turns(make: Callable[[], VoiceActivity], stream: Stream, threshold: float) -> dict[str, object]:
-    detector = TurnDetector(make(), TurnSettings(threshold=threshold))
+def turns(
+    make: Callable[[], VoiceActivity], stream: Stream, threshold: float, min_speech_ms: int
+) -> dict[str, object]:
+    detector = TurnDetector(make(), TurnSettings(threshold=threshold, min_speech_ms=min_speech_ms))
     starts: list[float] = []
     stops: list[float] = []
     for at in range(0, len(stream.audio), PACKET):
@@ -126,7 +129,11 @@ def turns(make: Callable[[], VoiceActivity], stream: Stream, threshold: float) -
 
 
 def evaluate(
-    name: str, make: Callable[[], VoiceActivity], threshold: float, streams: list[Stream]
+    name: str,
+    make: Callable[[], VoiceActivity],
+    threshold: float,
+    min_speech_ms: int,
+    streams: list[Stream],
 ) -> dict[str, object]:
     vad = make()
     miss = speech_n = fa = scene_n = 0
@@ -140,7 +147,7 @@ def evaluate(
         scene_n += int(scene.sum())
         cpu += spent
         audio_s += len(probs) * vad.frame_samples / SAMPLE_RATE
-    rows = [turns(make, s, threshold) for s in streams]
+    rows = [turns(make, s, threshold, min_speech_ms) for s in streams]
     found = [r for r in rows if r["found"]]
     signed_onset = np.array([float(r["onset_err_s"]) for r in found])  # type: ignore[arg-type]
     signed_end = np.array([float(r["end_err_s"]) for r in found])  # type: ignore[arg-type]
@@ -149,6 +156,7 @@ def evaluate(
     return {
         "vad": name,
         "threshold": threshold,
+        "min_speech_ms": min_speech_ms,
         "frame_ms": round(1000 * vad.frame_samples / SAMPLE_RATE),
         "frame_miss_rate": round(miss / max(1, speech_n), 4),
         "frame_false_alarm_rate": round(fa / max(1, scene_n), 4),
@@ -173,15 +181,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     streams = build_streams("train", args.clips) + build_streams("val", args.clips)
-    candidates: list[tuple[str, Callable[[], VoiceActivity], float]] = [
-        ("silero", SileroVad, 0.5),
-        ("silero", SileroVad, 0.7),
-        ("webrtc-3", lambda: WebRtcVad(3), 0.5),
-        ("webrtc-1", lambda: WebRtcVad(1), 0.5),
-        ("webrtc-3+highpass-200Hz", lambda: WebRtcVad(3, highpass_hz=200.0), 0.5),
-        ("webrtc-1+highpass-200Hz", lambda: WebRtcVad(1, highpass_hz=200.0), 0.5),
+    candidates: list[tuple[str, Callable[[], VoiceActivity], float, int]] = [
+        ("silero", SileroVad, 0.5, 96),
+        ("silero", SileroVad, 0.5, 192),
+        ("silero", SileroVad, 0.7, 96),
+        ("webrtc-3", lambda: WebRtcVad(3), 0.5, 96),
+        ("webrtc-1", lambda: WebRtcVad(1), 0.5, 96),
+        ("webrtc-3+highpass-200Hz", lambda: WebRtcVad(3, highpass_hz=200.0), 0.5, 96),
+        ("webrtc-1+highpass-200Hz", lambda: WebRtcVad(1, highpass_hz=200.0), 0.5, 96),
     ]
-    table = [evaluate(name, make, th, streams) for name, make, th in candidates]
+    table = [evaluate(name, make, th, ms, streams) for name, make, th, ms in candidates]
     result = {
         "streams": len(streams),
         "scene_minutes": round(sum(s.scene_n for s in streams) / SAMPLE_RATE / 60, 2),

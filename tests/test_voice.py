@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from client.speech_track import SpeakingTrack
+from client.clip_tracks import SpeakingTrack
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2

@@ -1,10 +1,11 @@
-"""A microphone track that says what it is given: the world's hum, with utterances queued by `say`.
+"""Live tracks of the world for the voice benchmark and tests, paced in real time.
 
-For the voice benchmark and tests: an aiortc audio track paced in real time (20 ms frames,
-48 kHz mono s16, as a browser's microphone), whose samples are the world's room tone (hum and
-noise floor) except where queued audio (16 kHz float32, e.g. a spoken question) plays. `say`
-returns the 16 kHz sample index at which the utterance will start, so a caller knows the
-truth in the track's own time: sample k of the track plays k / 16000 s after its first frame.
+`SpeakingTrack` is a microphone that says what it is given: the world's room tone (hum and
+noise floor) except where queued audio (16 kHz float32: a clip's sound, a spoken question)
+plays, in 20 ms frames of 48 kHz mono s16 as a browser's microphone sends. `say` returns the
+16 kHz sample index at which the audio will start, so a caller knows the truth in the track's
+own time: sample k plays k / 16000 s after the first frame (`started_at`, wall clock).
+`FramesTrack` shows a clip's frames at their times and holds the last one after the end.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import time
 from collections import deque
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
 from av import AudioFrame
+from av import VideoFrame as AvVideoFrame
 from scipy.signal import resample_poly
 
 from echo_core.world.render import FLOOR_STD, HUM_AMP, HUM_HZ
+from echo_core.world.spec import FPS
 
 RATE = 48000
 FRAME = 960  # 20 ms
@@ -37,6 +40,7 @@ class SpeakingTrack(MediaStreamTrack):
         self._sent = 0  # 48 kHz samples sent
         self._queued = 0  # 48 kHz samples queued but not yet sent
         self._start: float | None = None
+        self.started_at: float | None = None  # time.time() of the first frame
         self._rng = np.random.default_rng(seed)
         self.started = asyncio.Event()  # the first frame went out
 
@@ -66,7 +70,7 @@ class SpeakingTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         if self._start is None:
-            self._start = time.time()
+            self._start = self.started_at = time.time()
         else:
             await asyncio.sleep(max(0.0, self._start + self._sent / RATE - time.time()))
         out = self._room_tone(FRAME)
@@ -86,4 +90,20 @@ class SpeakingTrack(MediaStreamTrack):
         frame.sample_rate, frame.pts, frame.time_base = RATE, self._sent, fractions.Fraction(1, RATE)
         self._sent += FRAME
         self.started.set()
+        return frame
+
+
+class FramesTrack(VideoStreamTrack):
+    """A clip's frames [T, H, W, 3] uint8 (frame i at i / FPS), sent at 30 fps; the last one held."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        super().__init__()
+        self.frames = frames
+
+    async def recv(self) -> AvVideoFrame:
+        pts, time_base = await self.next_timestamp()
+        t = float(pts * time_base)
+        image = self.frames[min(int(t * FPS), len(self.frames) - 1)]
+        frame = AvVideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
         return frame
