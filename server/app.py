@@ -480,9 +480,8 @@ class EchoServer(HttpService):
         self, session_id: str, turn_detection: str | None
     ) -> AsyncIterator[dict[str, Any]]:
         live = self.held(session_id)
-        if turn_detection is not None:
-            current = live.voice.settings if live.voice is not None else TurnDetection()
-            self.apply_settings(live, SessionSettings(turn_detection=replace(current, type=turn_detection)))
+        if turn_detection is not None:  # this type, the other fields at their defaults
+            self.apply_settings(live, SessionSettings(turn_detection=TurnDetection(type=turn_detection)))
         queue = live.events.subscribe()
         try:
             yield to_wire(SessionUpdated(session_id=session_id, settings=self.settings_of(live)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
@@ -23,6 +24,7 @@ from .protocol import (
     ResponseCreate,
     SessionAttach,
     SessionCreate,
+    SessionSettings,
     SessionUpdate,
     WebRTCCandidate,
     WebRTCOffer,
@@ -32,6 +34,11 @@ from .routing import REDIS_DOWN, Command
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+
+
+def to_wire_settings(settings: SessionSettings) -> dict[str, Any]:
+    """Settings as the JSON object a worker rebuilds them from (unset fields left out)."""
+    return {k: v for k, v in asdict(settings).items() if v is not None}
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,7 @@ class GatewayConnection(Connection):
                 self.adopt(sid, owner)
             await self.forward(reply, event.event_id)
         elif isinstance(event, SessionUpdate):
-            settings = {k: v for k, v in vars(event.settings).items() if v is not None}
+            settings = to_wire_settings(event.settings)
             await self.route(event.token, "update", {"settings": settings}, event.event_id)
         elif isinstance(event, WebRTCOffer):
             await self.route(event.token, "offer", {"sdp": event.sdp}, event.event_id)
