@@ -183,12 +183,13 @@ def main() -> None:
     streams = build_streams("train", args.clips) + build_streams("val", args.clips)
     candidates: list[tuple[str, Callable[[], VoiceActivity], float, int]] = [
         ("silero", SileroVad, 0.5, 96),
+        ("silero", SileroVad, 0.5, 160),
         ("silero", SileroVad, 0.5, 192),
-        ("silero", SileroVad, 0.7, 96),
-        ("webrtc-3", lambda: WebRtcVad(3), 0.5, 96),
-        ("webrtc-1", lambda: WebRtcVad(1), 0.5, 96),
-        ("webrtc-3+highpass-200Hz", lambda: WebRtcVad(3, highpass_hz=200.0), 0.5, 96),
-        ("webrtc-1+highpass-200Hz", lambda: WebRtcVad(1, highpass_hz=200.0), 0.5, 96),
+        ("silero", SileroVad, 0.7, 160),
+        ("webrtc-3", lambda: WebRtcVad(3), 0.5, 160),
+        ("webrtc-1", lambda: WebRtcVad(1), 0.5, 160),
+        ("webrtc-3+highpass-200Hz", lambda: WebRtcVad(3, highpass_hz=200.0), 0.5, 160),
+        ("webrtc-1+highpass-200Hz", lambda: WebRtcVad(1, highpass_hz=200.0), 0.5, 160),
     ]
     table = [evaluate(name, make, th, ms, streams) for name, make, th, ms in candidates]
     result = {

@@ -118,7 +118,7 @@ def test_silence_duration_sets_when_speech_stops() -> None:
     assert isinstance(started, SpeechStarted) and started.start_s == pytest.approx(1.0)
     assert isinstance(stopped, SpeechStopped) and stopped.end_s == pytest.approx(2.0)
     assert t_stop == pytest.approx(2.0 + 0.7, abs=0.021)  # reported once the silence window passed
-    assert t_start == pytest.approx(1.0 + 0.1, abs=0.021)  # min_speech_ms confirms the onset
+    assert t_start == pytest.approx(1.0 + 0.16, abs=0.021)  # min_speech_ms confirms the onset
     assert isinstance(utterance, Utterance)
     assert (utterance.start_s, utterance.end_s) == pytest.approx((0.8, 2.0))
     assert len(utterance.samples) == round(1.2 * SAMPLE_RATE)

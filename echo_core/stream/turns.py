@@ -50,7 +50,7 @@ class TurnSettings:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
-    min_speech_ms: int = 96
+    min_speech_ms: int = 160  # shorter runs (clicks, noise bursts) are not onsets
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
