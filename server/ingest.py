@@ -136,12 +136,12 @@ class TrackIngest:
                 log.info("%s: audio format changed %s → %s", self.session.session_id, self._audio_format, fmt)
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
             self._audio_format = fmt
-        out: list[VideoFrame | AudioPacket] = []
+        packets: list[AudioPacket] = []
         for piece in self._resampler.resample(frame):
             pcm = np.asarray(piece.to_ndarray()).reshape(-1)  # packed s16 mono: [1, n] → [n]
-            out.append(AudioPacket(t, pcm, 16000))
+            packets.append(AudioPacket(t, pcm, 16000))
             t += len(pcm) / 16000
         if self.audio_tap is not None:
-            for packet in out:
-                self.audio_tap(packet)  # type: ignore[arg-type]  # audio conversion yields AudioPackets
-        return out
+            for packet in packets:
+                self.audio_tap(packet)
+        return [*packets]

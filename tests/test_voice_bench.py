@@ -25,3 +25,13 @@ async def test_a_short_voice_run_times_a_spoken_question() -> None:
     assert report["typed_accuracy"] in (0.0, 1.0) and report["spoken_accuracy"] in (0.0, 1.0)
     assert report["speech_end_to_audio_p95_ms"] is None  # no spoken answers in this build
     assert set(report["families"]) == {row["family"]}
+
+
+@pytest.mark.asyncio
+@pytest.mark.skip(reason="needs echo-tiny trained on spoken questions")
+async def test_spoken_answers_match_the_clip_as_typed_ones_do() -> None:
+    """The bundled echo-tiny over the live service: a clip's question spoken in a held-out
+    voice (server VAD) is answered as well as the same question typed (issue target: ≥ 90 %)."""
+    report = await run_voice(12, duration_s=8.0)
+    assert report["typed_accuracy"] > 0.5, report
+    assert report["spoken_accuracy"] >= 0.9 * report["typed_accuracy"], report
