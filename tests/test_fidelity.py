@@ -10,6 +10,7 @@ import pytest
 from echo_core.backend import OmniBackend
 from echo_core.bench.cli import main
 from echo_core.bench.fidelity import find_row, plan, run_fidelity
+from echo_core.errors import ConfigError
 from echo_core.models import ECHO_TINY_DIR, default_model_dir
 from echo_core.sieve import CS2
 
@@ -56,6 +57,20 @@ def test_schema_on_random_checkpoint(backend: OmniBackend, cs2: CS2, tmp_path: P
     cs2_row, uniform = find_row(report, "cs2", "sync", 0.1), find_row(report, "uniform", "sync", 0.1)
     assert cs2_row is not None and (cs2_row["scoring"], cs2_row["feed"]) == ("attention", "embeddings")
     assert uniform is not None and uniform["scoring"] == "training_free"
+
+
+def test_typed_and_spoken_questions_on_the_same_clips(backend: OmniBackend, cs2: CS2) -> None:
+    common = dict(split="test", limit=2, methods=["none", "uniform"], keeps=[1.0, 0.1], progress=False)
+    typed = run_fidelity(backend, cs2, **common)  # type: ignore[arg-type]
+    both = run_fidelity(backend, cs2, questions="both", **common)  # type: ignore[arg-type]
+    assert len(both["rows"]) == 2 * len(typed["rows"]) and both["n"] == typed["n"]  # type: ignore[arg-type]
+    for row in typed["rows"]:  # type: ignore[attr-defined]
+        same = find_row(both, row["method"], row["rope"], row["keep"], "typed")
+        assert same is not None and same["accuracy"] == row["accuracy"]
+        spoken = find_row(both, row["method"], row["rope"], row["keep"], "spoken")
+        assert spoken is not None and spoken["kept_audio_frac"] == row["kept_audio_frac"]  # same clips
+    with pytest.raises(ConfigError, match="questions"):
+        run_fidelity(backend, cs2, questions="sung", **common)  # type: ignore[arg-type]
 
 
 bundled = pytest.mark.skipif(

@@ -139,3 +139,27 @@ def test_seeded_stage2_resumed_equals_whole_run(tmp_path: Path) -> None:
         whole = (tmp_path / "whole" / name).read_bytes()
         assert (tmp_path / "resumed" / name).read_bytes() == whole, name
         assert (tmp_path / "other" / name).read_bytes() != whole, name
+
+
+def test_spoken_continuation_trains_the_audio_encoder_from_a_given_thinker(tmp_path: Path) -> None:
+    """init_from starts stage 1 from a trained thinker; with every question spoken the audio
+    encoder gets a gradient from the utterances, and stage 2 runs on spoken questions too."""
+    first = tmp_path / "first"
+    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
+    base = ["stage1.clips_per_step=2", "stage2.clips_per_step=2", "log_every=1"]
+    assert main([*config, "--out", str(first), *base, "stage1.steps=1", "stage2.steps=0"]) == 0
+    out = tmp_path / "spoken"
+    rc = main([
+        *config, "--out", str(out), *base, f"init_from={first}", "stage1.steps=2", "stage1.aux_weight=0",
+        "stage1.spoken_share=1.0", "stage2.steps=2", "stage2.spoken_share=1.0", "stage2.full_share=0.0",
+    ])  # fmt: skip
+    assert rc == 0
+    before = OmniBackend.load(first).model.state_dict()
+    after = OmniBackend.load(out).model.state_dict()
+    audio = [n for n in before if "audio_tower" in n]
+    assert audio and any(not torch.equal(before[n], after[n]) for n in audio)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == ["stage1", "stage1", "stage2", "stage2"]
+    with pytest.raises(ConfigError, match="spoken_share"):
+        load_train_config(None, ["stage1.spoken_share=1.5"])
+    assert main([*config, "--out", str(tmp_path / "x"), f"init_from={tmp_path / 'nothing'}"]) == 2
