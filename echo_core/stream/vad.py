@@ -8,12 +8,16 @@ Two implementations of one `VoiceActivity` protocol, compared on the world's aud
 - `WebRtcVad` (PyPI `webrtcvad-wheels`, the WebRTC project's GMM detector): 30 ms frames, a
   yes/no per frame at a fixed aggressiveness (0–3).
 
-Silero is the one turn detection uses (`make_vad("silero")`): on the world's audio it misses
-far fewer speech frames and, above all, does not take the world's sine tones and noise
-bursts for speech, where WebRTC's detector fires on most of them (a false utterance every few
-seconds of scene audio would interrupt every answer). Its cost, about 1 ms of one CPU core per
-32 ms frame, is small next to the model's and is paid off the event loop. WebRTC's detector
-stays available for machines without torch-speed CPUs.
+Silero is the one turn detection uses (`make_vad("silero")`). Measured on 59 streams (world
+clips followed by a question in 11 voices, 11.5 min of scene audio): silero at threshold 0.5
+misses 2.0 % of speech frames and fires on 0.25 % of scene frames; through `TurnDetector`
+(onsets need 160 ms of speech) it finds every question with its onset within 54 ms (p95) and
+no false utterance in the scene audio. WebRTC's detector takes the world's 100 Hz mains hum
+for speech on every frame (false-alarm rate 1.0, so no question is ever delimited); even
+after a 200 Hz high-pass it fires on 12–23 % of scene frames (tones, noise bursts), 8–11
+false utterances a minute, each of which would interrupt an answer. Silero's cost, 0.012 s
+of one core per second of audio (about 0.4 ms per 32 ms frame), is small next to the model's
+and is paid off the event loop; WebRTC's (0.0002–0.0014 s/s) does not buy back its errors.
 
 The silero model is loaded with `torch.jit.load` from the package's data folder, not through
 `silero_vad.load_silero_vad`: importing that module sets torch's global thread count to 1,
@@ -78,7 +82,7 @@ class SileroVad:
     """Silero VAD v5 on 32 ms frames (512 samples at 16 kHz); one instance per stream (it has state)."""
 
     frame_samples = 512
-    lag_s = 0.064  # two frames: the measured median delay of onsets (+58 ms) and ends (+71 ms)
+    lag_s = 0.064  # two frames: the measured median delay of onsets (+58 ms) and ends (+71 ms) without it
 
     def __init__(self) -> None:
         import io
