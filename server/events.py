@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .errors import ServiceError
 from .protocol import ServerEvent
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,6 @@ class EventFeed:
 
     def subscribe(self, maxsize: int = LISTENER_QUEUE) -> asyncio.Queue[ServerEvent]:
         """A new listener queue (ServiceError `too_many_listeners` past MAX_LISTENERS)."""
-        from .errors import ServiceError
-
         if len(self._listeners) >= MAX_LISTENERS:
             raise ServiceError(
                 "too_many_listeners", f"this session already has {MAX_LISTENERS} event listeners"
