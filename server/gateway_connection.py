@@ -40,6 +40,7 @@ def to_wire_settings(settings: SessionSettings) -> dict[str, Any]:
     """Settings as the JSON object a worker rebuilds them from (unset fields left out)."""
     return {k: v for k, v in asdict(settings).items() if v is not None}
 
+
 log = logging.getLogger(__name__)
 
 #: Replies to one client event: they echo its `event_id`.
