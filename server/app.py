@@ -485,11 +485,7 @@ class EchoServer(HttpService):
         queue = live.events.subscribe()
         try:
             yield to_wire(SessionUpdated(session_id=session_id, settings=self.settings_of(live)))
-            while not live.closed:
-                try:
-                    event = await asyncio.wait_for(queue.get(), 1.0)
-                except TimeoutError:
-                    continue  # check whether the session ended
+            while (event := await queue.get()) is not None:  # None: the session ended
                 yield to_wire(event)
         finally:
             live.events.unsubscribe(queue)

@@ -242,8 +242,11 @@ class Connection:
             await self.fail(exc.code, exc.message, None)
             return
         try:
-            while self.live is live and not live.closed:
-                await self.send(await queue.get())
+            while self.live is live:
+                event = await queue.get()
+                if event is None:  # the session ended
+                    return
+                await self.send(event)
         finally:
             live.events.unsubscribe(queue)
 

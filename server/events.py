@@ -27,28 +27,32 @@ class EventFeed:
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
-        self._listeners: set[asyncio.Queue[ServerEvent]] = set()
+        self._listeners: set[asyncio.Queue[ServerEvent | None]] = set()
+        self.closed = False
         self.dropped = 0
         self.published = 0
 
-    def subscribe(self, maxsize: int = LISTENER_QUEUE) -> asyncio.Queue[ServerEvent]:
-        """A new listener queue (ServiceError `too_many_listeners` past MAX_LISTENERS)."""
+    def subscribe(self, maxsize: int = LISTENER_QUEUE) -> asyncio.Queue[ServerEvent | None]:
+        """A new listener queue; None in it means the session ended (ServiceError
+        `too_many_listeners` past MAX_LISTENERS)."""
         if len(self._listeners) >= MAX_LISTENERS:
             raise ServiceError(
                 "too_many_listeners", f"this session already has {MAX_LISTENERS} event listeners"
             )
-        queue: asyncio.Queue[ServerEvent] = asyncio.Queue(maxsize)
+        queue: asyncio.Queue[ServerEvent | None] = asyncio.Queue(maxsize)
+        if self.closed:
+            queue.put_nowait(None)
         self._listeners.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[ServerEvent]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[ServerEvent | None]) -> None:
         self._listeners.discard(queue)
 
     @property
     def listeners(self) -> int:
         return len(self._listeners)
 
-    def publish(self, event: ServerEvent) -> None:
+    def publish(self, event: ServerEvent | None) -> None:
         """Give `event` to every listener (a full queue drops its oldest event first)."""
         self.published += 1
         for queue in self._listeners:
@@ -57,3 +61,9 @@ class EventFeed:
                 self.dropped += 1
                 log.info("%s: a slow event listener lost an event", self.session_id)
             queue.put_nowait(event)
+
+    def close(self) -> None:
+        """The session ended: every listener gets None after its pending events."""
+        if not self.closed:
+            self.closed = True
+            self.publish(None)

@@ -100,6 +100,7 @@ class LiveSession:
         for job in self.jobs.values():
             job.cancel("closed")
         await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)
+        self.events.close()
         if self.voice is not None:
             await self.voice.close()
             self.voice = None  # its callbacks hold this session: drop the cycle

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -61,13 +62,13 @@ class VoiceInput:
         session_id: str,
         events: EventFeed,
         ask: Callable[[Utterance], Coroutine[Any, Any, None]],
-        interrupt: Callable[[str], object],
+        interrupt: Callable[[str], object],  # a bound method: held weakly (it belongs to the session)
         settings: TurnDetection | None = None,
     ) -> None:
         self.session_id = session_id
         self.events = events
         self._ask = ask
-        self._interrupt = interrupt
+        self._interrupt = weakref.WeakMethod(interrupt)  # type: ignore[arg-type]
         self._loop = asyncio.get_running_loop()
         self._pending: asyncio.Queue[TurnEvent] = asyncio.Queue(MAX_PENDING)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,7 +77,7 @@ class VoiceInput:
         self.errors = 0
         self.lost = 0
         self.configure(self.settings)
-        self._runner = asyncio.create_task(self._run(), name=f"voice-{session_id}")
+        self._runner: asyncio.Task[None] | None = asyncio.create_task(self._run(), name=f"voice-{session_id}")
 
     # ---------------------------------------------------------------- settings
     def configure(self, settings: TurnDetection) -> None:
@@ -120,8 +121,9 @@ class VoiceInput:
             event = await self._pending.get()
             if isinstance(event, SpeechStarted):
                 self.events.publish(SpeechStartedEvent(audio_start_ms=ms(event.start_s)))
-                if self.settings.interrupt_response:
-                    self._interrupt("barge_in")
+                interrupt = self._interrupt()
+                if self.settings.interrupt_response and interrupt is not None:
+                    interrupt("barge_in")
             elif isinstance(event, SpeechStopped):
                 self.events.publish(SpeechStoppedEvent(audio_end_ms=ms(event.end_s)))
             elif isinstance(event, Utterance):
@@ -180,8 +182,10 @@ class VoiceInput:
         return detector is not None and detector.speaking
 
     async def close(self) -> None:
-        tasks = [self._runner, *self._tasks]
+        tasks = [*([self._runner] if self._runner is not None else []), *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._detector = None
+        # a cancelled task keeps its traceback (and so this object): let go of it
+        self._runner, self._detector = None, None
+        self._tasks.clear()

@@ -109,8 +109,10 @@ class WorkerNode:
         channel = f"{self.registry.prefix}stats:{live.session_id}"
         queue = live.events.subscribe()
         try:
-            while not live.closed and not self.stopping:
+            while not self.stopping:
                 event = await queue.get()
+                if event is None:  # the session ended
+                    return
                 try:
                     await self.registry.redis.publish(channel, encode(event))
                 except asyncio.CancelledError:
