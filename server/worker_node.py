@@ -19,7 +19,15 @@ from echo_core.errors import ConfigError
 
 from .auth import AuthError
 from .errors import ServiceError
-from .protocol import ProtocolError, SessionSettings, encode, to_wire
+from .protocol import (
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioStart,
+    ProtocolError,
+    SessionSettings,
+    encode,
+    to_wire,
+)
 from .registry import WorkerInfo, WorkerRegistry
 from .routing import Command, Inbox
 
@@ -168,7 +176,6 @@ class WorkerNode:
                 job.cancel("client")
         elif command.kind == "input_audio":
             from .connection import push_to_talk
-            from .protocol import InputAudioClear, InputAudioCommit, InputAudioStart
 
             action = str(p.get("action"))
             kinds: dict[str, type[InputAudioStart | InputAudioCommit | InputAudioClear]] = {
