@@ -231,6 +231,10 @@ class EchoClient:
         while True:
             yield await self._expect_any(kinds, timeout=None)
 
+    async def next_event(self, *kinds: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The next event of one of `kinds` (others skipped; ClientError on an `error`)."""
+        return await self._expect_any(kinds, timeout)
+
     async def next_error(self, timeout: float) -> ClientError:
         """Wait for the server's next `error` event (e.g. `worker_lost`), skipping everything else."""
         try:

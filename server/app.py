@@ -16,15 +16,18 @@ import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from echo_core.config import StreamConfig
 from echo_core.errors import ConfigError, EchoError
+from echo_core.speech import Question, SpokenQuestion
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
+from echo_core.stream.turns import Utterance
 from echo_core.tts import VoiceCatalog, voice_catalog
 
 from .allocator import release_free_memory
@@ -42,10 +45,13 @@ from .protocol import (
     ResponseTextDelta,
     ServerEvent,
     SessionSettings,
+    SessionUpdated,
+    TurnDetection,
     Usage,
     to_wire,
 )
 from .store import HistoryRecord, MemoryStore, RedisStore, Store
+from .voice import VoiceInput
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +232,7 @@ class EchoServer(HttpService):
             self.config.server.heartbeat_ttl_s,
         )
         session_id = uuid.uuid4().hex[:16]
+        live: LiveSession | None = None
         self._reserved += 1
         try:
             if not await self.store.reserve_session(session_id, key_id, self.worker_id, ttl, limit):
@@ -236,8 +243,13 @@ class EchoServer(HttpService):
                 live = LiveSession(
                     session, key_id, self.peer_connection(), speech_executor=self.speech_executor
                 )
+                live.voice = VoiceInput(
+                    session_id, live.events, partial(self.ask_spoken, weakref.ref(live)), live.interrupt
+                )
                 self.apply_settings(live, settings)
             except BaseException:
+                if live is not None:
+                    await live.close()
                 await self.store.unregister_session(session_id, key_id)
                 raise
         finally:
@@ -306,7 +318,11 @@ class EchoServer(HttpService):
         if settings.modalities is not None:
             live.modalities = tuple(settings.modalities)
         if settings.voice is not None:
-            live.voice = settings.voice
+            live.answer_voice = settings.voice
+        if settings.turn_detection is not None and live.voice is not None:
+            live.voice.configure(settings.turn_detection)
+        if settings.keep_spoken_in_scene is not None:
+            live.keep_spoken_in_scene = settings.keep_spoken_in_scene
 
     def check_voice(self, settings: SessionSettings) -> None:
         """Spoken answers need espeak-ng and one of its voices (`invalid_settings` otherwise)."""
@@ -331,7 +347,9 @@ class EchoServer(HttpService):
             keep=c.ingest_keep,
             ask_budget=c.ask_budget,
             modalities=list(live.modalities),
-            voice=live.voice,
+            voice=live.answer_voice,
+            turn_detection=live.voice.settings if live.voice is not None else None,
+            keep_spoken_in_scene=live.keep_spoken_in_scene,
         )
 
     def live_for(self, token: str | None, session_id: str | None = None) -> LiveSession:
@@ -375,9 +393,10 @@ class EchoServer(HttpService):
 
     # ------------------------------------------------------------- questions
     async def ask(
-        self, live: LiveSession, question: str, window_s: float | None
+        self, live: LiveSession, question: Question, window_s: float | None
     ) -> AsyncIterator[ServerEvent]:
-        """Rate-limit, queue and stream one answer as protocol events; the history records it.
+        """Rate-limit, queue and stream one answer (to a typed or spoken question) as protocol
+        events; the history records it (a spoken question as "(spoken, 1.8 s)").
 
         When the session's answers are spoken, the answer's `response.output_audio.*` events come
         between its text deltas and `response.done` waits for the speech to end (a cancel stops both).
@@ -391,9 +410,16 @@ class EchoServer(HttpService):
         job: AskJob = self.worker.submit(live.session, question, window_s)
         live.jobs[response_id] = job
         self.counters["questions"] += 1
-        yield ResponseCreated(response_id=response_id, question=question)
+        spoken = isinstance(question, SpokenQuestion)
+        yield ResponseCreated(
+            response_id=response_id,
+            question=str(question),
+            input="spoken" if spoken else "text",
+            spoken_s=round(question.duration_s, 2) if isinstance(question, SpokenQuestion) else None,
+        )
         text: list[str] = []
         status = "completed"
+        reason: str | None = None
         failure: Error | None = None
         speech = live.speak(response_id, job.cancelled.is_set)
         try:
@@ -405,7 +431,7 @@ class EchoServer(HttpService):
                 text.append(item)
                 yield ResponseTextDelta(response_id=response_id, delta=item)
             if job.cancelled.is_set():
-                status = "cancelled"
+                status, reason = "cancelled", job.reason or "client"
         except EchoError as exc:
             status, failure = "failed", Error(code=exc.code, message=str(exc))
         except Exception:  # a bug: the client still gets `error` and a failed `response.done`
@@ -415,7 +441,9 @@ class EchoServer(HttpService):
         finally:
             live.jobs.pop(response_id, None)
             answer = "".join(text).strip()
-            record = HistoryRecord(response_id, question, answer if status != "failed" else "", time.time())
+            record = HistoryRecord(
+                response_id, str(question), answer if status != "failed" else "", time.time()
+            )
             if not await self.journal.write(self.store, live.session_id, record):
                 log.warning("%s: history write failed; the journal will repair it", live.session_id)
         if failure is not None:
@@ -426,7 +454,33 @@ class EchoServer(HttpService):
             usage = Usage(
                 a.av_tokens, a.audio_tokens, a.video_tokens, round(a.ttft_ms, 2), round(a.total_ms, 2)
             )
-        yield ResponseDone(response_id=response_id, answer=answer, status=status, usage=usage)
+        yield ResponseDone(response_id=response_id, answer=answer, status=status, reason=reason, usage=usage)
+
+    async def ask_spoken(self, ref: weakref.ref[LiveSession], utterance: Utterance) -> None:
+        """Ask a committed utterance; its events (refusals as `error`) go to the session's listeners.
+
+        Unless `keep_spoken_in_scene`, the utterance's span of audio is taken out of the scene
+        first, so the question is not also remembered as something the camera heard.
+        """
+        live = ref()
+        if live is None or live.closed:
+            return
+        try:
+            question = utterance.question()
+        except EchoError as exc:
+            self.count_error("invalid_audio")
+            live.events.publish(Error(code="invalid_audio", message=str(exc)))
+            return
+        if not live.keep_spoken_in_scene:
+            await asyncio.to_thread(live.session.forget_audio, utterance.start_s, utterance.end_s)
+        try:
+            async for event in self.ask(live, question, None):
+                if isinstance(event, Error):
+                    self.count_error(event.code)
+                live.events.publish(event)
+        except ServiceError as exc:
+            self.count_error(exc.code)
+            live.events.publish(Error(code=exc.code, message=exc.message))
 
     async def within_rate(self, key_id: str) -> bool:
         """The key's question rate limit; while the store is unreachable, questions are let through."""
@@ -464,6 +518,20 @@ class EchoServer(HttpService):
     ) -> AsyncIterator[dict[str, Any]]:
         async for event in self.ask(self.held(session_id), question, window_s):
             yield to_wire(event)
+
+    async def session_events(
+        self, session_id: str, turn_detection: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        live = self.held(session_id)
+        if turn_detection is not None:  # this type, the other fields at their defaults
+            self.apply_settings(live, SessionSettings(turn_detection=TurnDetection(type=turn_detection)))
+        queue = live.events.subscribe()
+        try:
+            yield to_wire(SessionUpdated(session_id=session_id, settings=self.settings_of(live)))
+            while (event := await queue.get()) is not None:  # None: the session ended
+                yield to_wire(event)
+        finally:
+            live.events.unsubscribe(queue)
 
     # ------------------------------------------------------------------ HTTP
     def build_app(self) -> web.Application:

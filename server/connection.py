@@ -25,6 +25,9 @@ from .protocol import (
     History,
     HistoryGet,
     HistoryItem,
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioStart,
     ProtocolError,
     ResponseCancel,
     ResponseCreate,
@@ -184,7 +187,9 @@ class Connection:
             live = self.own(event.token)
             job = live.jobs.get(event.response_id) if event.response_id else live.latest_job()
             if job is not None:
-                job.cancelled.set()
+                job.cancel("client")
+        elif isinstance(event, InputAudioStart | InputAudioCommit | InputAudioClear):
+            push_to_talk(self.own(event.token), event)
         elif isinstance(event, HistoryGet):
             await self.send_history(event)
 
@@ -227,6 +232,23 @@ class Connection:
         live.attached += 1
         self.mark_authenticated()
         self.spawn(self.stats_loop(live), f"stats-{live.session_id}")
+        self.spawn(self.relay_events(live), f"events-{live.session_id}")
+
+    async def relay_events(self, live: LiveSession) -> None:
+        """Send the session's own events (turn detection, spoken answers) while attached to it."""
+        try:
+            queue = live.events.subscribe()
+        except ServiceError as exc:
+            await self.fail(exc.code, exc.message, None)
+            return
+        try:
+            while self.live is live:
+                event = await queue.get()
+                if event is None:  # the session ended
+                    return
+                await self.send(event)
+        finally:
+            live.events.unsubscribe(queue)
 
     async def answer(self, live: LiveSession, event: ResponseCreate) -> None:
         try:
@@ -252,6 +274,19 @@ class Connection:
             self.live.attached -= 1
             if self.live.attached == 0 and self.live.pc.connectionState in ("failed", "closed"):
                 await self.server.close_session(self.live)  # nobody can use it any more
+
+
+def push_to_talk(live: LiveSession, event: InputAudioStart | InputAudioCommit | InputAudioClear) -> None:
+    """`input_audio.start` / `commit` / `clear` on a session (ServiceError when not allowed now)."""
+    voice = live.voice
+    if voice is None:
+        raise ServiceError("session_not_found", "this session has ended; create a new one")
+    if isinstance(event, InputAudioStart):
+        voice.start()
+    elif isinstance(event, InputAudioCommit):
+        voice.commit()
+    else:
+        voice.clear()
 
 
 async def add_candidate(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from echo_core.errors import EchoError
+from echo_core.speech import Question
 from echo_core.stream.answer import Answer
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
@@ -31,12 +32,19 @@ class AskJob:
     """A question waiting for (or being answered by) the worker."""
 
     session: StreamSession
-    question: str
+    question: Question  # typed text or a SpokenQuestion
     window_s: float | None
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None  # why it was cancelled: "client", "barge_in" (or None: it was not)
     answer: Answer | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Stop generating at the next piece; the first reason given is the one reported."""
+        if not self.cancelled.is_set():
+            self.reason = reason
+            self.cancelled.set()
 
     def emit(self, item: object) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
@@ -76,7 +84,7 @@ class EngineWorker:
         self._jobs.put(None)
         self._thread.join(timeout)
 
-    def submit(self, session: StreamSession, question: str, window_s: float | None) -> AskJob:
+    def submit(self, session: StreamSession, question: Question, window_s: float | None) -> AskJob:
         """Queue a question; iterate `job.pieces()` on the event loop for its text."""
         job = AskJob(session, question, window_s, asyncio.get_running_loop())
         self._jobs.put(job)

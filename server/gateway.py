@@ -198,6 +198,37 @@ class Gateway(HttpService):
         async for event in self.routed_answer(session_id, owner, question, window_s):
             yield event
 
+    async def session_events(
+        self, session_id: str, turn_detection: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The session's own events as its worker publishes them (window.stats left out)."""
+        import json
+
+        owner = await self.owner_of(session_id)
+        if turn_detection is not None:
+            settings = {"turn_detection": {"type": turn_detection}}
+            reply = await self.run_on_owner(
+                owner.worker_id, Command("update", session_id, {"settings": settings})
+            )
+        else:
+            reply = await self.run_on_owner(owner.worker_id, Command("update", session_id, {"settings": {}}))
+        pubsub = self.registry.redis.pubsub()
+        try:
+            await pubsub.subscribe(f"{self.registry.prefix}stats:{session_id}")
+            assert reply is not None
+            yield reply
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    if (await self.registry.owner(session_id)) is None:
+                        return  # the session ended
+                    continue
+                event = json.loads(message["data"])
+                if event.get("type") != "window.stats":
+                    yield event
+        finally:
+            await pubsub.aclose()
+
     async def patiently(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         """A Redis read, retried through an outage for up to `route_timeout_s`."""
         return await with_retry(op, time.monotonic() + self.config.server.route_timeout_s, what)

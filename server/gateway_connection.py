@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
 from .errors import ServiceError
 from .protocol import (
     HistoryGet,
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioStart,
     ResponseCancel,
     ResponseCreate,
     SessionAttach,
     SessionCreate,
+    SessionSettings,
     SessionUpdate,
     WebRTCCandidate,
     WebRTCOffer,
@@ -29,6 +34,12 @@ from .routing import REDIS_DOWN, Command
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+
+
+def to_wire_settings(settings: SessionSettings) -> dict[str, Any]:
+    """Settings as the JSON object a worker rebuilds them from (unset fields left out)."""
+    return {k: v for k, v in asdict(settings).items() if v is not None}
+
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +82,7 @@ class GatewayConnection(Connection):
                 self.adopt(sid, owner)
             await self.forward(reply, event.event_id)
         elif isinstance(event, SessionUpdate):
-            settings = {k: v for k, v in vars(event.settings).items() if v is not None}
+            settings = to_wire_settings(event.settings)
             await self.route(event.token, "update", {"settings": settings}, event.event_id)
         elif isinstance(event, WebRTCOffer):
             await self.route(event.token, "offer", {"sdp": event.sdp}, event.event_id)
@@ -87,6 +98,9 @@ class GatewayConnection(Connection):
             self.spawn(self.answer_remote(sid, owner, event), f"answer-{sid}")
         elif isinstance(event, ResponseCancel):
             await self.route(event.token, "cancel", {"response_id": event.response_id}, event.event_id)
+        elif isinstance(event, InputAudioStart | InputAudioCommit | InputAudioClear):
+            action = event.type.removeprefix("input_audio.")
+            await self.route(event.token, "input_audio", {"action": action}, event.event_id)
         elif isinstance(event, HistoryGet):
             await self.send_history(event)
 
@@ -109,7 +123,8 @@ class GatewayConnection(Connection):
         self.spawn(self.relay_stats(session_id), f"stats-{session_id}")
 
     async def relay_stats(self, session_id: str) -> None:
-        """Forward the `window.stats` the owning worker publishes for this session."""
+        """Forward what the owning worker publishes for this session: `window.stats` and the
+        session's own events (turn detection, answers to spoken questions)."""
         registry = self.gateway.registry
         while self.session_id == session_id:
             pubsub = registry.redis.pubsub()

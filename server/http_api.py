@@ -8,6 +8,8 @@ Robots and cameras stream with standard tools and no Echo code:
 ends the session. Those two take the API key that created the session, or its token.
 `POST /v1/sessions/{id}/ask` {question, window_s?} with the session token streams the
 answer as server-sent events named after the protocol events.
+`GET /v1/sessions/{id}/events` with the session token streams the session's own events
+(turn detection, answers to spoken questions) the same way, for clients without a WebSocket.
 
 The handlers are the same on every process: a `SessionFront` does the work, either on
 sessions held here (a standalone server or a worker) or routed to their worker (a gateway).
@@ -24,7 +26,7 @@ from aiohttp import web
 
 from .auth import ApiKeys, AuthError, TokenSigner, looks_like_token
 from .errors import ServiceError
-from .protocol import ProtocolError, parse_ask_body
+from .protocol import TURN_DETECTION_TYPES, ProtocolError, parse_ask_body
 
 #: One ICE candidate line (without `a=`) and the mid of the m-line it belongs to.
 Candidate = tuple[str, str | None]
@@ -57,6 +59,11 @@ class SessionFront(Protocol):
         """The answer's protocol events in wire form (ServiceError before the first one)."""
         ...
 
+    def session_events(self, session_id: str, turn_detection: str | None) -> AsyncIterator[dict[str, Any]]:
+        """The session's own events in wire form until it ends, after applying `turn_detection`
+        (a type, when given); the first item is `session.updated` (ServiceError before it)."""
+        ...
+
 
 FRONT_KEY: web.AppKey[SessionFront] = web.AppKey("echo_front", SessionFront)
 
@@ -67,6 +74,7 @@ def add_session_routes(app: web.Application, front: SessionFront) -> None:
     app.router.add_patch("/whip/{session_id}", whip_patch)
     app.router.add_delete("/whip/{session_id}", whip_delete)
     app.router.add_post("/v1/sessions/{session_id}/ask", http_ask)
+    app.router.add_get("/v1/sessions/{session_id}/events", http_events)
 
 
 def bearer(request: web.Request) -> str | None:
@@ -243,4 +251,39 @@ async def http_ask(request: web.Request) -> web.StreamResponse:
         front.count_error(exc.code)
         await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
     await response.write_eof()
+    return response
+
+
+async def http_events(request: web.Request) -> web.StreamResponse:
+    """`GET /v1/sessions/{id}/events[?turn_detection=server_vad|none]` → server-sent events of the
+    session's own events (turn detection, answers to spoken questions) until it ends."""
+    front = request.app[FRONT_KEY]
+    session_id = request.match_info["session_id"]
+    kind = request.query.get("turn_detection")
+    try:
+        front.signer.verify(bearer(request), session_id)
+        if kind is not None and kind not in TURN_DETECTION_TYPES:
+            raise ProtocolError(
+                "invalid_field", f"turn_detection must be one of {TURN_DETECTION_TYPES}, got {kind[:32]!r}"
+            )
+        events = front.session_events(session_id, kind)
+        first = await anext(events)
+    except (AuthError, ServiceError, ProtocolError) as exc:
+        return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    if first.get("type") == "error":
+        code = str(first.get("code"))
+        return _error(front, _STATUS.get(code, 400), code, str(first.get("message")))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        await response.write(sse(first))
+        async for event in events:
+            await response.write(sse(event))
+    except ServiceError as exc:
+        await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
+        await response.write_eof()
+    except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError too)
+        pass
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
     return response

@@ -7,6 +7,7 @@ counted), so aiortc's own unbounded receive queue never grows. The converter tak
 frames from that buffer and converts them off the event loop, in the owner's executor:
 video to RGB arrays, audio through one `av.AudioResampler` per track to 16 kHz mono
 (even when the rates already match), then pushes them into the session's bounded queues.
+An `audio_tap` (turn detection, voice.py) sees the same 16 kHz packets in the executor.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -40,6 +42,7 @@ class TrackIngest:
         executor: Executor | None,
         *,
         max_buffer: int = 8,
+        audio_tap: Callable[[AudioPacket], None] | None = None,
     ) -> None:
         self.track = track
         self.kind = str(track.kind)
@@ -47,6 +50,7 @@ class TrackIngest:
         self.clock = TrackClock(clock)
         self.executor = executor
         self.max_buffer = max_buffer
+        self.audio_tap = audio_tap  # sees every converted audio packet, in the executor, in order
         self._buffer: deque[tuple[float, Any]] = deque()
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
@@ -132,9 +136,12 @@ class TrackIngest:
                 log.info("%s: audio format changed %s → %s", self.session.session_id, self._audio_format, fmt)
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
             self._audio_format = fmt
-        out: list[VideoFrame | AudioPacket] = []
+        packets: list[AudioPacket] = []
         for piece in self._resampler.resample(frame):
             pcm = np.asarray(piece.to_ndarray()).reshape(-1)  # packed s16 mono: [1, n] → [n]
-            out.append(AudioPacket(t, pcm, 16000))
+            packets.append(AudioPacket(t, pcm, 16000))
             t += len(pcm) / 16000
-        return out
+        if self.audio_tap is not None:
+            for packet in packets:
+                self.audio_tap(packet)
+        return [*packets]

@@ -17,8 +17,10 @@ from echo_core.tts import Voice
 from .answer_track import AnswerAudioTrack
 from .clock import SessionClock
 from .engine import AskJob
+from .events import EventFeed
 from .ingest import TrackIngest
 from .spoken_answer import SpokenAnswer
+from .voice import VoiceInput
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +42,25 @@ class LiveSession:
     attached: int = 0  # WebSocket connections currently attached
     ticker: asyncio.Task[None] | None = None
     modalities: tuple[str, ...] = ("text",)  # with "audio", answers are also spoken on `answer_track`
-    voice: str = "en-us"  # espeak-ng voice of spoken answers
+    answer_voice: str = "en-us"  # espeak-ng voice of spoken answers
     speech_executor: Executor | None = None  # where answers are synthesised (the server's TTS threads)
     answer_track: AnswerAudioTrack = field(default_factory=AnswerAudioTrack)
+    events: EventFeed = field(init=False)  # the session's own events (voice, spoken answers)
+    voice: VoiceInput | None = None  # set by the server once the session exists
+    keep_spoken_in_scene: bool = False
+    #: Called on barge-in (speech over an answer): e.g. the spoken-answer track stops speaking.
+    barge_in_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.events = EventFeed(self.session.session_id)
 
     @property
     def session_id(self) -> str:
         return self.session.session_id
 
     def add_track(self, track: Any) -> None:
-        ingest = TrackIngest(track, self.session, self.clock, None)
+        tap = self.voice.tap if self.voice is not None and track.kind == "audio" else None
+        ingest = TrackIngest(track, self.session, self.clock, None, audio_tap=tap)
         ingest.start()
         self.ingests.append(ingest)
         log.info("%s: receiving %s", self.session_id, track.kind)
@@ -82,7 +93,7 @@ class LiveSession:
             log.info("%s: answer %s not spoken: the peer receives no audio", self.session_id, response_id)
             return None
         return SpokenAnswer(
-            response_id, Voice(self.voice), self.answer_track, self.speech_executor, cancelled
+            response_id, Voice(self.answer_voice), self.answer_track, self.speech_executor, cancelled
         )
 
     def stop_speaking(self) -> None:
@@ -107,6 +118,22 @@ class LiveSession:
                 self.session.end_stream()
             await asyncio.sleep(period_s)
 
+    def interrupt(self, reason: str) -> int:
+        """Cancel every answer in flight (`reason` goes into their `response.done`) and run the
+        barge-in hooks; how many answers were cancelled."""
+        jobs = [job for job in self.jobs.values() if not job.cancelled.is_set()]
+        for job in jobs:
+            job.cancel(reason)
+        self.stop_speaking()  # also speech whose answer is no longer tracked
+        for hook in list(self.barge_in_hooks):
+            try:
+                hook()
+            except Exception:
+                log.exception("%s: a barge-in hook failed", self.session_id)
+        if jobs:
+            log.info("%s: %s cancelled %d answer(s)", self.session_id, reason, len(jobs))
+        return len(jobs)
+
     def latest_job(self) -> AskJob | None:
         return next(reversed(self.jobs.values()), None) if self.jobs else None
 
@@ -119,8 +146,13 @@ class LiveSession:
             await asyncio.gather(self.ticker, return_exceptions=True)
             self.ticker = None  # its coroutine frame holds this session: drop the cycle
         for job in self.jobs.values():
-            job.cancelled.set()
+            job.cancel("closed")
         await asyncio.gather(*(i.stop() for i in self.ingests), return_exceptions=True)
         self.answer_track.stop()
+        self.events.close()
+        if self.voice is not None:
+            await self.voice.close()
+            self.voice = None  # its callbacks hold this session: drop the cycle
+        self.barge_in_hooks.clear()
         await self.pc.close()
         log.info("%s: closed", self.session_id)

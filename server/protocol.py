@@ -344,7 +344,7 @@ class ResponseDone(ServerEvent):
     response_id: str = ""
     answer: str = ""
     status: str = "completed"  # or "cancelled", "failed"
-    reason: str | None = None  # why cancelled: "client" (response.cancel) or "barge_in"
+    reason: str | None = None  # why cancelled: "client" (response.cancel), "barge_in" or "closed"
     usage: Usage = field(default_factory=Usage)
 
 

@@ -35,7 +35,7 @@ T = TypeVar("T")
 #: What a Redis call raises while the server is down or restarting.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: The kinds of command a worker runs.
-COMMAND_KINDS = ("create", "attach", "offer", "candidate", "update", "ask", "cancel", "close")
+COMMAND_KINDS = ("create", "attach", "offer", "candidate", "update", "ask", "cancel", "input_audio", "close")
 END = "_end"
 GROUP = "engine"
 REPLY_TTL_S = 600

@@ -19,7 +19,15 @@ from echo_core.errors import ConfigError
 
 from .auth import AuthError
 from .errors import ServiceError
-from .protocol import ProtocolError, SessionSettings, encode, to_wire
+from .protocol import (
+    InputAudioClear,
+    InputAudioCommit,
+    InputAudioStart,
+    ProtocolError,
+    SessionSettings,
+    encode,
+    to_wire,
+)
 from .registry import WorkerInfo, WorkerRegistry
 from .routing import Command, Inbox
 
@@ -103,6 +111,25 @@ class WorkerNode:
                 log.debug("%s: stats not published (store unreachable)", live.session_id)
             await asyncio.sleep(self.server.config.server.stats_interval_s)
 
+    async def publish_events(self, live: LiveSession) -> None:
+        """Publish the session's own events (turn detection, answers to spoken questions) on the
+        same `stats:{id}` channel, which gateways relay to the session's sockets and SSE streams."""
+        channel = f"{self.registry.prefix}stats:{live.session_id}"
+        queue = live.events.subscribe()
+        try:
+            while not self.stopping:
+                event = await queue.get()
+                if event is None:  # the session ended
+                    return
+                try:
+                    await self.registry.redis.publish(channel, encode(event))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("%s: a session event was not published (store unreachable)", live.session_id)
+        finally:
+            live.events.unsubscribe(queue)
+
     # -------------------------------------------------------------- commands
     async def handle(self, command: Command) -> AsyncIterator[dict[str, Any]]:
         """Run one routed command; its protocol events (errors included) in wire form."""
@@ -122,6 +149,7 @@ class WorkerNode:
             live, token, expiry = await server.create_session(str(p.get("key_id", "")), settings_from(p))
             await self.beat_now()  # gateways place the next session knowing this one
             self._spawn(self.publish_stats(live))
+            self._spawn(self.publish_events(live))
             yield to_wire(SessionCreated(None, live.session_id, token, expiry, server.settings_of(live)))
             return
         live = server.held(command.session_id)
@@ -145,7 +173,19 @@ class WorkerNode:
         elif command.kind == "cancel":
             job = live.jobs.get(p["response_id"]) if p.get("response_id") else live.latest_job()
             if job is not None:
-                job.cancelled.set()
+                job.cancel("client")
+        elif command.kind == "input_audio":
+            from .connection import push_to_talk
+
+            action = str(p.get("action"))
+            kinds: dict[str, type[InputAudioStart | InputAudioCommit | InputAudioClear]] = {
+                "start": InputAudioStart,
+                "commit": InputAudioCommit,
+                "clear": InputAudioClear,
+            }
+            if action not in kinds:
+                raise ProtocolError("invalid_field", f"unknown input_audio action {action[:32]!r}")
+            push_to_talk(live, kinds[action]())
         elif command.kind == "close":
             await server.close_session(live)
         else:  # pragma: no cover - Command.from_fields admits known kinds only

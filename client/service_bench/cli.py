@@ -4,6 +4,7 @@ echo-bench load --sessions 1,2,4,8 --seconds 20 --json FILE
 echo-bench soak --minutes 10 --json FILE
 echo-bench faults [--only worker_killed,...] --json FILE
 echo-bench fuzz --cases 1000 --seed 0 --json FILE
+echo-bench voice --clips 20 --json FILE
 Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
 """
 
@@ -14,7 +15,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz", "flood")
+from ..local_server import ROOT
+
+SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz", "flood", "voice")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     fd.add_argument("--seconds", type=float, default=20.0)
     fd.add_argument("--sockets", type=int, default=2)
     fd.add_argument("--server-root", default=".", help="the checkout whose server is flooded")
-    for sp in (ld, sk, fl, fz, fd):
+    vc = sub.add_parser("voice", help="spoken questions with server VAD: delays from end of speech, accuracy")
+    vc.add_argument("--clips", type=int, default=20)
+    vc.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    vc.add_argument("--duration", type=float, default=None, help="clip length in s (default: as sampled)")
+    for sp in (ld, sk, fl, fz, fd, vc):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
     args = p.parse_args(argv)
@@ -77,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         from .faults import run_faults
 
         report = asyncio.run(run_faults(args.only.split(",") if args.only else None))
+    elif args.command == "voice":
+        from .voice import run_voice
+
+        report = asyncio.run(run_voice(args.clips, Path(args.config), args.duration))
     elif args.command == "flood":
         from .flood import run_flood
 
