@@ -37,15 +37,28 @@ TOL_MS = 150
 SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_ms": 300}
 
 
-@pytest_asyncio.fixture
-async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
+async def running(backend: OmniBackend, cs2: CS2, max_new_tokens: int) -> EchoServer:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     config = ServiceConfig(
-        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=400),
+        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=max_new_tokens),
         server=ServerConfig(port=0, api_keys=[KEY], questions_per_minute=100, stats_interval_s=0.5),
     )
     srv = EchoServer(config, model=model)
     await srv.start()
+    return srv
+
+
+@pytest_asyncio.fixture
+async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
+    srv = await running(backend, cs2, max_new_tokens=8)
+    yield srv
+    await srv.stop()
+
+
+@pytest_asyncio.fixture
+async def long_answers(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
+    """Answers of up to 20,000 tokens: one is still being generated when the user speaks."""
+    srv = await running(backend, cs2, max_new_tokens=20_000)
     yield srv
     await srv.stop()
 
@@ -122,7 +135,8 @@ async def test_a_clip_ending_in_a_spoken_question_is_heard_and_asked(server: Ech
 
 
 @pytest.mark.asyncio
-async def test_speech_over_an_answer_cancels_it(server: EchoServer) -> None:
+async def test_speech_over_an_answer_cancels_it(long_answers: EchoServer) -> None:
+    server = long_answers
     async with aiohttp.ClientSession() as http:
         client = await voice_session(http, server, turn_detection=SERVER_VAD)
         track = SpeakingTrack()
