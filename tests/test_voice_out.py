@@ -135,7 +135,7 @@ async def test_text_only_sessions_get_no_speech(server: EchoServer) -> None:
         await client.stream_tracks([ColourTrack()], answer_sink=sink)  # video only: audio is recvonly
         assert "a=sendonly" in audio_section(client._pc.remoteDescription.sdp)
         live = server.sessions[client.session_id]
-        assert live.can_speak and live.modalities == ("text",) and live.voice == "en-gb+f3"
+        assert live.can_speak and live.modalities == ("text",) and live.answer_voice == "en-gb+f3"
         await wait_ingested(live.session, 1)
         events = await ask_events(client, "what colour")
         assert events[-1]["status"] == "completed" and events[-1]["answer"]
