@@ -115,7 +115,7 @@ def test_shipped_checkpoint_guard() -> None:
     machine, but other CPU kernels round differently; each threshold sits about 2.6–3 points
     (13–15 questions) under the measured figure to absorb that and nothing more. A
     random-weight model scores about 30 % typed; the typed-only echo-tiny before spoken
-    training scored 12.7 % on the spoken questions. Re-derive the thresholds when a model ships.
+    training scored 4.7 % on the spoken questions. Re-derive the thresholds when a model ships.
     """
     directory = default_model_dir()
     backend = OmniBackend.load(directory)
