@@ -236,22 +236,7 @@ async def http_ask(request: web.Request) -> web.StreamResponse:
         first = await anext(events)  # refusals (unknown session, rate limit) come before it
     except (AuthError, ServiceError, ProtocolError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
-    if first.get("type") == "error":  # a refusal a gateway relayed from the worker
-        code = str(first.get("code"))
-        return _error(front, _STATUS.get(code, 400), code, str(first.get("message")))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    try:
-        await response.write(sse(first))
-        async for event in events:
-            if event.get("type") == "error":
-                front.count_error(str(event.get("code")))
-            await response.write(sse(event))
-    except ServiceError as exc:
-        front.count_error(exc.code)
-        await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
-    await response.write_eof()
-    return response
+    return await _serve_sse(request, front, first, events)
 
 
 async def http_events(request: web.Request) -> web.StreamResponse:
@@ -270,6 +255,14 @@ async def http_events(request: web.Request) -> web.StreamResponse:
         first = await anext(events)
     except (AuthError, ServiceError, ProtocolError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
+    return await _serve_sse(request, front, first, events)
+
+
+async def _serve_sse(
+    request: web.Request, front: SessionFront, first: dict[str, Any], events: AsyncIterator[dict[str, Any]]
+) -> web.StreamResponse:
+    """`first`, then `events`, as server-sent events until they end. A refusal that comes as the
+    first event (a gateway relays the worker's) becomes the HTTP error response instead."""
     if first.get("type") == "error":
         code = str(first.get("code"))
         return _error(front, _STATUS.get(code, 400), code, str(first.get("message")))
@@ -278,8 +271,12 @@ async def http_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(sse(first))
         async for event in events:
+            if event.get("type") == "error":
+                front.count_error(str(event.get("code")))
             await response.write(sse(event))
+        await response.write_eof()
     except ServiceError as exc:
+        front.count_error(exc.code)
         await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
         await response.write_eof()
     except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError too)
