@@ -4,7 +4,7 @@ echo-bench load --sessions 1,2,4,8 --seconds 20 --json FILE
 echo-bench soak --minutes 10 --json FILE
 echo-bench faults [--only worker_killed,...] --json FILE
 echo-bench fuzz --cases 1000 --seed 0 --json FILE
-echo-bench voice --clips 20 --json FILE
+echo-bench voice --clips 24 --json FILE [--families audio_pitch,count]
 Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
 """
 
