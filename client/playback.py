@@ -59,6 +59,16 @@ class RecordingSink:
         """Indices (from `since`) of frames whose RMS exceeds `floor` (full scale = 1)."""
         return [i for i in range(since, len(self.frames)) if rms(self.frames[i]) > floor]
 
+    async def wait_loud(self, since: int, timeout_s: float = 2.0) -> int | None:
+        """The index of the first frame from `since` above the silence floor, waiting up to
+        `timeout_s` for one to arrive; None if none did."""
+        for _ in range(int(timeout_s / 0.02) + 1):
+            loud = self.loud_frames(since)
+            if loud:
+                return loud[0]
+            await asyncio.sleep(0.02)
+        return None
+
     async def wait_quiet(self, since: int, frames: int = 15, timeout_s: float = 10.0) -> None:
         """Until `frames` silent frames in a row arrived after frame `since`: a spoken answer's
         tail is in (its `response.done` leaves the server as its last frame does)."""

@@ -4,7 +4,7 @@ echo-bench load --sessions 1,2,4,8 --seconds 20 --json FILE
 echo-bench soak --minutes 10 --json FILE
 echo-bench faults [--only worker_killed,...] --json FILE
 echo-bench fuzz --cases 1000 --seed 0 --json FILE
-echo-bench voice --clips 20 --json FILE
+echo-bench voice --clips 24 --json FILE [--families audio_pitch,count]
 Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
 """
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     vc.add_argument("--clips", type=int, default=20)
     vc.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     vc.add_argument("--duration", type=float, default=None, help="clip length in s (default: as sampled)")
+    vc.add_argument("--families", help="question families asked in turn, comma-separated (default: all)")
     for sp in (ld, sk, fl, fz, fd, vc):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
@@ -85,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
         report = asyncio.run(run_faults(args.only.split(",") if args.only else None))
     elif args.command == "voice":
+        from echo_core.world.questions import FAMILIES
+
         from .voice import run_voice
 
-        report = asyncio.run(run_voice(args.clips, Path(args.config), args.duration))
+        families = tuple(args.families.split(",")) if args.families else FAMILIES
+        report = asyncio.run(run_voice(args.clips, Path(args.config), args.duration, families))
     elif args.command == "flood":
         from .flood import run_flood
 
