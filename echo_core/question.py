@@ -35,12 +35,10 @@ def spoken_block(backend: OmniBackend, audio: AudioTokens, *, requires_grad: boo
     sp = backend.special
     n = len(audio)
     ids = torch.tensor([sp.audio_bos, *([sp.audio] * n), sp.audio_eos])
-    layout = TokenLayout.text(ids)
-    modality = layout.modality.clone()
-    modality[1 : n + 1] = int(Modality.SPEECH)
-    time_ids = layout.time_ids.clone()
-    time_ids[1 : n + 1] = audio.time_ids.cpu() - int(audio.time_ids[0]) if n else time_ids[1:1]
-    layout = TokenLayout(ids, modality, time_ids, layout.grid_h, layout.grid_w, layout.shares_prev)
+    modality = torch.tensor([int(Modality.TEXT), *[int(Modality.SPEECH)] * n, int(Modality.TEXT)])
+    time_ids = torch.cat([torch.tensor([-1]), torch.arange(n), torch.tensor([-1])])  # its own clock
+    zeros = torch.zeros(n + 2, dtype=torch.long)
+    layout = TokenLayout(ids, modality, time_ids, zeros, zeros.clone(), torch.zeros(n + 2, dtype=torch.bool))
     with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
         markers = backend.embed_ids(ids[[0, -1]])  # [2, D]
     embeds = torch.cat([markers[:1], audio.embeds.to(markers.dtype), markers[1:]])

@@ -48,8 +48,6 @@ class LiveSession:
     events: EventFeed = field(init=False)  # the session's own events (voice, spoken answers)
     voice: VoiceInput | None = None  # set by the server once the session exists
     keep_spoken_in_scene: bool = False
-    #: Called on barge-in (speech over an answer): e.g. the spoken-answer track stops speaking.
-    barge_in_hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events = EventFeed(self.session.session_id)
@@ -119,17 +117,12 @@ class LiveSession:
             await asyncio.sleep(period_s)
 
     def interrupt(self, reason: str) -> int:
-        """Cancel every answer in flight (`reason` goes into their `response.done`) and run the
-        barge-in hooks; how many answers were cancelled."""
+        """Cancel every answer in flight (`reason` goes into their `response.done`) and stop the
+        answer being spoken; how many answers were cancelled."""
         jobs = [job for job in self.jobs.values() if not job.cancelled.is_set()]
         for job in jobs:
             job.cancel(reason)
         self.stop_speaking()  # also speech whose answer is no longer tracked
-        for hook in list(self.barge_in_hooks):
-            try:
-                hook()
-            except Exception:
-                log.exception("%s: a barge-in hook failed", self.session_id)
         if jobs:
             log.info("%s: %s cancelled %d answer(s)", self.session_id, reason, len(jobs))
         return len(jobs)
@@ -153,6 +146,5 @@ class LiveSession:
         if self.voice is not None:
             await self.voice.close()
             self.voice = None  # its callbacks hold this session: drop the cycle
-        self.barge_in_hooks.clear()
         await self.pc.close()
         log.info("%s: closed", self.session_id)

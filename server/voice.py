@@ -6,8 +6,7 @@ about 1 ms per 32 ms frame). Detector events come back to the loop through a bou
 the `voice-{id}` task turns them into protocol events on the session's `EventFeed`:
 
 - `input_audio.speech_started` (and, with `interrupt_response`, barge-in: the session's
-  answers in flight are cancelled with reason `barge_in`, and the barge-in hooks run, so a
-  spoken answer stops too);
+  answers in flight are cancelled with reason `barge_in` and a spoken answer stops);
 - `input_audio.speech_stopped`;
 - `input_audio.committed`, then the utterance is asked (`ask` callback: the server's
   question path, through the same engine queue as typed questions).

@@ -24,6 +24,7 @@ import shutil
 import threading
 import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +534,20 @@ def audio_sections(sdp: str) -> list[str]:
     return [m for m in sdp.split("\nm=")[1:] if m.startswith("audio")]
 
 
+@contextmanager
+def live_page(browser: Browser, server_url: str, api_key: str) -> Iterator[tuple[Page, Wire]]:
+    """A page of its own context on the server, its wire watched, once the session is live."""
+    context = browser.new_context()
+    page = context.new_page()
+    wire = Wire(page)
+    try:
+        page.goto(f"{server_url}/?key={api_key}")
+        page.wait_for_function("document.body.dataset.state === 'live'", timeout=60_000)
+        yield page, wire
+    finally:
+        context.close()
+
+
 @needs_browser
 def test_with_a_microphone_the_page_listens_and_talks(
     browser: Browser, server_url: str, api_key: str, tmp_path: Path
@@ -540,14 +555,9 @@ def test_with_a_microphone_the_page_listens_and_talks(
     """With a microphone the session is created hands-free with spoken answers; push-to-talk by
     pointer, space bar and Enter sends input_audio.start/commit (or clear for a slip) after
     switching the session to turn detection none; mute mutes playback only; typed questions work."""
-    context = browser.new_context()
-    page = context.new_page()
-    wire = Wire(page)
-    talk = page.locator("#talk")
-    speech = page.locator("#speech")
-    try:
-        page.goto(f"{server_url}/?key={api_key}")
-        page.wait_for_function("document.body.dataset.state === 'live'", timeout=60_000)
+    with live_page(browser, server_url, api_key) as (page, wire):
+        talk = page.locator("#talk")
+        speech = page.locator("#speech")
         expect(page.locator("#status")).to_contain_text("Speak a question, or type one")
         for event in wire.sent():  # all of it the server's contract accepts
             parse_client_event(json.dumps(event))
@@ -641,8 +651,6 @@ def test_with_a_microphone_the_page_listens_and_talks(
         for event in wire.sent():
             parse_client_event(json.dumps(event))
         save_screenshot(page, tmp_path, "browser_voice.png")
-    finally:
-        context.close()
 
 
 @needs_browser
@@ -650,14 +658,9 @@ def test_page_shows_the_voice_events_of_the_contract(browser: Browser, server_ur
     """What the page shows for the voice events of docs/protocol.md, in front of a live session: the
     speech indicator, a spoken question's answer, its speech, and an answer interrupted by barge-in
     (which the real server cannot be made to time on cue)."""
-    context = browser.new_context()
-    page = context.new_page()
-    wire = Wire(page)
-    speech = page.locator("#speech")
-    card = page.locator("#answer")
-    try:
-        page.goto(f"{server_url}/?key={api_key}")
-        page.wait_for_function("document.body.dataset.state === 'live'", timeout=60_000)
+    with live_page(browser, server_url, api_key) as (page, wire):
+        speech = page.locator("#speech")
+        card = page.locator("#answer")
         wire.inject({"type": "input_audio.speech_started", "audio_start_ms": 12_000})
         expect(speech).to_have_attribute("data-state", "on")
         expect(speech).to_contain_text("hearing you")
@@ -709,8 +712,6 @@ def test_page_shows_the_voice_events_of_the_contract(browser: Browser, server_ur
         expect(item.locator(".q")).to_have_text("you asked (spoken, 1.8 s)")
         expect(item.locator(".meta")).to_contain_text("interrupted")
         assert page.evaluate("window.speakingLog").count("true") == 1
-    finally:
-        context.close()
 
 
 @needs_browser
@@ -770,18 +771,9 @@ def test_spoken_question_through_the_fake_microphone(
     lists "you asked (spoken, N s)" with N about the question's length. With spoken answers on
     the server, the answer's speech plays on the page's audio element (non-silent)."""
     _, said_s = spoken_files
-    context = voice_browser.new_context()
-    page = context.new_page()
-    wire = Wire(page)
-    try:
-        page.goto(f"{server_url}/?key={api_key}")
-        page.wait_for_function("document.body.dataset.state === 'live'", timeout=60_000)
+    with live_page(voice_browser, server_url, api_key) as (page, wire):
         settings = wire.server_settings()
-        if settings.get("turn_detection", {}).get("type") != "server_vad":
-            pytest.skip(
-                "the server's session.created settings lack turn_detection server_vad: "
-                "server VAD (input_audio.speech_started/stopped, spoken questions) is not on this server"
-            )
+        assert settings.get("turn_detection", {}).get("type") == "server_vad", settings
         # the whole loop (clip, then the question) plays within ~2 loops
         page.wait_for_function(
             "(log => log.includes('on') && log.slice(log.indexOf('on')).some(s => s !== 'on'))"
@@ -797,8 +789,7 @@ def test_spoken_question_through_the_fake_microphone(
         assert 0.5 * said_s <= float(match.group(1)) <= said_s + 1.5, (text, said_s)
         save_screenshot(page, tmp_path, "browser_spoken.png")
 
-        if "audio" not in settings.get("modalities", []):
-            pytest.skip("the server's settings lack modalities audio: spoken answers are not on this server")
+        assert "audio" in settings.get("modalities", []), settings
         page.wait_for_function("window.speakingLog.includes('true')", timeout=60_000)
         loudest = page.evaluate(
             """async () => {
@@ -820,5 +811,3 @@ def test_spoken_question_through_the_fake_microphone(
         )
         print(f"spoken answers on the page's audio element: a sample of {loudest:.3f} (≥ 0.01 wanted)")
         assert loudest >= 0.01, f"the spoken answers on the page's audio element are silent (peak {loudest})"
-    finally:
-        context.close()

@@ -16,14 +16,13 @@ from echo_core.stream.turns import (
     Utterance,
 )
 from echo_core.stream.vad import SileroVad, WebRtcVad, make_vad
-from echo_core.tts import Voice, espeak_available
+from echo_core.tts import Voice
 from echo_core.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
 from echo_core.world.spec import SAMPLE_RATE, sample_spec
 from echo_core.world.speech import PAD_S, speak
 
 pytestmark = pytest.mark.unit
 
-needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 TOL_S = 0.150
 
 
@@ -47,7 +46,6 @@ def spoken(text: str, voice: Voice) -> tuple[np.ndarray, float]:
     return audio, len(audio) / SAMPLE_RATE - 2 * PAD_S
 
 
-@needs_espeak
 @pytest.mark.parametrize("voice", [Voice("en-us", 170, 50), Voice("en-gb-scotland+m7", 200, 65)])
 def test_speech_started_stopped_and_utterance_at_the_truth(voice: Voice) -> None:
     words, words_s = spoken("what colour was the circle", voice)
@@ -77,7 +75,6 @@ def test_speech_started_stopped_and_utterance_at_the_truth(voice: Voice) -> None
     assert isinstance(q, SpokenQuestion) and str(q) == f"(spoken, {utterance.duration_s:.1f} s)"
 
 
-@needs_espeak
 def test_two_questions_give_two_utterances() -> None:
     first, _ = spoken("what pitch was the first tone", Voice("en-us", 180, 50))
     second, _ = spoken("how many shapes appeared", Voice("en-gb", 160, 40))

@@ -18,7 +18,6 @@ from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
-from echo_core.tts import espeak_available
 from echo_core.world.questions import make_questions
 from echo_core.world.render import render_audio
 from echo_core.world.spec import SAMPLE_RATE, sample_spec
@@ -28,10 +27,7 @@ from server.config import ServerConfig, ServiceConfig
 from tests.media_tracks import ColourTrack
 from tests.test_server import KEY, Client
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed"),
-]
+pytestmark = pytest.mark.e2e
 
 TOL_MS = 150
 SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_ms": 300}

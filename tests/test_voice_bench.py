@@ -7,12 +7,8 @@ from __future__ import annotations
 import pytest
 
 from client.service_bench.voice import VoiceRow, run_voice
-from echo_core.tts import espeak_available
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed"),
-]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.asyncio

@@ -9,15 +9,11 @@ import aiohttp
 import pytest
 
 from client.clip_tracks import SpeakingTrack
-from echo_core.tts import espeak_available
 from tests.test_cluster import Cluster, cluster  # noqa: F401  # the fixture
 from tests.test_server import KEY, Client
 from tests.test_voice import SERVER_VAD, connect, question_audio, until
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed"),
-]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.asyncio

@@ -254,13 +254,11 @@ class StreamSession:
             times = self.cache.time_ids[:n]
             inside = (self.cache.modality[:n] == Modality.AUDIO) & (times >= time_id(start_s))
             inside &= times < time_id(end_s)
-            dropped = int(inside.sum())
-            if dropped:
-                kept = torch.nonzero(~inside).flatten()
-                self.cache.keep(kept)
-                if self.kv is not None:
-                    self.kv.keep(kept)
-                self.stats.forgotten_audio += dropped
+            if not bool(inside.any()):
+                return 0
+            dropped = self._keep_slots(torch.nonzero(~inside).flatten()).count(Modality.AUDIO)
+            self.stats.evicted_audio -= dropped  # forgotten, not evicted
+            self.stats.forgotten_audio += dropped
             return dropped
 
     def _mute(self, chunk: MediaChunk) -> MediaChunk:
@@ -308,13 +306,16 @@ class StreamSession:
                 self.cache.embeds[first : first + count][None], rows, lm.split(self.model.rope), cache=cache
             )
 
-    def _keep_slots(self, slots: torch.Tensor) -> None:
+    def _keep_slots(self, slots: torch.Tensor) -> CachedTokens:
+        """Keep only cache slots `slots` (and their KV); returns the tokens let go, counted as evicted
+        unless the caller re-counts them."""
         dropped = self.cache.tokens(self._complement(slots, len(self.cache)))
         self.stats.evicted_audio += dropped.count(Modality.AUDIO)
         self.stats.evicted_video += dropped.count(Modality.VIDEO)
         self.cache.keep(slots)
         if self.kv is not None:
             self.kv.keep(slots)
+        return dropped
 
     @staticmethod
     def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -435,10 +436,9 @@ class StreamSession:
         backend = self.model.backend
         sp = backend.special
         closing = TokenLayout.text([sp.audio_eos, sp.vision_eos], [False, True])
-        closing_seq = TokenSequence(backend.embed_ids(closing.input_ids), closing)
         with torch.no_grad():
             asked, _ = question_suffix(backend, question)
-        return TokenSequence.concat([closing_seq, asked])
+            return TokenSequence.concat([TokenSequence(backend.embed_ids(closing.input_ids), closing), asked])
 
     def question_sequence(
         self,
