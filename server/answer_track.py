@@ -33,6 +33,9 @@ SAMPLE_RATE = 48000  # Opus' native rate: aiortc's encoder does not resample it
 FRAME_SAMPLES = 960  # 20 ms, one Opus frame
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_PENDING = 8
+#: One idle frame, shared (read-only).
+SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+SILENCE.flags.writeable = False
 
 
 class Playback:
@@ -188,6 +191,8 @@ class AnswerAudioTrack(MediaStreamTrack):
 
     def _next_samples(self) -> np.ndarray:
         """The next frame: queued answers' speech in order, silence where there is none."""
+        if not self._queue:  # idle, the common case: AudioFrame.from_ndarray copies it
+            return SILENCE
         out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         for playback in [p for p in self._queue if p.cancelled or p.finished]:
             self._queue.remove(playback)
