@@ -136,3 +136,37 @@ def test_cs2_weights_round_trip(backend: OmniBackend, tmp_path: Path, sequence: 
     save_file({"nope": torch.zeros(1)}, str(tmp_path / "bad" / "cs2.safetensors"))
     with pytest.raises(CheckpointError, match="missing"):
         CS2.load_or_init(backend.lm, tmp_path / "bad")
+
+
+@torch.no_grad()
+def test_salience_prior_adds_to_the_z_scored_head(
+    backend: OmniBackend, tmp_path: Path, sequence: TokenSequence, ingest_sequence: TokenSequence
+) -> None:
+    """score = z(head) + w · joint salience; w = 0 is the bare head; a huge w ranks as joint_salience."""
+    from echo_core.sieve.salience import JointSalienceSieve
+
+    torch.manual_seed(2)
+    cs2 = CS2(backend.lm, n_layers=2, trained=True)
+    bare = CS2Sieve(backend.lm, cs2, scoring="head")
+    head = bare.head_scores(sequence).float()
+    assert torch.equal(bare.score(sequence), bare.head_scores(sequence))  # prior_weight 0
+    salience = JointSalienceSieve(backend.lm).score(sequence)
+    cs2.prior_weight = 0.5
+    with_prior = CS2Sieve(backend.lm, cs2, scoring="head").score(sequence)
+    z = (head - head.mean()) / head.std()
+    assert torch.allclose(with_prior, z + 0.5 * salience, atol=1e-5)
+
+    cs2.prior_weight = 1e6
+    sieve = CS2Sieve(backend.lm, cs2, scoring="head")
+    mine = sieve.select(sequence, keep=0.1).kept
+    theirs = JointSalienceSieve(backend.lm).select(sequence, keep=0.1).kept
+    assert torch.equal(mine, theirs)
+    # the batched ingest path ranks each chunk as the single path does
+    batched = sieve.score_batch([ingest_sequence, ingest_sequence])
+    assert torch.allclose(batched[0][0], sieve.score(ingest_sequence).float().cpu(), atol=1e-4)
+
+    cs2.prior_weight = 0.5
+    cs2.save(tmp_path)
+    assert CS2.load_or_init(backend.lm, tmp_path).prior_weight == 0.5
+    with pytest.raises(ConfigError, match="prior_weight"):
+        CS2(backend.lm, n_layers=2, prior_weight=-1.0)

@@ -91,18 +91,27 @@ def test_the_worlds_tones_and_noise_bursts_are_not_speech(split_index: tuple[str
     assert not [e for e in events if isinstance(e, Utterance)], events
 
 
-def test_silence_duration_sets_when_speech_stops() -> None:
-    """With a stand-in VAD that hears 'speech' wherever the signal is loud, the times are exact."""
+@pytest.mark.parametrize("lag_frames", [0, 5])
+def test_silence_duration_sets_when_speech_stops(lag_frames: int) -> None:
+    """With a stand-in VAD that hears 'speech' wherever the signal is loud, the times are exact.
+
+    A VAD whose decisions trail the audio by `lag_s` has its times corrected, and the silence
+    window runs from the corrected end: the stop comes as early as with no lag.
+    """
 
     class Loud:
         frame_samples = 320
-        lag_s = 0.0
+        lag_s = lag_frames * 320 / SAMPLE_RATE
+
+        def __init__(self) -> None:
+            self.history = [0.0] * lag_frames
 
         def probability(self, frame: np.ndarray) -> float:
-            return 1.0 if float(np.abs(frame).max()) > 0.2 else 0.0
+            self.history.append(1.0 if float(np.abs(frame).max()) > 0.2 else 0.0)
+            return self.history.pop(0)
 
         def reset(self) -> None:
-            pass
+            self.history = [0.0] * lag_frames
 
     audio = np.zeros(5 * SAMPLE_RATE, np.float32)
     audio[SAMPLE_RATE : 2 * SAMPLE_RATE] = 0.5  # "speech" over [1, 2) s
@@ -115,10 +124,12 @@ def test_silence_duration_sets_when_speech_stops() -> None:
     assert isinstance(started, SpeechStarted) and started.start_s == pytest.approx(1.0)
     assert isinstance(stopped, SpeechStopped) and stopped.end_s == pytest.approx(2.0)
     assert t_stop == pytest.approx(2.0 + 0.7, abs=0.021)  # reported once the silence window passed
-    assert t_start == pytest.approx(1.0 + 0.16, abs=0.021)  # min_speech_ms confirms the onset
+    lag = Loud.lag_s
+    assert t_start == pytest.approx(1.0 + lag + 0.16, abs=0.021)  # min_speech_ms confirms the onset
     assert isinstance(utterance, Utterance)
-    assert (utterance.start_s, utterance.end_s) == pytest.approx((0.8, 2.0))
-    assert len(utterance.samples) == round(1.2 * SAMPLE_RATE)
+    # the utterance keeps the audio up to the uncorrected end (no trailing phoneme lost)
+    assert (utterance.start_s, utterance.end_s) == pytest.approx((0.8, 2.0 + lag))
+    assert len(utterance.samples) == round((1.2 + lag) * SAMPLE_RATE)
 
 
 def test_an_utterance_longer_than_the_limit_is_cut_and_the_buffer_stays_bounded() -> None:

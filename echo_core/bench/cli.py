@@ -50,6 +50,11 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     directory = default_model_dir(args.model)
     backend = OmniBackend.load(directory, device=args.device, dtype=args.dtype)
     cs2 = CS2.load_or_init(backend.lm, directory, n_layers=args.refiner_layers)
+    if args.prior_weight is not None:
+        if not cs2.trained:
+            print("echo-bench: --prior-weight needs a trained CS2 head", file=sys.stderr)
+            return 2
+        cs2.prior_weight = args.prior_weight
     options = dict(
         split=args.split,
         limit=args.limit,
@@ -73,6 +78,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     else:
         report = run_fidelity(backend, cs2, questions=args.questions, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
+    report["cs2_prior_weight"] = cs2.prior_weight
     write_report(report, args.json)
     if args.plot:
         plot_fidelity(report, args.plot)
@@ -165,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     fi.add_argument("--device", default="cpu")
     fi.add_argument("--dtype", default="float32")
     fi.add_argument("--refiner-layers", type=int, default=4, help="refiner depth when CS2 is not trained")
+    fi.add_argument(
+        "--prior-weight",
+        type=float,
+        default=None,
+        help="weight of the encoder-salience prior added to a trained CS2 head (default: cs2.json's)",
+    )
     fi.add_argument("--streaming", action="store_true", help="answer through the live engine, chunk by chunk")
     fi.add_argument(
         "--cache-seconds", type=float, default=16.0, help="streaming: cache budget in seconds of kept tokens"

@@ -100,12 +100,13 @@ CS2_SCORED = ("cs2", "per_modality", "audio_guided")
 def method_labels(method: str, cs2: CS2) -> dict[str, str]:
     """How a row's sieve scores tokens and what its LLM reads: {"scoring", "feed"}.
 
-    scoring: "head" (trained CS2) or "attention" (CS2's training-free mode) for CS2-scored
+    scoring: "head" (trained CS2), "head+salience" (a trained head over the encoder-salience
+    prior, CS2.prior_weight > 0) or "attention" (CS2's training-free mode) for CS2-scored
     methods, "training_free" for the other sieves, "none" for full tokens; feed: CS2's
     feed for cs2 rows ("embeddings" or "refined"), "embeddings" for every other sieve.
     """
     if method in CS2_SCORED:
-        scoring = "head" if cs2.trained else "attention"
+        scoring = ("head+salience" if cs2.prior_weight > 0 else "head") if cs2.trained else "attention"
     else:
         scoring = "none" if method == "none" else "training_free"
     return {"scoring": scoring, "feed": cs2.feed if method == "cs2" else "embeddings"}

@@ -13,6 +13,12 @@ embeddings; or "refined", the reference behaviour: the refiner's output states f
 kept token (prompt and question text included), so a kept token carries what the refiner
 fused into it from the dropped ones. Decoded tokens enter as embeddings either way.
 
+A trained head can rank on top of a training-free prior (`prior_weight`, stored in cs2.json):
+the score is z(head) + prior_weight · the encoder salience of `salience.py` (novelty and
+distinctiveness, each z-scored within its modality), so the head's joint ranking and the
+encoder cues share one scale. With prior_weight 0 (the reference behaviour, and every
+checkpoint that does not set it) the head's scores are used as they are.
+
 Public Qwen2.5-Omni weights have no trained score head, so CS2 also has a training-free
 scoring mode that reads saliency from the refiner's own attention (`saliency.py`).
 """
@@ -37,6 +43,7 @@ from ..rope import RopeMode
 from ..tokens import TokenSequence
 from .base import SieveResult, av_budget, av_indices, finish, top_k
 from .reference_ckpt import find_reference_cs2
+from .salience import encoder_salience
 from .saliency import training_free_scores
 
 log = logging.getLogger(__name__)
@@ -105,16 +112,25 @@ class CS2(nn.Module):
     """Refiner + score head, with save/load beside a thinker checkpoint."""
 
     def __init__(
-        self, lm: LanguageModel, n_layers: int = 4, *, trained: bool = False, feed: str = "embeddings"
+        self,
+        lm: LanguageModel,
+        n_layers: int = 4,
+        *,
+        trained: bool = False,
+        feed: str = "embeddings",
+        prior_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if feed not in FEEDS:
             raise ConfigError(f"CS2 feed must be one of {', '.join(FEEDS)}, got {feed!r}")
+        if not prior_weight >= 0:
+            raise ConfigError(f"CS2 prior_weight must be ≥ 0, got {prior_weight}")
         self.n_layers = min(n_layers, len(lm.layers))
         self.refiner = Refiner(lm, self.n_layers)
         self.head = ScoreHead(int(lm.config.hidden_size), float(lm.config.rms_norm_eps))
         self.trained = trained
         self.feed = feed
+        self.prior_weight = float(prior_weight)
         self.reference_keep: float | None = None  # a reference checkpoint's training keep ratio
         self.to(device=lm.device, dtype=lm.dtype)
 
@@ -124,7 +140,12 @@ class CS2(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(out / CS2_WEIGHTS))
-        meta = {"n_layers": self.n_layers, "trained": self.trained, "feed": self.feed}
+        meta = {
+            "n_layers": self.n_layers,
+            "trained": self.trained,
+            "feed": self.feed,
+            "prior_weight": self.prior_weight,
+        }
         (out / CS2_CONFIG).write_text(json.dumps(meta))
 
     @classmethod
@@ -147,8 +168,22 @@ class CS2(nn.Module):
             int(meta.get("n_layers", n_layers)),
             trained=bool(meta.get("trained", True)),
             feed=str(meta.get("feed", "embeddings")),
+            prior_weight=float(meta.get("prior_weight", 0.0)),
         )
         return cs2._load(load_file(str(path / CS2_WEIGHTS)), str(path / CS2_WEIGHTS))
+
+    def ranked(self, head_scores: torch.Tensor, seq: TokenSequence) -> torch.Tensor:
+        """The head's scores of the AV tokens of `seq` with the salience prior added: [N].
+
+        z(head) + prior_weight · encoder_salience(seq); the head's scores unchanged when
+        prior_weight is 0. Stays on the scores' device.
+        """
+        if self.prior_weight == 0:
+            return head_scores
+        h = head_scores.detach().float()
+        std = h.std() if h.numel() > 1 else h.new_zeros(())
+        z = (h - h.mean()) / std if float(std) > 0 else torch.zeros_like(h)
+        return z + self.prior_weight * encoder_salience(seq).to(h.device)
 
     def _load(self, state: dict[str, torch.Tensor], source: str) -> CS2:
         missing, unexpected = self.load_state_dict(state, strict=False)
@@ -217,7 +252,7 @@ class CS2Sieve:
             refined = refiner.last_layer(hidden, cos, sin)[0]  # [L, D]
         if self.scoring == "head":
             assert refined is not None
-            scores = self.cs2.head(refined[av_indices(seq).to(refined.device)])
+            scores = self.cs2.ranked(self.cs2.head(refined[av_indices(seq).to(refined.device)]), seq)
         else:  # the last layer's attention, read from its input (saliency.py)
             scores = training_free_scores(refiner.layers[-1], hidden, cos, sin, seq.layout)
         inputs = refined if self.cs2.feed == "refined" else None
@@ -241,7 +276,8 @@ class CS2Sieve:
         cos, sin = self._rope(seqs[0])
         refined = self.cs2.refiner(torch.stack([s.embeds for s in seqs]), cos, sin)  # [G, L, D]
         av = av_indices(seqs[0]).to(refined.device)
-        scores = list(self.cs2.head(refined[:, av]).float().cpu())
+        heads = self.cs2.head(refined[:, av])
+        scores = [self.cs2.ranked(h, s).float().cpu() for h, s in zip(heads, seqs, strict=True)]
         states = list(refined) if self.cs2.feed == "refined" else [None] * len(seqs)
         return list(zip(scores, states, strict=True))
 

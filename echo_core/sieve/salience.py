@@ -61,6 +61,34 @@ def distinctiveness(embeds: torch.Tensor, layout: TokenLayout, av: torch.Tensor)
     return (1.0 - F.cosine_similarity(x, means[inverse], dim=-1)).clamp_min(0.0).cpu()
 
 
+def combine_encoder_cues(
+    cues: dict[str, torch.Tensor], modality: torch.Tensor, distinct_weight: float = DISTINCT_WEIGHT
+) -> torch.Tensor:
+    """z(novelty) + distinct_weight · z(distinctiveness), each z within its modality: [N] float32."""
+    total = modality_zscore(cues["novelty"], modality)
+    return total + distinct_weight * modality_zscore(cues["distinct"], modality)
+
+
+@torch.no_grad()
+def encoder_salience(seq: TokenSequence) -> torch.Tensor:
+    """The question-free joint salience of the AV tokens of `seq` (aligned with `av_indices`): [N].
+
+    What `JointSalienceSieve` ranks by without a question; CS2 adds it to its head's scores as a
+    prior (`CS2.prior_weight`).
+    """
+    av = av_indices(seq)
+    return combine_encoder_cues(encoder_cues(seq, av), seq.layout.modality[av])
+
+
+def encoder_cues(seq: TokenSequence, av: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Novelty and distinctiveness of the AV tokens `av` of `seq`: name → [N] float32."""
+    x = seq.embeds[av.to(seq.embeds.device)].detach()
+    return {
+        "novelty": temporal_novelty(x, predecessor(seq.layout, av)).float().cpu(),
+        "distinct": distinctiveness(x, seq.layout, av),
+    }
+
+
 class JointSalienceSieve:
     """Training-free joint-pool sieve (see the module docstring)."""
 
@@ -84,13 +112,8 @@ class JointSalienceSieve:
     def cues(self, seq: TokenSequence) -> dict[str, torch.Tensor]:
         """The per-token cues of the AV tokens, aligned with `av_indices(seq)`: name → [N] float32."""
         av = av_indices(seq)
-        layout = seq.layout
-        x = seq.embeds[av.to(seq.embeds.device)].detach()
-        out = {
-            "novelty": temporal_novelty(x, predecessor(layout, av)).float().cpu(),
-            "distinct": distinctiveness(x, layout, av),
-        }
-        question = question_indices(layout)
+        out = encoder_cues(seq, av)
+        question = question_indices(seq.layout)
         if question.numel() > 0 and self.question_weight > 0:
             out["question"] = self.question_attention(seq, av, question)
         return out
@@ -111,8 +134,7 @@ class JointSalienceSieve:
         """Joint scores of the AV tokens (aligned with `av_indices(seq)`): [N] float32."""
         mod = seq.layout.modality[av_indices(seq)]
         cues = self.cues(seq)
-        total = modality_zscore(cues["novelty"], mod)
-        total = total + self.distinct_weight * modality_zscore(cues["distinct"], mod)
+        total = combine_encoder_cues(cues, mod, self.distinct_weight)
         if "question" in cues:
             total = total + self.question_weight * modality_zscore(cues["question"], mod)
         return total

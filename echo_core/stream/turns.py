@@ -5,8 +5,8 @@ samples and clock the session ingests) and returns typed events:
 
 - `SpeechStarted(start_s)` once `min_speech_ms` of speech confirm an onset (stream time of
   the onset's first speech frame);
-- `SpeechStopped(end_s)` after `silence_duration_ms` of silence (end of the last confident
-  speech frame), or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
+- `SpeechStopped(end_s)` once `silence_duration_ms` of audio have followed the end of the
+  last confident speech frame (the detector's lag corrected) with the newest frame silent, or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
 - `Utterance(samples, start_s, end_s)`: the audio from `prefix_padding_ms` before the onset
   to the end of the last confident speech frame, ready to ask as a `SpokenQuestion`.
 
@@ -107,13 +107,13 @@ class TurnDetector:
         self.frame = vad.frame_samples if vad is not None else 320
         sr = SAMPLE_RATE
         self._prefix = round(settings.prefix_padding_ms * sr / 1000)
-        self._silence_frames = -(-round(settings.silence_duration_ms * sr / 1000) // self.frame)
+        self._silence = round(settings.silence_duration_ms * sr / 1000)  # samples
         self._confirm_frames = max(1, -(-round(settings.min_speech_ms * sr / 1000) // self.frame))
         self._max = round(MAX_SPOKEN_S * sr)
         self._lag = round(vad.lag_s * sr) if vad is not None else 0
         # prefix + the longest utterance + the silence window + a partial frame
         self._buf = np.zeros(
-            self._prefix + self._lag + self._max + (self._silence_frames + 2) * self.frame, np.float32
+            self._prefix + self._lag + self._max + self._silence + 3 * self.frame, np.float32
         )
         self._n = 0  # samples held
         self._t0: float | None = None  # stream time of _buf[0]
@@ -123,7 +123,6 @@ class TurnDetector:
         self._confirmed = False
         self._run = 0  # consecutive speech frames before confirmation
         self._last_speech_end = 0  # end of the last speech frame
-        self._quiet = 0  # consecutive silent frames since speech
         self._ptt: int | None = None  # push-to-talk span start
         self.frames = 0
         self.dropped_s = 0.0  # audio let go because the buffer was full
@@ -212,16 +211,15 @@ class TurnDetector:
             self._last_speech_end = self._scan
             if self._run < self._confirm_frames:
                 return []
-            self._confirmed, self._quiet = True, 0
+            self._confirmed = True
             return [SpeechStarted(round(self._time(max(0, self._onset - self._lag)), 4))]
         if speech:
-            self._quiet = 0
             if p >= s.threshold:  # the end is where the probability was last confident
                 self._last_speech_end = self._scan
-        else:
-            self._quiet += 1
-            if self._quiet >= self._silence_frames:
-                return self._end(self._last_speech_end, cut=False)
+        elif self._scan - (self._last_speech_end - self._lag) >= self._silence:
+            # the window runs from where the speech ended, not from where the trailing
+            # probability fell: the detector's lag is not waited out twice
+            return self._end(self._last_speech_end, cut=False)
         assert self._onset is not None
         if self._last_speech_end - max(0, self._onset - self._lag - self._prefix) >= self._max:
             return self._end(self._last_speech_end, cut=True)
@@ -235,7 +233,7 @@ class TurnDetector:
         utterance = self._utterance(begin, end)
         if utterance is not None:
             events.append(utterance)
-        self._onset, self._confirmed, self._run, self._quiet = None, False, 0, 0
+        self._onset, self._confirmed, self._run = None, False, 0
         if self.vad is not None and not cut:
             self.vad.reset()
         return events

@@ -55,6 +55,9 @@ class Stage2Config:
     # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
     feed: str = "embeddings"
     spoken_share: float = 0.0  # as stage1.spoken_share
+    # Weight of the encoder-salience prior that serving adds to the head's scores (cs2.json;
+    # echo_core/sieve/cs2.py). Training ranks with the head alone; the weight is chosen on `val`.
+    prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -63,6 +66,8 @@ class Stage2Config:
             )
         if self.feed not in FEEDS:
             raise ConfigError(f"stage2.feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
+        if self.prior_weight < 0:
+            raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
         if self.importance_weight < 0:
             raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
 

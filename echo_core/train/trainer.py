@@ -236,7 +236,9 @@ class Trainer:
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
             self.rng = random.Random(cfg.seed)
-        cs2 = CS2(self.lm, self.config.refiner_layers, trained=True, feed=cfg.feed)
+        cs2 = CS2(
+            self.lm, self.config.refiner_layers, trained=True, feed=cfg.feed, prior_weight=cfg.prior_weight
+        )
         refined_feed = cfg.feed == "refined"
         if cfg.zero_head:
             cs2.head.zero_output_()
