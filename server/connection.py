@@ -210,6 +210,7 @@ class Connection:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.relay = None  # its cancellation's traceback holds this connection: drop the cycle
         if self.session_id is not None:
             try:
                 await self.host.leave(self.session_id)
