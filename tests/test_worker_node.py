@@ -50,10 +50,14 @@ class Recorder:
         self.calls.append(("offer", (session_id, sdp)))
         return "answer-sdp"
 
-    async def candidate(self, session_id: str, candidate: str, sdp_mid: str | None, index: int | None) -> None:
+    async def candidate(
+        self, session_id: str, candidate: str, sdp_mid: str | None, index: int | None
+    ) -> None:
         self.calls.append(("candidate", (session_id, candidate, sdp_mid, index)))
 
-    async def ask(self, session_id: str, question: str, window_s: float | None) -> AsyncGenerator[WireEvent, None]:
+    async def ask(
+        self, session_id: str, question: str, window_s: float | None
+    ) -> AsyncGenerator[WireEvent, None]:
         self.calls.append(("ask", (session_id, question, window_s)))
         yield {"type": "response.created", "response_id": "r1"}
         yield {"type": "response.done", "response_id": "r1", "status": "completed"}
