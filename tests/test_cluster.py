@@ -106,7 +106,9 @@ async def test_gateway_places_sessions_and_routes_everything(cluster: Cluster) -
             a, b = Client(ws1), Client(ws2)
             await a.create()
             await b.create()
-            owners = {w for w, srv in cluster.workers.items() for s in (a, b) if s.session_id in srv.sessions.live}
+            owners = {
+                w for w, srv in cluster.workers.items() for s in (a, b) if s.session_id in srv.sessions.live
+            }
             assert owners == {"w1", "w2"}, "the second session goes to the less loaded worker"
             stats = await a.recv("window.stats")  # relayed from the worker through Redis
             assert stats["session_id"] == a.session_id and stats["cache_budget"] == 256
@@ -222,7 +224,8 @@ async def test_worker_loss_is_reported_and_a_reconnect_lands_on_a_live_worker(cl
         created = await client.create()  # reconnect: a new session on the live worker
         survivor = next(w for w in cluster.workers if w != owner_id)
         assert (
-            created["type"] == "session.created" and client.session_id in cluster.workers[survivor].sessions.live
+            created["type"] == "session.created"
+            and client.session_id in cluster.workers[survivor].sessions.live
         )
         await client.send(type="history.get", token=old_token)
         history = await client.recv("history")
@@ -286,7 +289,9 @@ async def test_a_stuck_entry_is_claimed_by_the_live_consumer(cluster: Cluster) -
         await r.xreadgroup("engine", "ghost", {"echo:inbox:w1": ">"}, count=10)
         pending = await r.xpending("echo:inbox:w1", "engine")
         assert pending["pending"] >= 1
-        reply = await cluster.gateway.sessions.router.call_one("w1", Command("attach", "nope"))  # the consumer is live
+        reply = await cluster.gateway.sessions.router.call_one(
+            "w1", Command("attach", "nope")
+        )  # the consumer is live
         assert reply is not None and reply["code"] == "session_not_found"
         for _ in range(100):
             events = await r.xrange(f"echo:reply:{command.request_id}")

@@ -329,7 +329,11 @@ async def test_peer_disconnect_frees_the_session(backend: OmniBackend, cs2: CS2)
             if not srv.sessions.live:
                 break
             await asyncio.sleep(0.05)
-        assert srv.sessions.live == {} and srv.sessions.engine is not None and srv.sessions.engine.scheduler.sessions() == []
+        assert (
+            srv.sessions.live == {}
+            and srv.sessions.engine is not None
+            and srv.sessions.engine.scheduler.sessions() == []
+        )
         assert await srv.sessions.store.live_sessions(key_id(KEY)) == 0
     finally:
         await srv.stop()
