@@ -12,13 +12,12 @@ import sys
 from echo_core.errors import EchoError
 
 from .allocator import cap_malloc_arenas
+from .app import EchoServer
 from .config import load_service_config
+from .gateway import Gateway
 
 
 async def serve(config_path: str | None, overrides: list[str]) -> int:
-    from .app import EchoServer
-    from .gateway import Gateway
-
     config = load_service_config(config_path, overrides)
     server: EchoServer | Gateway = Gateway(config) if config.server.mode == "gateway" else EchoServer(config)
     await server.start()

@@ -1,30 +1,34 @@
-"""One WebSocket connection: parse events, check auth, dispatch, stream answers and stats.
+"""The WebSocket front: one connection's events, checked and dispatched to a `SessionHost`.
 
-Every failure a client can cause becomes an `error` event with a code; the connection
-stays up. Answers stream in their own named tasks (so `response.cancel` and other events
-are read meanwhile); all of a connection's tasks are cancelled when it closes.
+The same handler serves a standalone server or a worker (`LocalSessions`) and a gateway
+(`RoutedSessions`). Credentials are checked here (API keys, session tokens); the host only
+sees session and key ids. Every failure a client can cause becomes an `error` event with a
+code; the connection stays up. Answers stream in their own named tasks (so `response.cancel`
+and other events are read meanwhile), and so do the attached session's events and
+`window.stats`; all of a connection's tasks are cancelled when it closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from echo_core.rope import POSITIONS_PER_SECOND
-
 from .auth import AuthError
 from .errors import ServiceError
+from .http_service import HttpService
 from .limits import TokenBucket
 from .protocol import (
+    ClientEvent,
     Error,
     History,
     HistoryGet,
-    HistoryItem,
     InputAudioClear,
     InputAudioCommit,
     InputAudioStart,
@@ -36,73 +40,39 @@ from .protocol import (
     SessionCreate,
     SessionCreated,
     SessionUpdate,
-    SessionUpdated,
     WebRTCAnswer,
     WebRTCCandidate,
     WebRTCOffer,
-    WindowStats,
     encode,
     parse_client_event,
 )
 from .routing import REDIS_DOWN
-
-if TYPE_CHECKING:
-    from echo_core.stream.session import KeptLayout, StreamSession
-
-    from .app import EchoServer
-    from .live import LiveSession
+from .session_host import InputAudioAction, SessionHost, WireEvent
 
 log = logging.getLogger(__name__)
 
 #: How long a closing WebSocket waits for the client's close frame.
 CLOSE_TIMEOUT_S = 0.5
-#: Window shown in `window.stats` when the session has no default window.
-STATS_WINDOW_S = 30.0
-
-
-def read_window(session: StreamSession, window_s: float) -> tuple[KeptLayout, tuple[int, int]]:
-    """Where the window's kept tokens lie, and the whole cache's (audio, video) counts."""
-    return session.kept_layout(window_s), session.cache_counts()
-
-
-async def window_stats(live: LiveSession) -> WindowStats:
-    """The session's `window.stats`: what it saw, what its cache keeps, where in the window."""
-    s = live.session
-    window = s.config.window_s or STATS_WINDOW_S
-    # the session lock may be held by an ingest step: read the cache off the event loop
-    layout, counts = await asyncio.get_running_loop().run_in_executor(None, read_window, s, window)
-    (audio_times, patches, grid), (cache_audio, cache_video) = layout, counts
-    end = (s.now_tid or 0) / POSITIONS_PER_SECOND
-    st = s.stats
-    return WindowStats(
-        session_id=live.session_id,
-        seen_audio=st.seen_audio,
-        seen_video=st.seen_video,
-        kept_audio=len(audio_times),
-        kept_video=len(patches),
-        cache_audio=cache_audio,
-        cache_video=cache_video,
-        cache_budget=s.config.cache_budget,
-        ingest_lag_s=round(s.ingest_lag_s, 3),
-        drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
-        window_start_s=max(0.0, end - window),
-        window_end_s=end,
-        audio_times=audio_times,
-        video_patches=patches,
-        grid=grid,
-    )
+#: `input_audio.*` events and the host operation each asks for.
+INPUT_AUDIO: dict[type[ClientEvent], InputAudioAction] = {
+    InputAudioStart: "start",
+    InputAudioCommit: "commit",
+    InputAudioClear: "clear",
+}
 
 
 class Connection:
     """State of one WebSocket: the attached session and the tasks it owns."""
 
-    def __init__(self, server: EchoServer, ws: web.WebSocketResponse | None) -> None:
-        self.server = server
+    def __init__(self, service: HttpService, host: SessionHost, ws: web.WebSocketResponse | None) -> None:
+        self.service = service
+        self.host = host
         self.ws = ws  # set by serve_websocket once the request is upgraded
-        self.live: LiveSession | None = None
+        self.session_id: str | None = None  # the attached session
+        self.relay: asyncio.Task[None] | None = None  # its events and stats, to this socket
         self.tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
-        limits = server.config.server
+        limits = service.config.server
         self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
         self.invalid_in_a_row = 0  # refused messages since the last accepted one
         self.authenticated = False  # holds a session (or read one's history with its token)
@@ -110,7 +80,7 @@ class Connection:
     def mark_authenticated(self) -> None:
         if not self.authenticated:
             self.authenticated = True
-            self.server.socket_limits.authenticated()
+            self.service.socket_limits.authenticated()
 
     async def send(self, event: ServerEvent) -> None:
         await self.send_text(encode(event))
@@ -121,19 +91,27 @@ class Connection:
         async with self._send_lock:
             await self.ws.send_str(text)
 
+    async def forward(self, event: WireEvent, event_id: str | None) -> None:
+        """Send a host's event; an `error` one is counted and answers `event_id`."""
+        if event.get("type") == "error":
+            await self.fail(str(event.get("code")), str(event.get("message")), event_id)
+            return
+        await self.send_text(json.dumps(event, separators=(",", ":")))
+
     async def fail(self, code: str, message: str, event_id: str | None) -> None:
-        self.server.count_error(code)
+        self.service.count_error(code)
         await self.send(Error(event_id=event_id, code=code, message=message))
 
-    def spawn(self, coro: Any, name: str) -> None:
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def handle(self, raw: str) -> None:
         event_id = None
         try:
-            event = parse_client_event(raw, max_bytes=self.server.config.server.max_message_bytes)
+            event = parse_client_event(raw, max_bytes=self.service.config.server.max_message_bytes)
             event_id = event.event_id
             await self.dispatch(event)
             self.invalid_in_a_row = 0
@@ -148,183 +126,118 @@ class Connection:
             log.exception("handling a client message failed")
             await self.fail("internal_error", "the server failed to handle this message", event_id)
 
-    async def dispatch(self, event: Any) -> None:
-        server = self.server
+    async def dispatch(self, event: ClientEvent) -> None:
+        host, service = self.host, self.service
         if isinstance(event, SessionCreate):
-            key_id = server.keys.check(event.api_key)
-            live, token, expiry = await server.create_session(key_id, event.settings)
-            await self.attach_and_confirm(live, token, expiry, event.event_id)
+            key_id = service.keys.check(event.api_key)
+            await self.confirm(await host.create(key_id, event.settings), event.event_id)
         elif isinstance(event, SessionAttach):
             if event.token is not None:
-                live = server.live_for(event.token, event.session_id)
+                sid = service.signer.verify(event.token, event.session_id)
             else:
-                key_id = server.keys.check(event.api_key)
-                live = server.held(event.session_id)
-                if live.key_id != key_id:
+                key_id = service.keys.check(event.api_key)
+                sid = event.session_id
+                if await host.key_of(sid) != key_id:
                     raise AuthError("forbidden", "this session belongs to another API key")
-            token, expiry = server.token_for(live, by_key=event.token is None)
-            await self.attach_and_confirm(live, token, expiry, event.event_id)
+            await self.confirm(await host.attach(sid, by_key=event.token is None), event.event_id)
         elif isinstance(event, SessionUpdate):
-            live = self.own(event.token)
-            server.apply_settings(live, event.settings)
-            await self.send(
-                SessionUpdated(
-                    event_id=event.event_id, session_id=live.session_id, settings=server.settings_of(live)
-                )
-            )
+            updated = await host.update(await self.own(event.token), event.settings)
+            await self.send(replace(updated, event_id=event.event_id))
         elif isinstance(event, WebRTCOffer):
-            live = self.own(event.token)
-            sdp = await server.answer_sdp(live, event.sdp)
+            sdp = await host.offer(await self.own(event.token), event.sdp)
             await self.send(WebRTCAnswer(event_id=event.event_id, sdp=sdp))
         elif isinstance(event, WebRTCCandidate):
-            live = self.own(event.token)
-            limit = server.config.server.max_ice_candidates
-            await add_candidate(live, event.candidate, event.sdp_mid, event.sdp_mline_index, limit)
+            sid = await self.own(event.token)
+            await host.candidate(sid, event.candidate, event.sdp_mid, event.sdp_mline_index)
         elif isinstance(event, ResponseCreate):
-            live = self.own(event.token)
-            self.spawn(self.answer(live, event), f"answer-{live.session_id}")
+            sid = await self.own(event.token)
+            self.spawn(self.answer(sid, event), f"answer-{sid}")
         elif isinstance(event, ResponseCancel):
-            live = self.own(event.token)
-            job = live.jobs.get(event.response_id) if event.response_id else live.latest_job()
-            if job is not None:
-                job.cancel("client")
+            await host.cancel(await self.own(event.token), event.response_id)
         elif isinstance(event, InputAudioStart | InputAudioCommit | InputAudioClear):
-            push_to_talk(self.own(event.token), event)
+            await host.input_audio(await self.own(event.token), INPUT_AUDIO[type(event)])
         elif isinstance(event, HistoryGet):
             await self.send_history(event)
 
     async def send_history(self, event: HistoryGet) -> None:
         """The session's history from the store: an ended (or lost) session's stays readable."""
-        sid = self.server.signer.verify(event.token)
+        sid = self.service.signer.verify(event.token)
         self.mark_authenticated()
-        records = await self.server.store.history(sid, max(0, min(event.limit, 1000)))
-        items = [HistoryItem(r.response_id, r.question, r.answer, r.at) for r in records]
+        items = await self.host.history(sid, event.limit)
         await self.send(History(event_id=event.event_id, session_id=sid, items=items))
 
-    async def attach_and_confirm(
-        self, live: LiveSession, token: str, expiry: float, event_id: str | None
-    ) -> None:
-        """Attach this connection to `live` and send `session.created` with a fresh token."""
-        self.attach(live)
-        await self.send(
-            SessionCreated(
-                event_id=event_id,
-                session_id=live.session_id,
-                token=token,
-                expires_at=expiry,
-                settings=self.server.settings_of(live),
-            )
-        )
+    async def confirm(self, created: SessionCreated, event_id: str | None) -> None:
+        """Attach this connection to the session and send its `session.created`."""
+        await self.attach(created.session_id)
+        await self.send(replace(created, event_id=event_id))
 
-    def own(self, token: str) -> LiveSession:
+    async def own(self, token: str) -> str:
         """The session this connection's token grants (and attach the connection to it)."""
-        live = self.server.live_for(token)
-        if self.live is not live:
-            self.attach(live)
-        return live
+        sid = self.service.signer.verify(token)
+        await self.attach(sid)
+        return sid
 
-    def attach(self, live: LiveSession) -> None:
-        if self.live is live:
+    async def attach(self, session_id: str) -> None:
+        """Hold the session and relay its events and stats here (detaching from another one)."""
+        if self.session_id == session_id:
             return
-        if self.live is not None:
-            self.live.attached -= 1
-        self.live = live
-        live.attached += 1
+        await self.host.join(session_id)
+        previous, relay = self.session_id, self.relay
+        self.session_id = session_id
         self.mark_authenticated()
-        self.spawn(self.stats_loop(live), f"stats-{live.session_id}")
-        self.spawn(self.relay_events(live), f"events-{live.session_id}")
+        self.relay = self.spawn(self.relay_events(session_id), f"events-{session_id}")
+        if relay is not None:
+            relay.cancel()
+        if previous is not None:
+            await self.host.leave(previous)
 
-    async def relay_events(self, live: LiveSession) -> None:
-        """Send the session's own events (turn detection, spoken answers) while attached to it."""
+    async def relay_events(self, session_id: str) -> None:
+        """Send the session's own events (turn detection, spoken answers) and `window.stats`."""
         try:
-            queue = live.events.subscribe()
+            async for event in self.host.events(session_id, stats=True):
+                await self.forward(event, None)
         except ServiceError as exc:
             await self.fail(exc.code, exc.message, None)
-            return
-        try:
-            while self.live is live:
-                event = await queue.get()
-                if event is None:  # the session ended
-                    return
-                await self.send(event)
-        finally:
-            live.events.unsubscribe(queue)
 
-    async def answer(self, live: LiveSession, event: ResponseCreate) -> None:
+    async def answer(self, session_id: str, event: ResponseCreate) -> None:
         try:
-            async for out in self.server.ask(live, event.question, event.window_s):
-                if isinstance(out, Error):
-                    self.server.count_error(out.code)
-                    out = Error(event_id=event.event_id, code=out.code, message=out.message)
-                await self.send(out)
+            async for out in self.host.ask(session_id, event.question, event.window_s):
+                await self.forward(out, event.event_id)
         except ServiceError as exc:
             await self.fail(exc.code, exc.message, event.event_id)
-
-    async def stats_loop(self, live: LiveSession) -> None:
-        interval = self.server.config.server.stats_interval_s
-        while self.live is live and not live.closed:
-            await self.send(await window_stats(live))
-            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.live is not None:
-            self.live.attached -= 1
-            if self.live.attached == 0 and self.live.pc.connectionState in ("failed", "closed"):
-                await self.server.close_session(self.live)  # nobody can use it any more
+        self.relay = None  # its cancellation's traceback holds this connection: drop the cycle
+        if self.session_id is not None:
+            try:
+                await self.host.leave(self.session_id)
+            except (ServiceError, *REDIS_DOWN):
+                log.info("%s: could not leave the session", self.session_id)
 
 
-def push_to_talk(live: LiveSession, event: InputAudioStart | InputAudioCommit | InputAudioClear) -> None:
-    """`input_audio.start` / `commit` / `clear` on a session (ServiceError when not allowed now)."""
-    voice = live.voice
-    if voice is None:
-        raise ServiceError("session_not_found", "this session has ended; create a new one")
-    if isinstance(event, InputAudioStart):
-        voice.start()
-    elif isinstance(event, InputAudioCommit):
-        voice.commit()
-    else:
-        voice.clear()
+class WebSocketFront:
+    """`GET /ws` of one server: a `Connection` per socket, all of them closed on `close_all`."""
 
+    def __init__(self, service: HttpService, host: SessionHost) -> None:
+        self.service = service
+        self.host = host
+        self.connections: set[Connection] = set()
 
-async def add_candidate(
-    live: LiveSession, candidate: str, sdp_mid: str | None, index: int | None, limit: int
-) -> None:
-    """Add a trickled ICE candidate (`candidate:…` line) to the session's peer connection.
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        conn = Connection(self.service, self.host, None)
+        self.connections.add(conn)
+        try:
+            return await serve_websocket(request, conn)
+        finally:
+            self.connections.discard(conn)
 
-    An empty candidate (or `a=end-of-candidates`) ends the remote candidates, so ICE fails
-    instead of waiting; past `limit` candidates per session, `too_many_candidates`.
-    """
-    from aiortc.sdp import candidate_from_sdp
-
-    line = candidate.removeprefix("a=").removeprefix("candidate:")
-    if not line.strip() or line.strip() == "end-of-candidates":
-        await live.pc.addIceCandidate(None)
-        return
-    if live.candidates >= limit:
-        raise ServiceError(
-            "too_many_candidates",
-            f"this session already added {live.candidates} ICE candidates (limit {limit})",
-        )
-    try:
-        ice = candidate_from_sdp(line)
-    except Exception:
-        raise ServiceError("bad_candidate", f"cannot parse ICE candidate {candidate[:80]!r}") from None
-    # Without a mid or index the candidate belongs to the first m-line (the BUNDLE group).
-    ice.sdpMid, ice.sdpMLineIndex = sdp_mid, index if index is not None or sdp_mid is not None else 0
-    live.candidates += 1
-    try:
-        await live.pc.addIceCandidate(ice)
-    except (ValueError, OSError) as exc:
-        raise ServiceError("bad_candidate", f"cannot use ICE candidate {candidate[:80]!r}: {exc}") from None
-
-
-async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    from .app import SERVER_KEY
-
-    return await serve_websocket(request, Connection(request.app[SERVER_KEY], None))
+    async def close_all(self) -> None:
+        for conn in list(self.connections):
+            if conn.ws is not None:
+                await conn.ws.close()
 
 
 def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
@@ -346,7 +259,7 @@ async def serve_websocket(request: web.Request, conn: Connection) -> web.WebSock
     socket that outruns its bucket, keeps sending refused messages, or holds no session
     after `server.auth_timeout_s` is closed (code 1008, policy violation).
     """
-    server = conn.server
+    server = conn.service
     limits = server.config.server
     if not origin_allowed(request, limits.allowed_origins):
         server.count_error("origin_not_allowed")

@@ -11,65 +11,60 @@ answer as server-sent events named after the protocol events.
 `GET /v1/sessions/{id}/events` with the session token streams the session's own events
 (turn detection, answers to spoken questions) the same way, for clients without a WebSocket.
 
-The handlers are the same on every process: a `SessionFront` does the work, either on
-sessions held here (a standalone server or a worker) or routed to their worker (a gateway).
+The handlers are the same on every process: they check credentials and call a `SessionHost`,
+the sessions held here (a standalone server or a worker) or routed to their worker (a gateway).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from .auth import ApiKeys, AuthError, TokenSigner, looks_like_token
+from .auth import AuthError, looks_like_token
 from .errors import ServiceError
-from .protocol import TURN_DETECTION_TYPES, ProtocolError, parse_ask_body
+from .http_service import HttpService
+from .protocol import (
+    TURN_DETECTION_TYPES,
+    ProtocolError,
+    SessionSettings,
+    TurnDetection,
+    parse_ask_body,
+)
+from .session_host import Candidate, SessionHost, WireEvent
 
-#: One ICE candidate line (without `a=`) and the mid of the m-line it belongs to.
-Candidate = tuple[str, str | None]
 
+@dataclass(frozen=True)
+class HttpFront:
+    """What the handlers use: the service's credentials and counters, and the session host."""
 
-class SessionFront(Protocol):
-    """What the HTTP API needs from the process serving it."""
-
-    keys: ApiKeys
-    signer: TokenSigner
-    body_timeout_s: float
-
-    def count_error(self, code: str) -> None: ...
+    service: HttpService
+    host: SessionHost
 
     async def open_whip(self, key_id: str, offer_sdp: str) -> tuple[str, str, str]:
         """A new session streaming from `offer_sdp`: (session id, token, SDP answer)."""
-        ...
+        created = await self.host.create(key_id, SessionSettings())
+        try:
+            answer = await self.host.offer(created.session_id, offer_sdp)
+        except ServiceError:
+            await self.host.close(created.session_id)
+            raise
+        return created.session_id, created.token, answer
 
-    async def session_key(self, session_id: str) -> str:
-        """The API key id that created a live session (ServiceError when it is gone)."""
-        ...
-
-    async def trickle(self, session_id: str, candidates: list[Candidate]) -> None: ...
-
-    async def end_session(self, session_id: str) -> None: ...
-
-    def answer_events(
-        self, session_id: str, question: str, window_s: float | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The answer's protocol events in wire form (ServiceError before the first one)."""
-        ...
-
-    def session_events(self, session_id: str, turn_detection: str | None) -> AsyncIterator[dict[str, Any]]:
-        """The session's own events in wire form until it ends, after applying `turn_detection`
-        (a type, when given); the first item is `session.updated` (ServiceError before it)."""
-        ...
+    async def trickle(self, session_id: str, candidates: list[Candidate]) -> None:
+        for candidate, mid in candidates:
+            await self.host.candidate(session_id, candidate, mid, None)
 
 
-FRONT_KEY: web.AppKey[SessionFront] = web.AppKey("echo_front", SessionFront)
+FRONT_KEY: web.AppKey[HttpFront] = web.AppKey("echo_front", HttpFront)
 
 
-def add_session_routes(app: web.Application, front: SessionFront) -> None:
-    app[FRONT_KEY] = front
+def add_session_routes(app: web.Application, service: HttpService, host: SessionHost) -> None:
+    app[FRONT_KEY] = HttpFront(service, host)
     app.router.add_post("/whip", whip_post)
     app.router.add_patch("/whip/{session_id}", whip_patch)
     app.router.add_delete("/whip/{session_id}", whip_delete)
@@ -88,8 +83,8 @@ def sse(data: dict[str, Any]) -> bytes:
     return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _error(front: SessionFront, status: int, code: str, message: str) -> web.Response:
-    front.count_error(code)
+def _error(front: HttpFront, status: int, code: str, message: str) -> web.Response:
+    front.service.count_error(code)
     return web.json_response({"type": "error", "code": code, "message": message}, status=status)
 
 
@@ -155,7 +150,7 @@ def sdpfrag_candidates(body: str) -> list[Candidate]:
 async def whip_post(request: web.Request) -> web.Response:
     front = request.app[FRONT_KEY]
     try:
-        key_id = front.keys.check(bearer(request))
+        key_id = front.service.keys.check(bearer(request))
     except AuthError as exc:
         return _error(front, 401, exc.code, exc.message)
     if request.content_type != "application/sdp":
@@ -163,7 +158,7 @@ async def whip_post(request: web.Request) -> web.Response:
             front, 415, "bad_content_type", f"WHIP needs application/sdp, got {request.content_type!r}"
         )
     try:
-        offer = await read_sdp(request, front.body_timeout_s)
+        offer = await read_sdp(request, front.service.body_timeout_s)
         if "m=" not in offer:
             raise ServiceError("bad_sdp", "the body is not an SDP offer with media sections")
         session_id, token, answer = await front.open_whip(key_id, offer)
@@ -187,12 +182,12 @@ async def _authorised(request: web.Request) -> str:
     session_id = request.match_info["session_id"]
     credential = bearer(request)
     if looks_like_token(credential):
-        front.signer.verify(credential, session_id)
-        await front.session_key(session_id)
+        front.service.signer.verify(credential, session_id)
+        await front.host.key_of(session_id)
         return session_id
-    key_id = front.keys.check(credential)
+    key_id = front.service.keys.check(credential)
     try:
-        owner = await front.session_key(session_id)
+        owner = await front.host.key_of(session_id)
     except ServiceError as exc:
         if exc.code != "session_not_found":
             raise
@@ -206,7 +201,9 @@ async def whip_patch(request: web.Request) -> web.Response:
     front = request.app[FRONT_KEY]
     try:
         session_id = await _authorised(request)
-        await front.trickle(session_id, sdpfrag_candidates(await read_sdp(request, front.body_timeout_s)))
+        await front.trickle(
+            session_id, sdpfrag_candidates(await read_sdp(request, front.service.body_timeout_s))
+        )
     except (AuthError, ServiceError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
     return web.Response(status=204)
@@ -215,7 +212,7 @@ async def whip_patch(request: web.Request) -> web.Response:
 async def whip_delete(request: web.Request) -> web.Response:
     front = request.app[FRONT_KEY]
     try:
-        await front.end_session(await _authorised(request))
+        await front.host.close(await _authorised(request))
     except (AuthError, ServiceError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
     return web.Response(status=200)
@@ -226,13 +223,13 @@ async def http_ask(request: web.Request) -> web.StreamResponse:
     front = request.app[FRONT_KEY]
     session_id = request.match_info["session_id"]
     try:
-        front.signer.verify(bearer(request), session_id)
+        front.service.signer.verify(bearer(request), session_id)
         try:
-            body = json.loads(await read_body(request, front.body_timeout_s))
+            body = json.loads(await read_body(request, front.service.body_timeout_s))
         except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
             raise ProtocolError("invalid_json", "the body must be JSON {question, window_s?}") from None
         asked = parse_ask_body(body)
-        events = front.answer_events(session_id, asked.question, asked.window_s)
+        events = front.host.ask(session_id, asked.question, asked.window_s)
         first = await anext(events)  # refusals (unknown session, rate limit) come before it
     except (AuthError, ServiceError, ProtocolError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
@@ -246,12 +243,13 @@ async def http_events(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     kind = request.query.get("turn_detection")
     try:
-        front.signer.verify(bearer(request), session_id)
+        front.service.signer.verify(bearer(request), session_id)
         if kind is not None and kind not in TURN_DETECTION_TYPES:
             raise ProtocolError(
                 "invalid_field", f"turn_detection must be one of {TURN_DETECTION_TYPES}, got {kind[:32]!r}"
             )
-        events = front.session_events(session_id, kind)
+        settings = SessionSettings(turn_detection=None if kind is None else TurnDetection(type=kind))
+        events = front.host.events(session_id, stats=False, settings=settings)
         first = await anext(events)
     except (AuthError, ServiceError, ProtocolError) as exc:
         return _error(front, _status(exc, exc.code), exc.code, exc.message)
@@ -259,7 +257,7 @@ async def http_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve_sse(
-    request: web.Request, front: SessionFront, first: dict[str, Any], events: AsyncIterator[dict[str, Any]]
+    request: web.Request, front: HttpFront, first: WireEvent, events: AsyncGenerator[WireEvent, None]
 ) -> web.StreamResponse:
     """`first`, then `events`, as server-sent events until they end. A refusal that comes as the
     first event (a gateway relays the worker's) becomes the HTTP error response instead."""
@@ -272,15 +270,15 @@ async def _serve_sse(
         await response.write(sse(first))
         async for event in events:
             if event.get("type") == "error":
-                front.count_error(str(event.get("code")))
+                front.service.count_error(str(event.get("code")))
             await response.write(sse(event))
         await response.write_eof()
     except ServiceError as exc:
-        front.count_error(exc.code)
+        front.service.count_error(exc.code)
         await response.write(sse({"type": "error", "code": exc.code, "message": exc.message}))
         await response.write_eof()
     except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError too)
         pass
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
     return response

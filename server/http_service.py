@@ -1,11 +1,10 @@
-"""What every `echo-server` process shares: its listener (TLS or not), page routes and counters."""
+"""What every `echo-server` process shares: its listener (TLS or not), page routes, keys and metrics."""
 
 from __future__ import annotations
 
 import hmac
 import secrets
 import ssl
-from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
@@ -13,20 +12,21 @@ from aiohttp import web
 from .auth import ApiKeys, TokenSigner
 from .config import ServiceConfig, check_exposure
 from .limits import SocketLimits
+from .metrics import CONTENT_TYPE, Metrics
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
 
 
 class HttpService:
-    """A listening aiohttp app with the config's keys, token signer and error counters."""
+    """A listening aiohttp app with the config's keys, token signer and metrics."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, metrics: Metrics) -> None:
         check_exposure(config.server)  # an exposed address with published secrets or no TLS: refuse
         self.config = config
         self.keys = ApiKeys(config.server.api_keys)
         secret = config.server.token_secret or secrets.token_urlsafe(32)
         self.signer = TokenSigner(secret.encode(), config.server.token_ttl_s, key_known=self.keys.known)
-        self.counters: Counter[str] = Counter()
+        self.metrics = metrics
         self.port = config.server.port
         self.body_timeout_s = config.server.body_timeout_s
         self.socket_limits = SocketLimits(
@@ -85,12 +85,10 @@ class HttpService:
 
     def count_error(self, code: str) -> None:
         """Count one `error` answered with `code` (exported as echo_errors_total)."""
-        self.counters[f"error:{code}"] += 1
+        self.metrics.count_error(code)
 
-    def error_metric_lines(self) -> list[str]:
-        """Prometheus lines of the `error:<code>` counters."""
-        return ["# TYPE echo_errors_total counter"] + [
-            f'echo_errors_total{{code="{k[6:]}"}} {v}'
-            for k, v in sorted(self.counters.items())
-            if k.startswith("error:")
-        ]
+    def metrics_response(self, request: web.Request) -> web.Response:
+        """The metrics as a scrape (401 without the metrics token, when one is set)."""
+        if not self.metrics_allowed(request):
+            raise web.HTTPUnauthorized(text="/metrics needs the metrics token")
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

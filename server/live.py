@@ -11,7 +11,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from echo_core.stream.session import StreamSession
+from echo_core.rope import POSITIONS_PER_SECOND
+from echo_core.stream.session import KeptLayout, StreamSession
 from echo_core.tts import Voice
 
 from .answer_track import AnswerAudioTrack
@@ -19,10 +20,14 @@ from .clock import SessionClock
 from .engine import AskJob
 from .events import EventFeed
 from .ingest import TrackIngest
+from .protocol import WindowStats
 from .spoken_answer import SpokenAnswer
 from .voice import VoiceInput
 
 log = logging.getLogger(__name__)
+
+#: Window shown in `window.stats` when the session has no default window.
+STATS_WINDOW_S = 30.0
 
 
 @dataclass
@@ -148,3 +153,36 @@ class LiveSession:
             self.voice = None  # its callbacks hold this session: drop the cycle
         await self.pc.close()
         log.info("%s: closed", self.session_id)
+
+
+def read_window(session: StreamSession, window_s: float) -> tuple[KeptLayout, tuple[int, int]]:
+    """Where the window's kept tokens lie, and the whole cache's (audio, video) counts."""
+    return session.kept_layout(window_s), session.cache_counts()
+
+
+async def window_stats(live: LiveSession) -> WindowStats:
+    """The session's `window.stats`: what it saw, what its cache keeps, where in the window."""
+    s = live.session
+    window = s.config.window_s or STATS_WINDOW_S
+    # the session lock may be held by an ingest step: read the cache off the event loop
+    layout, counts = await asyncio.get_running_loop().run_in_executor(None, read_window, s, window)
+    (audio_times, patches, grid), (cache_audio, cache_video) = layout, counts
+    end = (s.now_tid or 0) / POSITIONS_PER_SECOND
+    st = s.stats
+    return WindowStats(
+        session_id=live.session_id,
+        seen_audio=st.seen_audio,
+        seen_video=st.seen_video,
+        kept_audio=len(audio_times),
+        kept_video=len(patches),
+        cache_audio=cache_audio,
+        cache_video=cache_video,
+        cache_budget=s.config.cache_budget,
+        ingest_lag_s=round(s.ingest_lag_s, 3),
+        drops=st.video_dropped + st.audio_dropped + st.chunks_dropped,
+        window_start_s=max(0.0, end - window),
+        window_end_s=end,
+        audio_times=audio_times,
+        video_patches=patches,
+        grid=grid,
+    )

@@ -94,7 +94,7 @@ async def test_https_and_wss_with_a_self_signed_certificate(tls_server: EchoServ
     assert info.value.code == "server_unreachable" and "certificate" in info.value.message.lower()
     async with EchoClient(tls_server.url, KEY, ssl_context=trust) as client:  # wss://…/ws
         await client.stream_file(str(write_webm(make_clip("test", 1), tmp_path / "clip.webm")))
-        live = tls_server.sessions[client.session_id]
+        live = tls_server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         await client.ask_text("what colour", window_s=30)
         assert client.last_done["status"] == "completed"

@@ -73,7 +73,7 @@ async def cluster(backend: OmniBackend, cs2: CS2) -> AsyncIterator[Cluster]:
     yield Cluster(redis, gateway, workers)
     await gateway.stop()
     for worker in workers.values():
-        if worker.worker is not None and worker.worker.alive:
+        if worker.sessions.engine is not None and worker.sessions.engine.alive:
             await worker.stop()
     redis.stop()
 
@@ -94,7 +94,7 @@ async def streaming_via(cluster: Cluster, client: Client) -> tuple[RTCPeerConnec
     """Create a session through the gateway and stream to it: (peer, owner id, owner)."""
     await client.create()
     pc = await stream_to(client)
-    owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions)
+    owner_id, owner = next((w, s) for w, s in cluster.workers.items() if client.session_id in s.sessions.live)
     return pc, owner_id, owner
 
 
@@ -106,13 +106,15 @@ async def test_gateway_places_sessions_and_routes_everything(cluster: Cluster) -
             a, b = Client(ws1), Client(ws2)
             await a.create()
             await b.create()
-            owners = {w for w, srv in cluster.workers.items() for s in (a, b) if s.session_id in srv.sessions}
+            owners = {
+                w for w, srv in cluster.workers.items() for s in (a, b) if s.session_id in srv.sessions.live
+            }
             assert owners == {"w1", "w2"}, "the second session goes to the less loaded worker"
             stats = await a.recv("window.stats")  # relayed from the worker through Redis
             assert stats["session_id"] == a.session_id and stats["cache_budget"] == 256
             pc = await stream_to(a)  # offer routed; media goes straight to the worker
-            owner = next(srv for srv in cluster.workers.values() if a.session_id in srv.sessions)
-            await wait_ingested(owner.sessions[a.session_id].session)
+            owner = next(srv for srv in cluster.workers.values() if a.session_id in srv.sessions.live)
+            await wait_ingested(owner.sessions.live[a.session_id].session)
             await a.send(type="session.update", token=a.token, settings={"window_s": 20}, event_id="u1")
             updated = await a.recv("session.updated")
             assert updated["event_id"] == "u1" and updated["settings"]["window_s"] == 20
@@ -162,8 +164,8 @@ async def test_whip_and_http_asks_through_the_gateway(cluster: Cluster) -> None:
             location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=await r.text(), type="answer"))
         sid = location.rsplit("/", 1)[1]
-        owner = next(srv for srv in cluster.workers.values() if sid in srv.sessions)
-        live = owner.sessions[sid]
+        owner = next(srv for srv in cluster.workers.values() if sid in srv.sessions.live)
+        live = owner.sessions.live[sid]
         await wait_ingested(live.session, 1)
         frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
         candidate = "a=mid:0\r\na=candidate:9 1 udp 2122260223 127.0.0.1 45999 typ host\r\n"
@@ -191,7 +193,7 @@ async def test_whip_and_http_asks_through_the_gateway(cluster: Cluster) -> None:
             assert r.status == 405
         async with http.delete(f"{gw.url}{location}", headers=auth) as r:
             assert r.status == 200
-        assert sid not in owner.sessions
+        assert sid not in owner.sessions.live
         async with http.post(ask, json={"question": "q"}, headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 404 and (await r.json())["code"] == "session_not_found"
         history = await cluster.gateway.store.history(sid, 10)
@@ -205,7 +207,7 @@ async def test_worker_loss_is_reported_and_a_reconnect_lands_on_a_live_worker(cl
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
         pc, owner_id, owner = await streaming_via(cluster, client)
-        await wait_ingested(owner.sessions[client.session_id].session)
+        await wait_ingested(owner.sessions.live[client.session_id].session)
         await client.send(type="response.create", token=client.token, question="what colour")
         first = await client.recv("response.done")
         assert first["status"] == "completed"
@@ -222,7 +224,8 @@ async def test_worker_loss_is_reported_and_a_reconnect_lands_on_a_live_worker(cl
         created = await client.create()  # reconnect: a new session on the live worker
         survivor = next(w for w in cluster.workers if w != owner_id)
         assert (
-            created["type"] == "session.created" and client.session_id in cluster.workers[survivor].sessions
+            created["type"] == "session.created"
+            and client.session_id in cluster.workers[survivor].sessions.live
         )
         await client.send(type="history.get", token=old_token)
         history = await client.recv("history")
@@ -237,14 +240,14 @@ async def test_a_command_delivered_twice_runs_once(cluster: Cluster) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
         pc, owner_id, owner = await streaming_via(cluster, client)
-        await wait_ingested(owner.sessions[client.session_id].session)
+        await wait_ingested(owner.sessions.live[client.session_id].session)
         command = Command("ask", client.session_id, {"question": "what colour", "window_s": None})
         r = aioredis.from_url(cluster.redis.url, decode_responses=True)
         try:
             for _ in range(2):  # at-least-once delivery: the same command id twice
                 await r.xadd(f"echo:inbox:{owner_id}", command.to_fields())
-            first = [e async for e in gw.router.call(owner_id, command)]  # sends it a third time
-            second = [e async for e in gw.router.call(owner_id, command)]
+            first = [e async for e in gw.sessions.router.call(owner_id, command)]  # sends it a third time
+            second = [e async for e in gw.sessions.router.call(owner_id, command)]
         finally:
             await r.aclose()
         assert first[0]["type"] == "response.created" and first[-1]["type"] == "response.done"
@@ -266,7 +269,7 @@ async def test_a_reply_written_twice_is_read_once(cluster: Cluster) -> None:
         done = json.dumps({"type": "response.done", "response_id": "x", "answer": "a", "status": "completed"})
         for tag, event in (("w-1:0", done), ("w-1:0", done), ("w-1:1", json.dumps({"type": "_end"}))):
             await r.xadd(key, {"event": event, "tag": tag})
-        events = [e async for e in cluster.gateway.router.call("nobody", command)]
+        events = [e async for e in cluster.gateway.sessions.router.call("nobody", command)]
     finally:
         await r.aclose()
     assert [e["type"] for e in events] == ["response.done"]
@@ -286,7 +289,9 @@ async def test_a_stuck_entry_is_claimed_by_the_live_consumer(cluster: Cluster) -
         await r.xreadgroup("engine", "ghost", {"echo:inbox:w1": ">"}, count=10)
         pending = await r.xpending("echo:inbox:w1", "engine")
         assert pending["pending"] >= 1
-        reply = await cluster.gateway.router.call_one("w1", Command("attach", "nope"))  # the consumer is live
+        reply = await cluster.gateway.sessions.router.call_one(
+            "w1", Command("attach", "nope")
+        )  # the consumer is live
         assert reply is not None and reply["code"] == "session_not_found"
         for _ in range(100):
             events = await r.xrange(f"echo:reply:{command.request_id}")
@@ -294,7 +299,7 @@ async def test_a_stuck_entry_is_claimed_by_the_live_consumer(cluster: Cluster) -
                 break
             await asyncio.sleep(0.1)
         first = json.loads(events[0][1]["event"])
-        assert first["type"] == "session.created" and first["session_id"] in worker.sessions
+        assert first["type"] == "session.created" and first["session_id"] in worker.sessions.live
     finally:
         await r.aclose()
 
@@ -305,7 +310,7 @@ async def test_sessions_survive_a_redis_restart_and_history_is_repaired(cluster:
     async with aiohttp.ClientSession() as http, http.ws_connect(f"{gw.url}/ws") as ws:
         client = Client(ws)
         pc, owner_id, owner = await streaming_via(cluster, client)
-        session = owner.sessions[client.session_id].session
+        session = owner.sessions.live[client.session_id].session
         await wait_ingested(session)
         await client.send(type="response.create", token=client.token, question="what colour")
         before = await client.recv("response.done")
@@ -323,6 +328,6 @@ async def test_sessions_survive_a_redis_restart_and_history_is_repaired(cluster:
                 break
             await asyncio.sleep(0.1)
         assert ids == [before["response_id"], after["response_id"]]
-        assert owner.journal.repaired >= 1
-        assert await gw.registry.alive(owner_id)
+        assert owner.sessions.journal.repaired >= 1
+        assert await gw.sessions.registry.alive(owner_id)
         await pc.close()

@@ -149,7 +149,7 @@ async def test_row2_cache_budget_past_the_operator_maximum_is_invalid_settings(
             event = await call(ws, "session.create", api_key=KEY, settings={"cache_budget": budget})
             assert event["type"] == "error" and event["code"] == "invalid_settings", (budget, event)
             assert "128" in event["message"], event
-        assert not srv.sessions
+        assert not srv.sessions.live
         event = await call(ws, "session.create", api_key=KEY, settings={"cache_budget": 128})
         assert event["type"] == "session.created" and event["settings"]["cache_budget"] == 128
 
@@ -177,8 +177,8 @@ async def test_row3_a_session_whose_ice_never_connects_is_reaped_and_frees_its_q
         )
         refused = await call(ws, "session.create", api_key=KEY)
         assert refused["code"] == "session_quota", refused
-        await until(lambda: created["session_id"] not in srv.sessions)  # while the socket is attached
-        assert srv.counters["sessions_reaped"] == 1
+        await until(lambda: created["session_id"] not in srv.sessions.live)  # while the socket is attached
+        assert srv.metrics.value("echo_sessions_reaped_total") == 1
         again = await call(ws, "session.create", api_key=KEY)
         assert again["type"] == "session.created", again
         await pc.close()
@@ -250,8 +250,8 @@ async def test_row4_parallel_creates_hold_the_key_quota_and_the_server_cap_with_
             )
             created = [r for r in replies if r["type"] == "session.created"]
             codes = sorted({r.get("code", "") for r in replies if r["type"] == "error"})
-            per_key = {k: await srv.store.live_sessions(key_id(k)) for k in (KEY, OTHER)}
-            assert len(created) == len(srv.sessions) == 6, (len(created), codes)
+            per_key = {k: await srv.sessions.store.live_sessions(key_id(k)) for k in (KEY, OTHER)}
+            assert len(created) == len(srv.sessions.live) == 6, (len(created), codes)
             assert max(per_key.values()) <= 4 and sum(per_key.values()) == 6, per_key
             assert set(codes) <= {"session_quota", "server_busy"}, codes
         finally:
@@ -282,7 +282,8 @@ async def test_row5_a_flooding_socket_is_closed_and_a_chatty_invalid_one_too(
                 assert (await call(ws, "history.get", token="x.y.z.w"))["code"] == "invalid_token"
             await ws.send_str(junk)
             assert await closed_with(ws) == 1008
-        assert srv.counters["error:rate_limited"] >= 1 and srv.counters["error:too_many_invalid"] == 1
+        assert srv.metrics.value("echo_errors_total", code="rate_limited") >= 1
+        assert srv.metrics.value("echo_errors_total", code="too_many_invalid") == 1
         async with http.ws_connect(f"{srv.url}/ws") as ws:  # a polite client is served as before
             assert (await call(ws, "session.create", api_key=KEY))["type"] == "session.created"
 
@@ -374,7 +375,7 @@ async def test_row6_lone_surrogates_are_invalid_event_and_history_stays_clean(
             headers = {"Authorization": f"Bearer {created['token']}", "Content-Type": "application/json"}
             async with http.post(ask, data='{"question": "\\udc00 hi"}', headers=headers) as r:
                 assert r.status == 400 and (await r.json())["code"] == "invalid_event"
-        assert not srv.journal.dirty and srv.counters["questions"] == 0
+        assert not srv.sessions.journal.dirty and srv.metrics.value("echo_questions_total") == 0
 
 
 # ------------------------------------------- row 7: /metrics exposure
@@ -475,7 +476,7 @@ async def test_row13_whip_resources_answer_alike_for_unknown_and_live_ids(
                 async with http.delete(f"{srv.url}/whip/{sid}", headers=headers) as r:
                     answers.append((r.status, (await r.json())["code"]))
             assert answers[0] == answers[1] and answers[0][0] == status, answers
-        assert live in srv.sessions
+        assert live in srv.sessions.live
 
 
 # ------------------------------------------- row 11: origins
@@ -504,7 +505,7 @@ async def test_row12_tokens_die_with_their_key_and_reattach_cannot_outlive_max_s
         sid, token = created["session_id"], created["token"]
         again = await call(ws, "session.attach", session_id=sid, token=token)
         assert again["type"] == "session.created" and again["expires_at"] <= time.time() + 1.0
-        await until(lambda: time.time() > srv.sessions[sid].created + 1.0)
+        await until(lambda: time.time() > srv.sessions.live[sid].created + 1.0)
         late = await call(ws, "session.attach", session_id=sid, token=token)
         assert late["code"] == "token_expired" and "max_session_s" in late["message"], late
         by_key = await call(ws, "session.attach", session_id=sid, api_key=KEY)
@@ -529,11 +530,11 @@ async def test_row14_a_closed_session_is_freed_without_the_cyclic_gc(backend: Om
     async with running(backend, cs2) as srv, aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{srv.url}/ws") as ws:
             sid = (await call(ws, "session.create", api_key=KEY))["session_id"]
-            ref = weakref.ref(srv.sessions[sid])
-        await until(lambda: sid not in srv.sessions or srv.sessions[sid].attached == 0)
+            ref = weakref.ref(srv.sessions.live[sid])
+        await until(lambda: sid not in srv.sessions.live or srv.sessions.live[sid].attached == 0)
         gc.disable()
         try:
-            await srv.close_session(srv.sessions[sid])
+            await srv.sessions.close_live(srv.sessions.live[sid])
             await asyncio.sleep(0)  # let the closed tasks finish
             assert ref() is None, gc.get_referrers(ref()) if ref() is not None else None
         finally:
@@ -576,7 +577,7 @@ async def test_row4_parallel_creates_through_a_gateway_hold_the_key_quota(
             replies = await asyncio.gather(*(call(ws, "session.create", api_key=KEY) for ws in sockets))
             created = [r for r in replies if r["type"] == "session.created"]
             refused = {r.get("code") for r in replies if r["type"] == "error"}
-            held = sum(len(w.sessions) for w in workers)
+            held = sum(len(w.sessions.live) for w in workers)
             assert len(created) == held == 3, (len(created), held, refused)
             assert refused == {"session_quota"}, refused
             for ws in sockets:
@@ -606,7 +607,7 @@ async def test_row6_a_fault_while_answering_ends_in_error_and_a_failed_response_
         client = Client(ws)
         await client.create(KEY)
         pc = await stream_to(client)
-        await wait_ingested(srv.sessions[client.session_id].session, 1)
+        await wait_ingested(srv.sessions.live[client.session_id].session, 1)
         await client.send(type="response.create", token=client.token, question="what colour", window_s=1e308)
         seen: list[dict[str, Any]] = []
         while not seen or seen[-1]["type"] != "response.done":

@@ -118,10 +118,10 @@ async def test_websocket_session_stream_ask_history(server: EchoServer) -> None:
             assert (await again.recv("history"))["items"][0]["answer"] == done["answer"]
             await pc.close()
         for _ in range(100):  # peer gone, nobody attached: the session ends
-            if client.session_id not in server.sessions:
+            if client.session_id not in server.sessions.live:
                 break
             await asyncio.sleep(0.05)
-        assert client.session_id not in server.sessions
+        assert client.session_id not in server.sessions.live
         async with http.ws_connect(f"{server.url}/ws") as ws3:  # its history stays readable with its token
             late = Client(ws3)
             await late.send(type="history.get", token=client.token)
@@ -210,7 +210,7 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
             location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=await r.text(), type="answer"))
         sid = location.rsplit("/", 1)[1]
-        live = server.sessions[sid]
+        live = server.sessions.live[sid]
         await wait_ingested(live.session, 1)
         assert live.session.stats.seen_audio > 0 and live.session.stats.seen_video > 0
         bearer = {"Authorization": f"Bearer {token}"}
@@ -242,7 +242,7 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
             assert r.status == 404
         async with http.delete(f"{server.url}{location}", headers={"Authorization": f"Bearer {KEY}"}) as r:
             assert r.status == 200
-        assert sid not in server.sessions
+        assert sid not in server.sessions.live
     await pc.close()
 
 
@@ -265,7 +265,7 @@ async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any
         assert info.value.code == "no_media"
         clip = make_clip("test", 0)
         await client.stream_file(str(write_webm(clip, tmp_path / "clip.webm")))
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 2)
         text = await client.ask_text("what pitch was the first tone", window_s=30)
         assert client.last_done["status"] == "completed" and isinstance(text, str)
@@ -295,7 +295,7 @@ async def test_redis_backed_history_and_origin_allow_list(
                 client = Client(ws)
                 await client.create()
                 pc = await stream_to(client)
-                live = srv.sessions[client.session_id]
+                live = srv.sessions.live[client.session_id]
                 await wait_ingested(live.session, 1)
                 await client.send(type="response.create", token=client.token, question="what colour")
                 done = await client.recv("response.done")
@@ -326,11 +326,15 @@ async def test_peer_disconnect_frees_the_session(backend: OmniBackend, cs2: CS2)
                 await asyncio.sleep(0.05)
             await pc.close()
         for _ in range(100):
-            if not srv.sessions:
+            if not srv.sessions.live:
                 break
             await asyncio.sleep(0.05)
-        assert srv.sessions == {} and srv.worker is not None and srv.worker.scheduler.sessions() == []
-        assert await srv.store.live_sessions(key_id(KEY)) == 0
+        assert (
+            srv.sessions.live == {}
+            and srv.sessions.engine is not None
+            and srv.sessions.engine.scheduler.sessions() == []
+        )
+        assert await srv.sessions.store.live_sessions(key_id(KEY)) == 0
     finally:
         await srv.stop()
 
@@ -341,7 +345,7 @@ async def test_response_cancel_stops_the_answer(server: EchoServer) -> None:
         client = Client(ws)
         await client.create()
         pc = await stream_to(client)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         # The engine is busy with this session (its lock held), so the answer cannot start before the
         # cancel arrives: the cancel is then checked before the first piece is generated.
@@ -373,7 +377,7 @@ async def test_whip_patch_trickles_candidates(server: EchoServer) -> None:
         ) as r:
             assert r.status == 201
             location, token = r.headers["Location"], r.headers["X-Echo-Session-Token"]
-        live = server.sessions[location.rsplit("/", 1)[1]]
+        live = server.sessions.live[location.rsplit("/", 1)[1]]
         frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
         candidate = "a=candidate:9 1 udp 2122260223 127.0.0.1 45999 typ host"
         body = f"a=ice-ufrag:x\r\na=ice-pwd:y\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n{candidate}\r\n"

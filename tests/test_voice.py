@@ -124,7 +124,7 @@ async def test_a_clip_ending_in_a_spoken_question_is_heard_and_asked(server: Ech
         await client.send(type="history.get", token=client.token)
         history = await until(client, "history")
         assert [i["question"] for i in history["items"]] == [created["question"]]
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         assert live.session.stats.forgotten_audio >= 0  # forget_audio ran (tokens dropped if cached)
         await pc.close()
         await client.ws.close()
@@ -137,7 +137,7 @@ async def test_speech_over_an_answer_cancels_it(long_answers: EchoServer) -> Non
         client = await voice_session(http, server, turn_detection=SERVER_VAD)
         track = SpeakingTrack()
         pc = await connect(client, track, video=True)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         while live.session.stats.chunks_ingested < 1:
             await client.recv("window.stats")
         await client.send(type="response.create", token=client.token, question="what colour was it")
@@ -162,7 +162,7 @@ async def test_push_to_talk(server: EchoServer) -> None:
         assert (error["code"], error["event_id"]) == ("no_audio_span", "c0")
         track = SpeakingTrack()
         pc = await connect(client, track)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         assert live.voice is not None
         while live.voice._detector is None or live.voice._detector.latest_s is None:
             await asyncio.sleep(0.02)  # the first audio reached the detector
@@ -239,7 +239,7 @@ async def test_a_talking_session_leaves_another_sessions_ingest_alone(server: Ec
         quiet_pc = await connect(quiet, SpeakingTrack(1), video=True)
         track = SpeakingTrack(2)
         talker_pc = await connect(talker, track)
-        healthy = server.sessions[quiet.session_id]
+        healthy = server.sessions.live[quiet.session_id]
         track.say(question_audio(1)[0])
         track.say(np.full(SAMPLE_RATE, 7.0, np.float32))  # clipped garbage after the question
         await until(talker, "input_audio.committed")

@@ -70,7 +70,7 @@ async def test_spoken_answer_arrives_as_opus_audio_of_the_answers_length(server:
     async with EchoClient(server.url, KEY, settings=SPOKEN) as client:
         await client.stream_tracks([ColourTrack(), ToneTrack()], answer_sink=sink)
         assert "a=sendrecv" in audio_section(client._pc.remoteDescription.sdp)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         before = len(sink.frames)
         assert before > 10 and all(rms(f) == 0.0 for f in sink.frames)  # silence while idle
@@ -101,7 +101,7 @@ async def test_response_cancel_during_speech_stops_it(server: EchoServer) -> Non
     sink = RecordingSink()
     async with EchoClient(server.url, KEY, settings=SPOKEN) as client:
         await client.stream_tracks([ColourTrack(), ToneTrack()], answer_sink=sink)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         before = len(sink.frames)
         events = []
@@ -134,7 +134,7 @@ async def test_text_only_sessions_get_no_speech(server: EchoServer) -> None:
     async with EchoClient(server.url, KEY, settings={"voice": "en-gb+f3"}) as client:
         await client.stream_tracks([ColourTrack()], answer_sink=sink)  # video only: audio is recvonly
         assert "a=sendonly" in audio_section(client._pc.remoteDescription.sdp)
-        live = server.sessions[client.session_id]
+        live = server.sessions.live[client.session_id]
         assert live.can_speak and live.modalities == ("text",) and live.answer_voice == "en-gb+f3"
         await wait_ingested(live.session, 1)
         events = await ask_events(client, "what colour")
@@ -177,7 +177,7 @@ async def test_whip_publisher_that_receives_audio_gets_the_answer_track(server: 
         player = AnswerPlayer(track, sink)
         player.start()
         sid = location.rsplit("/", 1)[1]
-        live = server.sessions[sid]
+        live = server.sessions.live[sid]
         await wait_ingested(live.session, 1)
         async with http.ws_connect(f"{server.url}/ws") as ws:  # the robot's operator turns speech on
             await ws.send_str(json.dumps({"type": "session.attach", "session_id": sid, "token": token}))
