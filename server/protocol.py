@@ -199,8 +199,6 @@ class HistoryGet(ClientEvent):
     limit: int = 50
 
 
-
-
 # --------------------------------------------------------------------------- server → client
 @dataclass(frozen=True)
 class ServerEvent:
