@@ -268,8 +268,9 @@ async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any
         live = server.sessions[client.session_id]
         await wait_ingested(live.session, 2)
         text = await client.ask_text("what pitch was the first tone", window_s=30)
-        assert client.last_done["status"] == "completed" and isinstance(text, str)
-        assert [h["question"] for h in await client.history()] == ["what pitch was the first tone"]
+        assert isinstance(text, str) and client.last_done is not None
+        assert client.last_done.status == "completed"
+        assert [h.question for h in await client.history()] == ["what pitch was the first tone"]
 
 
 @pytest.mark.asyncio
