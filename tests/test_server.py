@@ -31,7 +31,7 @@ KEY = "test-key-0123456789"
 async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     config = ServiceConfig(
-        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=3),
+        stream=StreamConfig(cache_budget=512, keep=0.5, max_new_tokens=3),
         server=ServerConfig(
             port=0, api_keys=[KEY, "other-key-0123456789"], questions_per_minute=4, stats_interval_s=0.2
         ),
