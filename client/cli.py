@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import ssl
 import sys
-from typing import Any
 
 import aiohttp
+
+from server.protocol import (
+    Error,
+    ProtocolError,
+    ResponseCreated,
+    ResponseDone,
+    ResponseTextDelta,
+    ServerEvent,
+    SessionSettings,
+    TurnDetection,
+    parse_server_event,
+)
 
 from .echo_client import ClientError, EchoClient
 from .playback import EchoGate, SpeakerSink
@@ -29,21 +39,19 @@ def trust(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 #: Session settings of `--talk`: server VAD finds spoken questions, answers are also spoken.
-TALK_SETTINGS: dict[str, Any] = {"turn_detection": {"type": "server_vad"}, "modalities": ["text", "audio"]}
+TALK_SETTINGS = SessionSettings(turn_detection=TurnDetection(type="server_vad"), modalities=["text", "audio"])
 
 
-def print_event(event: dict[str, Any]) -> None:
+def print_event(event: ServerEvent) -> None:
     """One response event as a line of the conversation (`--talk`)."""
-    kind = event["type"]
-    if kind == "response.created":
-        print(f"Q: {event.get('question', '')}")
+    if isinstance(event, ResponseCreated):
+        print(f"Q: {event.question}")
         print("A: ", end="", flush=True)
-    elif kind == "response.output_text.delta":
-        print(event["delta"], end="", flush=True)
-    elif kind == "response.done":
-        usage = event.get("usage", {})
-        status = "" if event.get("status") == "completed" else f", {event.get('status')}"
-        print(f"   (TTFT {usage.get('ttft_ms', 0):.1f} ms{status})", flush=True)
+    elif isinstance(event, ResponseTextDelta):
+        print(event.delta, end="", flush=True)
+    elif isinstance(event, ResponseDone):
+        status = "" if event.status == "completed" else f", {event.status}"
+        print(f"   (TTFT {event.usage.ttft_ms:.1f} ms{status})", flush=True)
 
 
 async def stream(args: argparse.Namespace) -> int:
@@ -79,8 +87,9 @@ async def converse(args: argparse.Namespace, sink: SpeakerSink | None, gate: Ech
             print("A: ", end="", flush=True)
             async for delta in client.ask(question, args.window):
                 print(delta, end="", flush=True)
-            usage = client.last_done.get("usage", {})
-            print(f"   (TTFT {usage.get('ttft_ms', 0):.1f} ms, {usage.get('av_tokens', 0)} AV tokens)")
+            assert client.last_done is not None  # ask() ends at its response.done
+            usage = client.last_done.usage
+            print(f"   (TTFT {usage.ttft_ms:.1f} ms, {usage.av_tokens} AV tokens)")
         if args.talk:
             print("listening: speak a question; Ctrl-C to stop", file=sys.stderr)
             async for event in client.events():
@@ -101,20 +110,30 @@ async def ask(args: argparse.Namespace) -> int:
             http.post(url, json=body, headers=headers, ssl=trust(args) or True) as r,
         ):
             if r.status != 200:
-                error = await r.json()
-                raise ClientError(error.get("code", str(r.status)), error.get("message", ""))
+                refusal = _parse(await r.text())
+                if isinstance(refusal, Error):
+                    raise ClientError(refusal.code, refusal.message)
+                raise ClientError(str(r.status), f"the server answered {r.status}")
             async for raw in r.content:
                 line = raw.decode().strip()
                 if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if event["type"] == "response.output_text.delta":
-                        print(event["delta"], end="", flush=True)
-                    elif event["type"] == "error":
-                        raise ClientError(event["code"], event["message"])
+                    event = _parse(line[6:])
+                    if isinstance(event, ResponseTextDelta):
+                        print(event.delta, end="", flush=True)
+                    elif isinstance(event, Error):
+                        raise ClientError(event.code, event.message)
         print()
     except (aiohttp.ClientError, OSError) as exc:
         raise ClientError("server_unreachable", f"cannot reach {args.server}: {exc}") from None
     return 0
+
+
+def _parse(text: str) -> ServerEvent | None:
+    """The server event of one SSE `data:` line or refusal body (None: not one this client knows)."""
+    try:
+        return parse_server_event(text)
+    except ProtocolError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from echo_core.world import Clip, make_clip
 from echo_core.world.containers import write_webm
 from echo_core.world.questions import Question
 from server.config import load_service_config
+from server.protocol import Usage, WindowStats
 
 from .echo_client import ClientError, EchoClient
 from .local_server import ROOT, local_server
@@ -50,7 +51,7 @@ class Asked:
     question: str
     truth: str
     answer: str
-    usage: dict[str, float]
+    usage: Usage
 
     @property
     def correct(self) -> bool:
@@ -59,7 +60,7 @@ class Asked:
 
 async def stream_and_ask(
     url: str, api_key: str, clip: Clip, questions: list[Question]
-) -> tuple[list[Asked], dict[str, object]]:
+) -> tuple[list[Asked], WindowStats]:
     """Stream `clip` (WebM: VP8 + Opus) over WebRTC in real time, then ask `questions`."""
     duration = len(clip.audio) / 16000
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,11 +68,12 @@ async def stream_and_ask(
         async with EchoClient(url, api_key) as client:
             await client.stream_file(str(path))
             await asyncio.sleep(duration + 2.5)  # real time, then the last chunk closes
-            stats = dict(client.last_stats)
+            stats = client.last_stats or WindowStats()  # none yet: nothing seen
             asked = []
             for q in questions:
                 answer = await client.ask_text(q.text)
-                asked.append(Asked(q.family, q.text, q.answer, answer, client.last_done.get("usage", {})))
+                assert client.last_done is not None  # ask_text ends at its response.done
+                asked.append(Asked(q.family, q.text, q.answer, answer, client.last_done.usage))
     return asked, stats
 
 
@@ -92,16 +94,16 @@ async def run(config_path: Path, clip_index: int) -> int:
             )
             asked, stats = await stream_and_ask(url, config.server.api_keys[0], clip, pick_questions(clip))
             print(
-                f"the session saw {stats.get('seen_audio', 0)} audio + {stats.get('seen_video', 0)} video "
-                f"tokens and holds {stats.get('kept_audio', 0)} + {stats.get('kept_video', 0)} in its cache"
+                f"the session saw {stats.seen_audio} audio + {stats.seen_video} video "
+                f"tokens and holds {stats.kept_audio} + {stats.kept_video} in its cache"
             )
             for i, a in enumerate(asked, 1):
                 u = a.usage
                 print(f"Q{i} [{a.family}] {a.question}?")
                 print(
                     f"   answer: {a.answer or '(none)'}   correct: {a.truth} {'✓' if a.correct else '✗'}   "
-                    f"TTFT {u.get('ttft_ms', 0):.1f} ms · {u.get('av_tokens', 0)} AV tokens "
-                    f"(audio {u.get('audio_tokens', 0)}, video {u.get('video_tokens', 0)})",
+                    f"TTFT {u.ttft_ms:.1f} ms · {u.av_tokens} AV tokens "
+                    f"(audio {u.audio_tokens}, video {u.video_tokens})",
                     flush=True,
                 )
             print(f"{sum(a.correct for a in asked)}/{len(asked)} answers correct")

@@ -4,9 +4,12 @@ async with EchoClient("http://127.0.0.1:8080", api_key) as client:
     await client.stream_file("clip.webm")          # any file or URL PyAV opens, e.g. rtsp://…
     async for delta in client.ask("what colour?", window_s=10):
         print(delta, end="")
-    print(client.last_done["usage"])
+    print(client.last_done.usage)
 
-Spoken answers: create the session with `settings={"modalities": ["text", "audio"]}` and pass
+Events are the typed dataclasses of server/protocol.py: the client sends `ClientEvent`s and
+yields `ServerEvent`s (`respond`, `events`, `next_event`), never dicts.
+
+Spoken answers: create the session with `settings=SessionSettings(modalities=["text", "audio"])` and pass
 `answer_sink=` (client.playback: `SpeakerSink()` plays them, `RecordingSink()` keeps them) to
 `stream_file` / `stream_tracks`; the server's answer track is received on the same connection.
 """
@@ -14,29 +17,57 @@ Spoken answers: create the session with `settings={"modalities": ["text", "audio
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
+
+from server.protocol import (
+    ClientEvent,
+    Error,
+    History,
+    HistoryGet,
+    HistoryItem,
+    ProtocolError,
+    ResponseAudioDone,
+    ResponseAudioStarted,
+    ResponseCancel,
+    ResponseCreate,
+    ResponseCreated,
+    ResponseDone,
+    ResponseTextDelta,
+    ServerEvent,
+    SessionCreate,
+    SessionCreated,
+    SessionSettings,
+    WebRTCAnswer,
+    WebRTCOffer,
+    WindowStats,
+    encode,
+    parse_server_event,
+)
 
 from .errors import ClientError
 from .playback import AnswerPlayer, AudioSink
 
-__all__ = ["ClientError", "EchoClient"]
+__all__ = ["RESPONSE_EVENTS", "ClientError", "EchoClient", "ResponseEvent"]
 
 log = logging.getLogger(__name__)
 
-#: The events of one response, from `response.created` to `response.done`.
-RESPONSE_EVENTS = (
-    "response.created",
-    "response.output_text.delta",
-    "response.output_audio.started",
-    "response.output_audio.done",
-    "response.done",
+E = TypeVar("E", bound=ServerEvent)
+
+#: An event of one response (each carries its `response_id`).
+ResponseEvent = ResponseCreated | ResponseTextDelta | ResponseAudioStarted | ResponseAudioDone | ResponseDone
+#: The event types of one response, from `response.created` to `response.done`.
+RESPONSE_EVENTS: tuple[type[ResponseEvent], ...] = (
+    ResponseCreated,
+    ResponseTextDelta,
+    ResponseAudioStarted,
+    ResponseAudioDone,
+    ResponseDone,
 )
 
 
@@ -48,25 +79,25 @@ class EchoClient:
         url: str,
         api_key: str,
         *,
-        settings: dict[str, Any] | None = None,
+        settings: SessionSettings | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`ssl_context`: how to trust an https server (e.g. one with a self-signed certificate)."""
         self.url = url.rstrip("/")
         self.api_key = api_key
-        self.settings = settings or {}
+        self.settings = settings or SessionSettings()
         self.ssl_context = ssl_context
         self.session_id = ""
         self.token = ""
-        self.last_done: dict[str, Any] = {}
-        self.last_stats: dict[str, Any] = {}
+        self.last_done: ResponseDone | None = None  # of the latest `respond` / `ask`
+        self.last_stats: WindowStats | None = None  # the latest `window.stats`
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pc: Any = None
         self._player: Any = None
         self._answer_player: AnswerPlayer | None = None
         self._answer_sink: AudioSink | None = None  # closed with the peer connection
-        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._events: asyncio.Queue[ServerEvent] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> EchoClient:
@@ -90,33 +121,40 @@ class EchoClient:
             ) from None
         self._reader = asyncio.create_task(self._read(), name="echo-client-reader")
         try:
-            await self._send({"type": "session.create", "api_key": self.api_key, "settings": self.settings})
-            created = await self._expect("session.created")
+            await self.send(SessionCreate(api_key=self.api_key, settings=self.settings))
+            created = await self._expect(SessionCreated)
         except BaseException:
             await self.close()  # refused (bad key, server_busy, …): release the connection
             raise
-        self.session_id, self.token = created["session_id"], created["token"]
+        self.session_id, self.token = created.session_id, created.token
 
     async def _read(self) -> None:
         assert self._ws is not None
         async for msg in self._ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
-            event = json.loads(msg.data)
-            if event.get("type") == "window.stats":
+            try:
+                event = parse_server_event(msg.data)
+            except ProtocolError as exc:
+                if exc.code == "unknown_event":  # a newer server's event: nothing here waits for it
+                    log.info("ignored a server event this client does not know: %s", exc.message)
+                    continue
+                event = Error(
+                    code=exc.code, message=f"the server sent an event this client cannot read: {exc}"
+                )
+            if isinstance(event, WindowStats):
                 self.last_stats = event
                 continue
             await self._events.put(event)
-        await self._events.put(
-            {"type": "error", "code": "connection_lost", "message": "the server closed the connection"}
-        )
+        await self._events.put(Error(code="connection_lost", message="the server closed the connection"))
 
-    async def _send(self, event: dict[str, Any]) -> None:
+    async def send(self, event: ClientEvent) -> None:
+        """Send one client event as it is (the other methods build theirs with the session's token)."""
         assert self._ws is not None
-        await self._ws.send_str(json.dumps(event))
+        await self._ws.send_str(encode(event))
 
-    async def _expect(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
-        return await self._expect_any((kind,), timeout)
+    async def _expect(self, kind: type[E], timeout: float = 60.0) -> E:
+        return await self.next_event(kind, timeout=timeout)
 
     # ----------------------------------------------------------------- media
     async def stream_file(
@@ -180,9 +218,9 @@ class EchoClient:
                     self._answer_player.start()
 
         await self._pc.setLocalDescription(await self._pc.createOffer())
-        await self._send({"type": "webrtc.offer", "token": self.token, "sdp": self._pc.localDescription.sdp})
-        answer = await self._expect("webrtc.answer")
-        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await self.send(WebRTCOffer(token=self.token, sdp=self._pc.localDescription.sdp))
+        answer = await self._expect(WebRTCAnswer)
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
 
     async def stop_streaming(self) -> None:
         """Close the peer connection and stop the media player's decoding thread."""
@@ -205,35 +243,35 @@ class EchoClient:
     async def ask(self, question: str, window_s: float | None = None) -> AsyncIterator[str]:
         """Yield the answer's text deltas; `last_done` holds `response.done` afterwards."""
         async for event in self.respond(question, window_s):
-            if event["type"] == "response.output_text.delta":
-                yield str(event["delta"])
+            if isinstance(event, ResponseTextDelta):
+                yield event.delta
 
-    async def respond(self, question: str, window_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Yield every event of the answer, `response.created` to `response.done` (kept in `last_done`).
+    async def respond(self, question: str, window_s: float | None = None) -> AsyncIterator[ResponseEvent]:
+        """Yield every event of the answer, `ResponseCreated` to `ResponseDone` (kept in `last_done`).
 
-        A spoken answer's `response.output_audio.started` / `.done` come before `response.done`.
+        A spoken answer's `ResponseAudioStarted` / `ResponseAudioDone` come before `ResponseDone`.
         """
-        event: dict[str, Any] = {"type": "response.create", "token": self.token, "question": question}
-        if window_s is not None:
-            event["window_s"] = window_s
-        await self._send(event)
-        yield await self._expect("response.created")
+        await self.send(ResponseCreate(token=self.token, question=question, window_s=window_s))
+        yield await self._expect(ResponseCreated)
         while True:
-            item = await self._expect_any(RESPONSE_EVENTS[1:])
+            item = cast(ResponseEvent, await self._expect_any(RESPONSE_EVENTS[1:]))
             yield item
-            if item["type"] == "response.done":
+            if isinstance(item, ResponseDone):
                 self.last_done = item
                 return
 
-    async def events(self, kinds: tuple[str, ...] = RESPONSE_EVENTS) -> AsyncIterator[dict[str, Any]]:
-        """The server's events of these kinds as they come, also answers to spoken questions
-        (`input_audio.*` kinds included when asked for); an `error` event raises ClientError."""
+    async def events(
+        self, kinds: tuple[type[ServerEvent], ...] = RESPONSE_EVENTS
+    ) -> AsyncIterator[ServerEvent]:
+        """The server's events of these types as they come, also answers to spoken questions
+        (`SpeechStarted` and the other `input_audio.*` events when asked for); an `error` event
+        raises ClientError."""
         while True:
             yield await self._expect_any(kinds, timeout=None)
 
-    async def next_event(self, *kinds: str, timeout: float = 120.0) -> dict[str, Any]:
-        """The next event of one of `kinds` (others skipped; ClientError on an `error`)."""
-        return await self._expect_any(kinds, timeout)
+    async def next_event(self, *kinds: type[E], timeout: float = 120.0) -> E:
+        """The next event of one of the types `kinds` (others skipped; ClientError on an `error`)."""
+        return cast(E, await self._expect_any(kinds, timeout))  # _expect_any returns one of `kinds`
 
     async def next_error(self, timeout: float) -> ClientError:
         """Wait for the server's next `error` event (e.g. `worker_lost`), skipping everything else."""
@@ -243,28 +281,27 @@ class EchoClient:
             return exc
         raise AssertionError("unreachable")  # pragma: no cover - _expect_any returns only on a kind
 
-    async def _expect_any(self, kinds: tuple[str, ...], timeout: float | None = 120.0) -> dict[str, Any]:
+    async def _expect_any(
+        self, kinds: tuple[type[ServerEvent], ...], timeout: float | None = 120.0
+    ) -> ServerEvent:
         while True:
             event = await asyncio.wait_for(self._events.get(), timeout)
-            if event.get("type") == "error":
-                raise ClientError(str(event.get("code")), str(event.get("message")))
-            if event.get("type") in kinds:
+            if isinstance(event, Error):
+                raise ClientError(event.code, event.message)
+            if isinstance(event, kinds):
                 return event
 
     async def cancel(self, response_id: str | None = None) -> None:
         """Stop an answer being generated (the latest when `response_id` is None)."""
-        event: dict[str, Any] = {"type": "response.cancel", "token": self.token}
-        if response_id is not None:
-            event["response_id"] = response_id
-        await self._send(event)
+        await self.send(ResponseCancel(token=self.token, response_id=response_id))
 
     async def ask_text(self, question: str, window_s: float | None = None) -> str:
         return "".join([d async for d in self.ask(question, window_s)]).strip()
 
-    async def history(self, limit: int = 50, token: str | None = None) -> list[dict[str, Any]]:
+    async def history(self, limit: int = 50, token: str | None = None) -> list[HistoryItem]:
         """Answered questions of this session (or of an ended one whose `token` you kept)."""
-        await self._send({"type": "history.get", "token": token or self.token, "limit": limit})
-        return list((await self._expect("history"))["items"])
+        await self.send(HistoryGet(token=token or self.token, limit=limit))
+        return list((await self._expect(History)).items)
 
     async def close(self) -> None:
         await self.stop_streaming()

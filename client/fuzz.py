@@ -9,10 +9,14 @@ may close that one connection (the client reconnects). Meanwhile a healthy sessi
 synthetic clip over WebRTC while the attack runs and is then asked the clip's questions; a fresh
 session asks them again after the attack, for comparison.
 
+The valid events the cases start from are the protocol's own (server/protocol.py's event
+table and dataclasses); the mutations are this module's. Replies are read as typed server
+events.
+
 A `history.get` probe follows every case. A case fails when the server answers it with anything
-but `error`, stays quiet where the protocol owes a reply (only `webrtc.candidate` and
-`response.cancel` may succeed silently), neither answers nor closes in time, or when `/healthz`
-stops answering.
+but `error` (or with something that is no server event of the protocol), stays quiet where the
+protocol owes a reply (only `webrtc.candidate` and `response.cancel` may succeed silently),
+neither answers nor closes in time, or when `/healthz` stops answering.
 """
 
 from __future__ import annotations
@@ -29,13 +33,42 @@ from typing import Any
 
 import aiohttp
 
-from server.protocol import MAX_MESSAGE_BYTES
+from server.protocol import (
+    CLIENT_EVENTS,
+    MAX_MESSAGE_BYTES,
+    ClientEvent,
+    Error,
+    HistoryGet,
+    ProtocolError,
+    ResponseCancel,
+    ResponseCreate,
+    ServerEvent,
+    SessionAttach,
+    SessionCreate,
+    SessionCreated,
+    SessionUpdate,
+    WebRTCCandidate,
+    WebRTCOffer,
+    WindowStats,
+    encode,
+    parse_server_event,
+    to_wire,
+    wire_fields,
+)
 
 from .hostile_fuzz import SCENARIOS
 
 REPLY_TIMEOUT_S = 10.0
 #: Events that succeed without a reply (an accepted candidate, a cancel of nothing).
-QUIET_OK = frozenset({"webrtc.candidate", "response.cancel"})
+QUIET_OK = frozenset({WebRTCCandidate.type, ResponseCancel.type})
+#: Values of the fields a valid event needs besides its token (by event type).
+REQUIRED: dict[str, dict[str, Any]] = {
+    SessionCreate.type: {"api_key": "fuzz-key"},
+    SessionAttach.type: {"session_id": "0123456789abcdef"},
+    WebRTCOffer.type: {"sdp": "v=0"},
+    WebRTCCandidate.type: {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 9 typ host"},
+    ResponseCreate.type: {"question": "what colour"},
+}
 
 
 @dataclass(frozen=True)
@@ -53,8 +86,16 @@ def _text(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(string.printable) for _ in range(n))
 
 
-def _event(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields})
+def baseline(kind: str, token: str) -> ClientEvent:
+    """A valid client event of type `kind` (the event table's class) holding `token` where it takes one."""
+    cls = CLIENT_EVENTS[kind]
+    given = {"token": token, **REQUIRED.get(kind, {})}
+    return cls(**{name: value for name, value in given.items() if name in wire_fields(cls)})
+
+
+def _mutated(event: ClientEvent, **changes: Any) -> str:
+    """The JSON text of a valid event with some of its members replaced or added (NaN allowed)."""
+    return json.dumps({**to_wire(event), **changes}, allow_nan=True)
 
 
 def _random_bytes(rng: random.Random, token: str) -> bytes:
@@ -66,7 +107,7 @@ def _random_text(rng: random.Random, token: str) -> str:
 
 
 def _truncated_json(rng: random.Random, token: str) -> str:
-    full = _event("response.create", token=token, question="what colour was the square", window_s=10)
+    full = encode(ResponseCreate(token=token, question="what colour was the square", window_s=10))
     return full[: rng.randint(1, len(full) - 1)]
 
 
@@ -77,7 +118,7 @@ def _deep_json(rng: random.Random, token: str) -> str:
 
 def _huge_json(rng: random.Random, token: str) -> str:
     size = rng.choice([MAX_MESSAGE_BYTES + 1, 2 * MAX_MESSAGE_BYTES, 4 * MAX_MESSAGE_BYTES - 64])
-    return _event("response.create", token=token, question="x" * size)
+    return encode(ResponseCreate(token=token, question="x" * size))
 
 
 def _non_object(rng: random.Random, token: str) -> str:
@@ -86,7 +127,7 @@ def _non_object(rng: random.Random, token: str) -> str:
 
 def _unknown_event(rng: random.Random, token: str) -> str:
     kind = rng.choice(["session.destroy", "", "RESPONSE.CREATE", "response.create ", _text(rng, 20)])
-    return _event(kind, token=token)
+    return _mutated(ResponseCancel(token=token), type=kind)
 
 
 #: (event, field, values of the wrong type for that field: never a valid one, None included
@@ -105,12 +146,7 @@ WRONG_TYPES: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
 
 def _wrong_types(rng: random.Random, token: str) -> str:
     kind, field, values = rng.choice(WRONG_TYPES)
-    event: dict[str, Any] = {"type": kind, "token": token, field: rng.choice(values)}
-    if kind == "response.create" and field != "question":
-        event["question"] = "what colour"
-    if kind == "webrtc.candidate":
-        event["candidate"] = "candidate:1 1 udp 2122260223 127.0.0.1 9 typ host"
-    return json.dumps(event, allow_nan=True)
+    return _mutated(baseline(kind, token), **{field: rng.choice(values)})
 
 
 def _bad_token(rng: random.Random, token: str) -> str:
@@ -119,7 +155,7 @@ def _bad_token(rng: random.Random, token: str) -> str:
         i = rng.randrange(len(forged))
         forged[i] = "A" if forged[i] != "A" else "B"
     choice = rng.choice(["".join(forged), "", "a.b.c", _text(rng, 64), token + "x", "." * 3, "x" * 5000])
-    return _event("history.get", token=choice)
+    return encode(HistoryGet(token=choice))
 
 
 def _bad_sdp(rng: random.Random, token: str) -> str:
@@ -132,7 +168,7 @@ def _bad_sdp(rng: random.Random, token: str) -> str:
             "v=0\r\n" + "a=candidate:" * 200,
         ]
     )
-    return _event("webrtc.offer", token=token, sdp=sdp[: rng.randint(1, len(sdp))])
+    return encode(WebRTCOffer(token=token, sdp=sdp[: rng.randint(1, len(sdp))]))
 
 
 def _bad_candidate(rng: random.Random, token: str) -> str:
@@ -144,7 +180,7 @@ def _bad_candidate(rng: random.Random, token: str) -> str:
             _text(rng, 100),
         ]
     )
-    return _event("webrtc.candidate", token=token, candidate=candidate, sdp_mid=rng.choice([None, "0", "9"]))
+    return encode(WebRTCCandidate(token=token, candidate=candidate, sdp_mid=rng.choice([None, "0", "9"])))
 
 
 def _bad_settings(rng: random.Random, token: str) -> str:
@@ -159,11 +195,11 @@ def _bad_settings(rng: random.Random, token: str) -> str:
             {"nope": 1},
         ]
     )
-    return _event("session.update", token=token, settings=settings)
+    return _mutated(SessionUpdate(token=token), settings=settings)
 
 
 def _long_question(rng: random.Random, token: str) -> str:
-    return _event("response.create", token=token, question="why " * rng.randint(126, 5000))
+    return encode(ResponseCreate(token=token, question="why " * rng.randint(126, 5000)))
 
 
 MAKERS: dict[str, Maker] = {
@@ -217,17 +253,17 @@ class Attacker:
 
     async def connect(self) -> None:
         self.ws = await self.http.ws_connect(self.ws_url, max_msg_size=0)
-        created: dict[str, Any] | None = None
+        created: ServerEvent | None = None
         if self.session_id:
-            await self.ws.send_str(_event("session.attach", session_id=self.session_id, token=self.token))
+            await self.ws.send_str(encode(SessionAttach(session_id=self.session_id, token=self.token)))
             created = await self.next_event()
-        if created is None or created.get("type") != "session.created":
+        if not isinstance(created, SessionCreated):
             # never attached, or its session ended (one with no peer is reaped after connect_timeout_s)
-            await self.ws.send_str(_event("session.create", api_key=self.api_key))
+            await self.ws.send_str(encode(SessionCreate(api_key=self.api_key)))
             created = await self.next_event()
-        if created is None or created.get("type") != "session.created":
+        if not isinstance(created, SessionCreated):
             raise RuntimeError(f"the attacker could not open its session: {created}")
-        self.token, self.session_id = str(created["token"]), str(created["session_id"])
+        self.token, self.session_id = created.token, created.session_id
 
     async def reconnect(self) -> None:
         assert self.ws is not None
@@ -235,22 +271,24 @@ class Attacker:
         self.reconnects += 1
         await self.connect()
 
-    async def probe(self, n: int) -> tuple[dict[str, Any] | None, bool]:
+    async def probe(self, n: int) -> tuple[ServerEvent | None, bool]:
         """Send `history.get` with event_id probe-n; (first reply before the probe's, probe answered)."""
         assert self.ws is not None
         probe_id = f"probe-{n}"
-        await self.ws.send_str(_event("history.get", token=self.token, event_id=probe_id))
-        first: dict[str, Any] | None = None
+        await self.ws.send_str(encode(HistoryGet(event_id=probe_id, token=self.token)))
+        first: ServerEvent | None = None
         while True:
             event = await self.next_event()
             if event is None:
                 return first, False
-            if event.get("event_id") == probe_id:
+            if event.event_id == probe_id:
                 return first, True
             first = first or event
 
-    async def next_event(self) -> dict[str, Any] | None:
-        """The next event other than `window.stats`; None when the connection closed."""
+    async def next_event(self) -> ServerEvent | None:
+        """The next event other than `window.stats`; None when the connection closed.
+
+        Raises ProtocolError for a reply that is not a server event of the protocol."""
         assert self.ws is not None
         deadline = asyncio.get_running_loop().time() + REPLY_TIMEOUT_S
         while True:
@@ -258,12 +296,13 @@ class Attacker:
             msg = await asyncio.wait_for(self.ws.receive(), max(0.0, left))
             if msg.type != aiohttp.WSMsgType.TEXT:
                 return None
-            event = json.loads(msg.data)
-            if event.get("type") != "window.stats":
-                return dict(event)
+            event = parse_server_event(msg.data)
+            if not isinstance(event, WindowStats):
+                return event
 
     async def send(self, case: FuzzCase, n: int) -> str:
-        """'error:<code>', 'quiet' (no reply), 'closed', 'timeout' or 'unexpected:<type>'.
+        """'error:<code>', 'quiet' (no reply), 'closed', 'timeout', 'unexpected:<type>' or
+        'unexpected:<code>' for a reply that is no server event of the protocol.
 
         A probe follows every case, so a case the server accepts without a reply is told from one
         it ignored or choked on without waiting for a timeout.
@@ -280,14 +319,17 @@ class Attacker:
             return "timeout"
         except (aiohttp.ClientError, ConnectionError):
             event, alive = None, False
+        except ProtocolError as exc:
+            await self.reconnect()
+            return f"unexpected:{exc.code}"
         if not alive:
             await self.reconnect()
             return "closed"
         if event is None:
             return "quiet"
-        if event.get("type") == "error":
-            return f"error:{event.get('code')}"
-        return f"unexpected:{event.get('type')}"
+        if isinstance(event, Error):
+            return f"error:{event.code}"
+        return f"unexpected:{event.type}"
 
 
 async def run_fuzz(

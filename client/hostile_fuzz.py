@@ -14,7 +14,6 @@ bodies, lone surrogates).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,27 +21,46 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-JUNK = json.dumps({"type": "history.get", "token": "forged.0123456789abcdef.1.bad"})
+from server.protocol import (
+    ClientEvent,
+    Error,
+    HistoryGet,
+    ServerEvent,
+    SessionCreate,
+    SessionCreated,
+    SessionSettings,
+    WindowStats,
+    encode,
+    parse_server_event,
+)
+
+JUNK = encode(HistoryGet(token="forged.0123456789abcdef.1.bad"))
 #: A healthy /healthz answers within this while a scenario runs (the issue's bar).
 HEALTHZ_P95_MS = 100.0
 
 Scenario = Callable[[aiohttp.ClientSession, str, str], Awaitable[str]]
 
 
-async def _reply(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> dict[str, Any] | None:
-    """The next event other than `window.stats`; None when the socket closed."""
+async def _reply(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> ServerEvent | None:
+    """The next event other than `window.stats`; None when the socket closed (ProtocolError for a
+    reply that is no server event of the protocol)."""
     while True:
         msg = await asyncio.wait_for(ws.receive(), timeout)
         if msg.type != aiohttp.WSMsgType.TEXT:
             return None
-        event: dict[str, Any] = json.loads(msg.data)
-        if event.get("type") != "window.stats":
+        event = parse_server_event(msg.data)
+        if not isinstance(event, WindowStats):
             return event
 
 
-async def _call(ws: aiohttp.ClientWebSocketResponse, **event: Any) -> dict[str, Any] | None:
-    await ws.send_str(json.dumps(event))
+async def _call(ws: aiohttp.ClientWebSocketResponse, event: ClientEvent) -> ServerEvent | None:
+    await ws.send_str(encode(event))
     return await _reply(ws)
+
+
+def _code(reply: ServerEvent | None) -> str | None:
+    """The error code of a reply (None for any other reply)."""
+    return reply.code if isinstance(reply, Error) else None
 
 
 async def _end(http: aiohttp.ClientSession, url: str, api_key: str, session_id: str) -> None:
@@ -190,14 +208,14 @@ async def parallel_creates(http: aiohttp.ClientSession, url: str, api_key: str, 
     room = int(health["max_sessions"]) - int(health["sessions"])
     sockets = [await http.ws_connect(f"{url}/ws") for _ in range(n)]
     try:
-        replies = await asyncio.gather(*(_call(ws, type="session.create", api_key=api_key) for ws in sockets))
-        created = sum(1 for r in replies if r and r.get("type") == "session.created")
-        codes = {str(r.get("code")) for r in replies if r and r.get("type") == "error"}
+        replies = await asyncio.gather(*(_call(ws, SessionCreate(api_key=api_key)) for ws in sockets))
+        created = sum(1 for r in replies if isinstance(r, SessionCreated))
+        codes = {r.code for r in replies if isinstance(r, Error)}
         async with http.get(f"{url}/healthz") as r:
             after = await r.json()
         for reply in replies:
-            if reply and reply.get("type") == "session.created":
-                await _end(http, url, api_key, str(reply["session_id"]))
+            if isinstance(reply, SessionCreated):
+                await _end(http, url, api_key, reply.session_id)
     finally:
         for ws in sockets:
             await ws.close()
@@ -212,8 +230,10 @@ async def budget_abuse(http: aiohttp.ClientSession, url: str, api_key: str) -> s
     """Cache budgets past the operator's maximum are `invalid_settings`, never allocated."""
     async with http.ws_connect(f"{url}/ws") as ws:
         for budget in (600_000, 10**12, 2**63, 10**30):
-            reply = await _call(ws, type="session.create", api_key=api_key, settings={"cache_budget": budget})
-            if not reply or reply.get("code") != "invalid_settings":
+            reply = await _call(
+                ws, SessionCreate(api_key=api_key, settings=SessionSettings(cache_budget=budget))
+            )
+            if _code(reply) != "invalid_settings":
                 return f"cache_budget {budget}: {reply}"
     return "ok"
 
@@ -243,13 +263,13 @@ def token_forms(good: str) -> list[str]:
 async def token_forms_scenario(http: aiohttp.ClientSession, url: str, api_key: str) -> str:
     """Every form is `invalid_token` on the socket and 401 over HTTP: never a 500."""
     async with http.ws_connect(f"{url}/ws") as ws:
-        created = await _call(ws, type="session.create", api_key=api_key)
-        if not created or created.get("type") != "session.created":
+        created = await _call(ws, SessionCreate(api_key=api_key))
+        if not isinstance(created, SessionCreated):
             return f"could not create a session: {created}"
-        sid = str(created["session_id"])
-        for form in token_forms(str(created["token"])):
-            reply = await _call(ws, type="history.get", token=form)
-            if not reply or reply.get("code") != "invalid_token":
+        sid = created.session_id
+        for form in token_forms(created.token):
+            reply = await _call(ws, HistoryGet(token=form))
+            if _code(reply) != "invalid_token":
                 return f"socket {form[:30]!r}: {reply}"
             header = f"Bearer {form}".encode().decode("latin-1")
             async with http.post(
@@ -273,14 +293,14 @@ async def charsets(http: aiohttp.ClientSession, url: str, api_key: str) -> str:
             if r.status != 400 or (await r.json()).get("code") != "bad_sdp":
                 return f"WHIP {content_type}: {r.status}"
     async with http.ws_connect(f"{url}/ws") as ws:
-        created = await _call(ws, type="session.create", api_key=api_key)
-        if not created or created.get("type") != "session.created":
+        created = await _call(ws, SessionCreate(api_key=api_key))
+        if not isinstance(created, SessionCreated):
             return f"could not create a session: {created}"
         lone = '", "question": "\\ud800"}'
-        await ws.send_str('{"type": "response.create", "token": "' + str(created["token"]) + lone)
+        await ws.send_str('{"type": "response.create", "token": "' + created.token + lone)
         reply = await _reply(ws)
-        await _end(http, url, api_key, str(created["session_id"]))
-        if not reply or reply.get("code") != "invalid_event":
+        await _end(http, url, api_key, created.session_id)
+        if _code(reply) != "invalid_event":
             return f"lone surrogate: {reply}"
     return "ok"
 

@@ -53,7 +53,7 @@ async def run_live_accuracy(
     for a in results:
         by_family[a.family][0] += int(a.correct)
         by_family[a.family][1] += 1
-    ttft = [float(a.usage.get("ttft_ms", 0.0)) for a in results]
+    ttft = [a.usage.ttft_ms for a in results]
     return {
         "config": config_path.name,
         "clips": len(all_clips),
@@ -63,8 +63,6 @@ async def run_live_accuracy(
         "accuracy": sum(a.correct for a in results) / max(1, len(results)),
         "by_family": {f: c / n for f, (c, n) in sorted(by_family.items())},
         "ttft_ms_p50": statistics.median(ttft) if ttft else None,
-        "av_tokens_mean": statistics.fmean(float(a.usage.get("av_tokens", 0)) for a in results)
-        if results
-        else None,
+        "av_tokens_mean": statistics.fmean(float(a.usage.av_tokens) for a in results) if results else None,
         "wall_s": round(time.monotonic() - started, 1),
     }

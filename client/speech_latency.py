@@ -20,13 +20,14 @@ from pathlib import Path
 from echo_core.world import make_clip
 from echo_core.world.containers import write_webm
 from server.config import load_service_config
+from server.protocol import ResponseAudioDone, ResponseAudioStarted, ResponseTextDelta, SessionSettings
 
 from .echo_client import EchoClient
 from .local_server import local_server
 from .playback import RecordingSink
 from .service_bench.streams import percentile
 
-SPOKEN = {"modalities": ["text", "audio"]}
+SPOKEN = SessionSettings(modalities=["text", "audio"])
 
 
 async def run_speech_latency(config_path: Path, asks: int, warmup_s: float = 4.0) -> dict[str, object]:
@@ -52,15 +53,15 @@ async def run_speech_latency(config_path: Path, asks: int, warmup_s: float = 4.0
                 last_delta = started = 0.0
                 async for event in client.respond(question):
                     now = time.monotonic()
-                    if event["type"] == "response.output_text.delta":
+                    if isinstance(event, ResponseTextDelta):
                         last_delta = now
-                    elif event["type"] == "response.output_audio.started":
+                    elif isinstance(event, ResponseAudioStarted):
                         started = now
-                    elif event["type"] == "response.output_audio.done":
-                        speech_ms.append(float(event["duration_ms"]))
+                    elif isinstance(event, ResponseAudioDone):
+                        speech_ms.append(float(event.duration_ms))
                 await sink.wait_quiet(before)
                 loud = sink.loud_frames(before)
-                answers.append(str(client.last_done.get("answer", "")))
+                answers.append(client.last_done.answer if client.last_done is not None else "")
                 if not loud or not started:
                     continue  # nothing was said (an empty answer)
                 to_audio.append(1000 * (sink.arrivals[loud[0]] - last_delta))

@@ -49,7 +49,7 @@ class StreamConfig:
     """A live session: chunking, the bounded joint token cache, eviction, asking.
 
     `cache_budget` is B, the AV tokens (both modalities together) a session may hold;
-    `ingest_keep` is the share of each 2-s chunk's AV tokens the query-agnostic ingest
+    `keep` is the share of each 2-s chunk's AV tokens the query-agnostic ingest
     sieve keeps. At ask time the window's cached tokens are used as they are, or re-sieved
     with the question (query-aware CS2) down to `ask_keep` of them or `ask_budget` tokens.
     With `ask_tail` the answer also reads the tail: media newer than the cache (closed
@@ -60,7 +60,7 @@ class StreamConfig:
 
     cache_budget: int = 2048
     max_cache_budget: int | None = None  # the most a client may ask for (None: cache_budget)
-    ingest_keep: float = 0.1
+    keep: float = 0.1
     ask_keep: float | None = None
     ask_budget: int | None = None
     window_s: float | None = None  # default question window; None = all retained history
@@ -70,7 +70,7 @@ class StreamConfig:
     rebase_horizon_s: float = 600.0  # positions span at most this much stream time
     kv_reuse: bool = True
     ask_tail: bool = True  # answers also read media newer than the cache, encoded at ask time
-    tail_keep: float | None = None  # share of the tail's AV tokens kept (None: ingest_keep)
+    tail_keep: float | None = None  # share of the tail's AV tokens kept (None: keep)
     lateness_s: float = 0.5  # a chunk closes this long after its end has been seen
     max_pending_chunks: int = 8  # chunks waiting for the encoders; the oldest is dropped beyond
     video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
@@ -84,8 +84,8 @@ class StreamConfig:
             raise ConfigError(
                 f"stream.max_cache_budget {self.max_cache_budget} < stream.cache_budget {self.cache_budget}"
             )
-        if not 0 < self.ingest_keep <= 1:
-            raise ConfigError(f"stream.ingest_keep must be in (0, 1], got {self.ingest_keep}")
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"stream.keep must be in (0, 1], got {self.keep}")
         if self.ask_keep is not None and self.ask_budget is not None:
             raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
         if self.tail_keep is not None and not 0 < self.tail_keep <= 1:

@@ -365,17 +365,13 @@ class LocalSessions:
         if budget is not None and budget != live.session.config.cache_budget:
             raise ServiceError("invalid_settings", "cache_budget is fixed when a session is created")
         self.check_voice(settings)
-        changes: dict[str, object] = {}
-        if settings.window_s is not None:
-            changes["window_s"] = settings.window_s
-        if settings.keep is not None:
-            changes["ingest_keep"] = settings.keep
-        if settings.ask_budget is not None:
-            changes["ask_budget"] = settings.ask_budget
-        if settings.method is not None:
-            changes["method"] = settings.method
         try:
-            live.session.update(**changes)
+            live.session.update(  # each wire setting is the engine's setting of the same name
+                window_s=settings.window_s,
+                keep=settings.keep,
+                ask_budget=settings.ask_budget,
+                method=settings.method,
+            )
         except ConfigError as exc:
             raise ServiceError("invalid_settings", str(exc)) from None
         if settings.modalities is not None:
@@ -407,7 +403,7 @@ class LocalSessions:
             window_s=c.window_s,
             cache_budget=c.cache_budget,
             method=live.session.method,
-            keep=c.ingest_keep,
+            keep=c.keep,
             ask_budget=c.ask_budget,
             modalities=list(live.modalities),
             voice=live.answer_voice,

@@ -1,10 +1,17 @@
 """The realtime event protocol (version `echo.v1`): typed events and their wire form.
 
 Every message is one JSON object with a `type` (OpenAI-Realtime-style names) and an
-optional client-chosen `event_id` that errors echo back. `parse_client_event` turns raw
-text into a typed event or raises `ProtocolError` with a stable code; nothing that a
-client sends can raise anything else. `encode` turns a server event into JSON text.
-docs/protocol.md documents every event; tests check the two agree.
+optional client-chosen `event_id` that errors echo back. `EVENTS` is the one table of event
+types, both directions; everything else derives from it: `CLIENT_EVENTS` and
+`SERVER_EVENTS`, the parsers, docs/protocol.md's test, client/web/protocol.js's test and
+the fuzzer's baseline events.
+
+The server parses strictly: `parse_client_event` turns raw text into a typed event or
+raises `ProtocolError` with a stable code; nothing that a client sends can raise anything
+else. Clients parse tolerantly: `parse_server_event` ignores fields it does not know, so a
+newer `echo.v1` server may add fields without breaking older clients; an unknown event
+type or a known field of the wrong type is still a `ProtocolError`. `encode` turns an event
+of either direction into JSON text. Importing this module never imports torch.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +48,7 @@ class ProtocolError(Exception):
 class ClientEvent:
     """Base of client events."""
 
+    sender: ClassVar[str] = "client"
     type: ClassVar[str] = ""
     event_id: str | None = None
 
@@ -190,29 +199,12 @@ class HistoryGet(ClientEvent):
     limit: int = 50
 
 
-CLIENT_EVENTS: dict[str, type[ClientEvent]] = {
-    cls.type: cls
-    for cls in (
-        SessionCreate,
-        SessionAttach,
-        SessionUpdate,
-        WebRTCOffer,
-        WebRTCCandidate,
-        ResponseCreate,
-        ResponseCancel,
-        InputAudioStart,
-        InputAudioCommit,
-        InputAudioClear,
-        HistoryGet,
-    )
-}
-
-
 # --------------------------------------------------------------------------- server → client
 @dataclass(frozen=True)
 class ServerEvent:
     """Base of server events."""
 
+    sender: ClassVar[str] = "server"
     type: ClassVar[str] = ""
     event_id: str | None = None
 
@@ -370,26 +362,52 @@ class Error(ServerEvent):
     message: str = ""
 
 
-SERVER_EVENTS: dict[str, type[ServerEvent]] = {
-    cls.type: cls
-    for cls in (
-        SessionCreated,
-        SessionUpdated,
-        WebRTCAnswer,
-        ServerCandidate,
-        WindowStats,
-        SpeechStarted,
-        SpeechStopped,
-        InputAudioCommitted,
-        ResponseCreated,
-        ResponseTextDelta,
-        ResponseAudioStarted,
-        ResponseAudioDone,
-        ResponseDone,
-        History,
-        Error,
-    )
-}
+# --------------------------------------------------------------------------- the event table
+#: Every event of the protocol, the client's then the server's: the one table of event types.
+EVENTS: tuple[type[ClientEvent] | type[ServerEvent], ...] = (
+    SessionCreate,
+    SessionAttach,
+    SessionUpdate,
+    WebRTCOffer,
+    WebRTCCandidate,
+    ResponseCreate,
+    ResponseCancel,
+    InputAudioStart,
+    InputAudioCommit,
+    InputAudioClear,
+    HistoryGet,
+    SessionCreated,
+    SessionUpdated,
+    WebRTCAnswer,
+    ServerCandidate,
+    WindowStats,
+    SpeechStarted,
+    SpeechStopped,
+    InputAudioCommitted,
+    ResponseCreated,
+    ResponseTextDelta,
+    ResponseAudioStarted,
+    ResponseAudioDone,
+    ResponseDone,
+    History,
+    Error,
+)
+CLIENT_EVENTS: dict[str, type[ClientEvent]] = {c.type: c for c in EVENTS if issubclass(c, ClientEvent)}
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {c.type: c for c in EVENTS if issubclass(c, ServerEvent)}
+
+
+def wire_fields(cls: type[ClientEvent] | type[ServerEvent]) -> tuple[str, ...]:
+    """The event's own fields on the wire, in declaration order (`type` and `event_id`, which every
+    event has, left out)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "event_id")
+
+
+def event_table() -> dict[str, dict[str, list[str]]]:
+    """`EVENTS` as plain data: {"client" | "server": {type: [field, …]}} (what protocol.js mirrors)."""
+    table: dict[str, dict[str, list[str]]] = {"client": {}, "server": {}}
+    for cls in EVENTS:
+        table[cls.sender][cls.type] = list(wire_fields(cls))
+    return table
 
 
 # --------------------------------------------------------------------------- parsing
@@ -454,6 +472,49 @@ def parse_client_event(raw: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) 
     if isinstance(event, ResponseCreate):
         _check_question(event, event_id)
     return typing.cast(ClientEvent, event)
+
+
+def parse_server_event(raw: str | bytes | dict[str, Any]) -> ServerEvent:
+    """The typed event of one server message (its JSON text, or the object already decoded).
+
+    Tolerant where `parse_client_event` is strict: fields this module does not know, at any
+    level (a newer server's additions), are ignored. Raises ProtocolError with code invalid_json,
+    invalid_event (not an object, no type), unknown_event (a type this module does not know) or
+    invalid_field (a known field of the wrong type).
+    """
+    try:
+        data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("invalid_json", f"not valid JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_event", f"an event is a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_event", "missing string field 'type'")
+    cls = SERVER_EVENTS.get(kind)
+    if cls is None:
+        raise ProtocolError("unknown_event", f"unknown server event type {kind[:64]!r}")
+    raw_id = data.get("event_id")
+    event_id = raw_id if isinstance(raw_id, str) else None
+    return typing.cast(ServerEvent, _build(cls, _known(cls, data), kind, event_id))
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` less the keys dataclass `cls` lacks, at every level of nested dataclasses and lists."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: _known_value(v, hints[k]) for k, v in data.items() if k in names}
+
+
+def _known_value(value: Any, hint: Any) -> Any:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for option in typing.get_args(hint) if union else (hint,):
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return _known(typing.cast(type, option), value)
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (item,) = typing.get_args(option)
+            return [_known_value(v, item) for v in value]
+    return value
 
 
 def parse_ask_body(data: Any) -> ResponseCreate:

@@ -97,7 +97,7 @@ async def test_https_and_wss_with_a_self_signed_certificate(tls_server: EchoServ
         live = tls_server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         await client.ask_text("what colour", window_s=30)
-        assert client.last_done["status"] == "completed"
+        assert client.last_done is not None and client.last_done.status == "completed"
 
 
 @pytest.mark.asyncio

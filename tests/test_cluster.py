@@ -36,7 +36,7 @@ def cluster_config(
     redis_url: str, mode: str, worker_id: str | None = None, **server: object
 ) -> ServiceConfig:
     return ServiceConfig(
-        stream=StreamConfig(cache_budget=256, ingest_keep=0.5, max_new_tokens=3),
+        stream=StreamConfig(cache_budget=256, keep=0.5, max_new_tokens=3),
         server=ServerConfig(
             port=0,
             mode=mode,

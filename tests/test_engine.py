@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> None:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     scheduler = Scheduler(model)
-    session = StreamSession(model, StreamConfig(cache_budget=256, ingest_keep=0.5, max_new_tokens=4))
+    session = StreamSession(model, StreamConfig(cache_budget=256, keep=0.5, max_new_tokens=4))
     empty = StreamSession(model, StreamConfig(), session_id="empty")
     scheduler.add(session)
     scheduler.add(empty)

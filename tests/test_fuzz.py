@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from client.fuzz import MAKERS, generate_cases
+from client.fuzz import MAKERS, WRONG_TYPES, baseline, generate_cases
 from client.hostile_fuzz import SCENARIOS
 from client.media_fuzz import FAMILIES as MEDIA_FAMILIES
 from client.service_bench.cli import main as bench_main
+from server.protocol import CLIENT_EVENTS, encode, parse_client_event, wire_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +23,16 @@ def test_cases_are_seeded_and_cover_every_family() -> None:
     b = list(generate_cases(7, 2 * len(MAKERS), "tok.1.sig"))
     assert a == b and {c.family for c in a} == set(MAKERS)
     assert any(isinstance(c.payload, bytes) for c in a)
+
+
+def test_cases_start_from_the_protocols_own_events() -> None:
+    """Every client event type has a valid baseline (one the server's parser takes as it is), and
+    each wrong-type mutation targets a field its event really has."""
+    for kind, cls in CLIENT_EVENTS.items():
+        event = baseline(kind, "tok.1.sig")
+        assert type(event) is cls and parse_client_event(encode(event)) == event
+    for kind, field, _ in WRONG_TYPES:
+        assert field in wire_fields(CLIENT_EVENTS[kind]), (kind, field)
 
 
 def test_hostile_messages_get_errors_and_the_healthy_session_is_unharmed(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ async def connect(video: bool, audio: bool) -> tuple[RTCPeerConnection, RTCPeerC
 @pytest.mark.parametrize(("video", "audio"), [(True, True), (False, True), (True, False)])
 async def test_tracks_feed_the_session(backend: OmniBackend, cs2: CS2, video: bool, audio: bool) -> None:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
-    session = StreamSession(model, StreamConfig(cache_budget=1024, ingest_keep=0.5, video_queue=64))
+    session = StreamSession(model, StreamConfig(cache_budget=1024, keep=0.5, video_queue=64))
     sender, receiver, tracks = await connect(video, audio)
     clock = SessionClock()
     ingests = []

@@ -10,19 +10,29 @@ import pytest
 
 from server.protocol import (
     CLIENT_EVENTS,
+    EVENTS,
     MAX_QUESTION_CHARS,
     SERVER_EVENTS,
     Error,
+    History,
+    HistoryItem,
     ProtocolError,
     ResponseCreate,
     ResponseDone,
     SessionCreate,
+    SessionCreated,
+    SessionSettings,
+    SessionUpdated,
+    TurnDetection,
     Usage,
     WebRTCCandidate,
     WindowStats,
     encode,
     error_event,
+    event_table,
     parse_client_event,
+    parse_server_event,
+    wire_fields,
 )
 
 pytestmark = pytest.mark.unit
@@ -126,3 +136,92 @@ def test_protocol_doc_lists_every_event() -> None:
     text = DOC.read_text()
     documented = set(re.findall(r"^### `([a-z_.]+)`", text, flags=re.M))
     assert documented == set(CLIENT_EVENTS) | set(SERVER_EVENTS)
+
+
+def test_the_event_table_is_both_directions() -> None:
+    """CLIENT_EVENTS and SERVER_EVENTS are EVENTS split by sender; no type is listed twice per sender."""
+    assert len(EVENTS) == len(CLIENT_EVENTS) + len(SERVER_EVENTS) == 26
+    assert set(CLIENT_EVENTS.values()) | set(SERVER_EVENTS.values()) == set(EVENTS)
+    assert set(CLIENT_EVENTS) & set(SERVER_EVENTS) == {"webrtc.candidate"}  # trickle ICE both ways
+    table = event_table()
+    assert table["client"]["response.create"] == ["token", "question", "window_s"]
+    assert table["server"]["webrtc.candidate"] == ["candidate", "sdp_mid", "sdp_mline_index"]
+    assert "event_id" not in wire_fields(Error) and "type" not in wire_fields(Error)
+
+
+def test_every_server_event_round_trips() -> None:
+    samples = [
+        SessionCreated(
+            event_id="c1",
+            session_id="s1",
+            token="t",
+            expires_at=9.5,
+            settings=SessionSettings(keep=0.2, turn_detection=TurnDetection(type="server_vad")),
+        ),
+        ResponseDone(response_id="r1", answer="red", reason="client", usage=Usage(av_tokens=3)),
+        History(session_id="s1", items=[HistoryItem("r1", "what colour", "red", 1.5)]),
+        WindowStats(video_patches=[[1.0, 0.0, 2.0]], grid=[4, 4], audio_times=[0.5]),
+        Error(event_id="e9", code="rate_limited", message="m"),
+    ]
+    for event in samples:
+        assert parse_server_event(encode(event)) == event
+    for cls in SERVER_EVENTS.values():  # every type, at its defaults
+        assert type(parse_server_event(encode(cls()))) is cls
+
+
+def test_server_events_parse_tolerantly_but_typed() -> None:
+    """A newer server's extra fields, at any level, are ignored; a wrong type or unknown event is not."""
+    newer = {
+        "type": "response.done",
+        "response_id": "r1",
+        "latency_class": "fast",
+        "usage": {"av_tokens": 4, "cached_tokens": 2},
+    }
+    assert parse_server_event(json.dumps(newer)) == ResponseDone(response_id="r1", usage=Usage(av_tokens=4))
+    history = parse_server_event({"type": "history", "items": [{"response_id": "r1", "rating": 5}]})
+    assert history == History(items=[HistoryItem(response_id="r1")])
+    newer_settings = {"keep": 0.3, "turn_detection": {"type": "none", "eagerness": "high"}}
+    updated = parse_server_event({"type": "session.updated", "settings": newer_settings})
+    assert isinstance(updated, SessionUpdated) and updated.settings.keep == 0.3
+    for raw, code in [
+        ("{oops", "invalid_json"),
+        ("[]", "invalid_event"),
+        ('{"type": 3}', "invalid_event"),
+        ('{"type": "response.exploded"}', "unknown_event"),
+        ('{"type": "session.create", "api_key": "k"}', "unknown_event"),  # a client event
+        ('{"type": "response.done", "usage": {"av_tokens": "many"}}', "invalid_field"),
+        ('{"type": "session.updated", "settings": {"modalities": ["audio"]}}', "invalid_field"),
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            parse_server_event(raw)
+        assert info.value.code == code, (raw, info.value.message)
+
+
+def documented_fields(text: str) -> dict[str, set[str]]:
+    """Each event section's top-level fields, from the first `{…}` signature after its heading."""
+    out: dict[str, set[str]] = {}
+    parts = re.split(r"^### `([a-z_.]+)`\n", text, flags=re.M)
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        start = body.index("`{") + 1
+        depth, top = 0, []
+        for ch in body[start:]:
+            depth += ch in "{["
+            depth -= ch in "}]"
+            if depth == 0:
+                break
+            if depth == 1 and ch not in "{":
+                top.append(ch)
+        names = re.split(r"[,|]", "".join(top))
+        out[name] = {n.split(":")[0].strip().rstrip("?") for n in names if n.strip()}
+    return out
+
+
+def test_protocol_doc_gives_every_events_fields() -> None:
+    """Each section's signature names the event's fields: all of them, no others (`event_id` aside)."""
+    documented = documented_fields(DOC.read_text())
+    for cls in EVENTS:
+        fields = documented[cls.type] - {"event_id"}
+        if cls.type == "webrtc.candidate" and cls.sender == "server":  # one section: the server's lacks token
+            assert set(wire_fields(cls)) == fields - {"token"}, cls
+        else:
+            assert set(wire_fields(cls)) == fields, (cls.type, sorted(fields ^ set(wire_fields(cls))))

@@ -31,7 +31,7 @@ KEY = "test-key-0123456789"
 async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     config = ServiceConfig(
-        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=3),
+        stream=StreamConfig(cache_budget=512, keep=0.5, max_new_tokens=3),
         server=ServerConfig(
             port=0, api_keys=[KEY, "other-key-0123456789"], questions_per_minute=4, stats_interval_s=0.2
         ),
@@ -268,8 +268,9 @@ async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any
         live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 2)
         text = await client.ask_text("what pitch was the first tone", window_s=30)
-        assert client.last_done["status"] == "completed" and isinstance(text, str)
-        assert [h["question"] for h in await client.history()] == ["what pitch was the first tone"]
+        assert isinstance(text, str) and client.last_done is not None
+        assert client.last_done.status == "completed"
+        assert [h.question for h in await client.history()] == ["what pitch was the first tone"]
 
 
 @pytest.mark.asyncio

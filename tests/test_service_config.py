@@ -30,7 +30,7 @@ def test_demo_config_loads() -> None:
         ("server.questions_per_minute=0", "questions_per_minute"),
         ("server.ice_servers=[{urls: 1}]", "urls"),
         ("server.colour=red", "unknown keys"),
-        ("stream.ingest_keep=0", "ingest_keep"),
+        ("stream.keep=0", "stream.keep must be in"),
     ],
 )
 def test_bad_values_name_the_key(override: str, match: str) -> None:

@@ -89,7 +89,7 @@ def test_sieves_never_choose_among_a_spoken_questions_tokens(
 
 
 def test_spoken_ask_with_kv_reuse_equals_fresh_prefill(model: StreamModel, utterance: SpokenQuestion) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.3))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.3))
     feed(s, 6.0)
     s.process(flush=True)
     reused = s.ask(utterance, kv_reuse=True)
@@ -106,7 +106,7 @@ def test_spoken_ask_with_kv_reuse_equals_fresh_prefill(model: StreamModel, utter
 def test_spoken_suffix_positions_continue_after_the_streams_now(
     backend: OmniBackend, model: StreamModel, utterance: SpokenQuestion
 ) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.1))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.1))
     feed(s, 4.0)
     s.process(flush=True)
     suffix = s._suffix(utterance)
@@ -133,7 +133,7 @@ def test_question_suffix_spoken_ends_with_the_assistant_header(
 
 
 def test_forget_audio_drops_cached_audio_and_silences_media_not_yet_ingested(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=4096, ingest_keep=1.0))
+    s = StreamSession(model, cfg(cache_budget=4096, keep=1.0))
     feed(s, 6.0, tone_from=0.0)
     s.drain()
     s.process()  # chunks 0 and 1 closed and cached; chunk 2 is still open (no flush)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,7 @@ from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
 from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality
+from server.protocol import SessionSettings
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +61,7 @@ def chunk_order_ok(session: StreamSession) -> bool:
 
 
 def test_kv_reuse_equals_fresh_prefill(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.3))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.3))
     feed(s, 0.0, 6.0)
     assert s.process(flush=True) == 3
     assert s.stats.seen_audio == 150 and s.stats.seen_video == 24
@@ -74,7 +78,7 @@ def test_kv_reuse_equals_fresh_prefill(model: StreamModel) -> None:
 
 
 def test_window_selects_exactly_the_tokens_inside(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5))
     feed(s, 0.0, 8.0)
     s.process(flush=True)
     times = s.cache.time_ids[: len(s.cache)]
@@ -92,7 +96,7 @@ def test_window_selects_exactly_the_tokens_inside(model: StreamModel) -> None:
 
 
 def test_ask_sieve_reduces_tokens(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5))
     feed(s, 0.0, 4.0)
     s.process(flush=True)
     full = s.ask("what colour").result()
@@ -133,7 +137,7 @@ def test_ask_sieve_reduces_tokens(model: StreamModel) -> None:
 
 
 def test_cache_stays_bounded_in_order_with_coverage(model: StreamModel) -> None:
-    config = cfg(cache_budget=48, ingest_keep=0.25, bucket_s=10.0, floor_share=0.5, rebase_horizon_s=600.0)
+    config = cfg(cache_budget=48, keep=0.25, bucket_s=10.0, floor_share=0.5, rebase_horizon_s=600.0)
     s = StreamSession(model, config)
     for c in range(30):  # 60 s of stream, 15 tokens kept per chunk, budget 48
         feed(s, 2.0 * c, 2.0, seed=c)
@@ -149,7 +153,7 @@ def test_cache_stays_bounded_in_order_with_coverage(model: StreamModel) -> None:
 
 
 def test_three_hour_timeline_rebases_positions(model: StreamModel) -> None:
-    config = cfg(cache_budget=4096, ingest_keep=0.1, rebase_horizon_s=600.0)
+    config = cfg(cache_budget=4096, keep=0.1, rebase_horizon_s=600.0)
     s = StreamSession(model, config)
     horizon = 600 * POSITIONS_PER_SECOND
     for minute in range(0, 181, 3):  # one 2-s chunk every 3 minutes for 3 hours
@@ -169,7 +173,7 @@ def test_three_hour_timeline_rebases_positions(model: StreamModel) -> None:
 
 
 def test_scheduler_batches_like_one_by_one(head_model: StreamModel) -> None:
-    config = cfg(cache_budget=256, ingest_keep=0.2)
+    config = cfg(cache_budget=256, keep=0.2)
     alone = [StreamSession(head_model, config, session_id=f"a{i}") for i in range(3)]
     together = [StreamSession(head_model, config, session_id=f"b{i}") for i in range(3)]
     sched = Scheduler(head_model, max_batch=8)
@@ -218,7 +222,7 @@ def test_bounded_input_queues(model: StreamModel) -> None:
 
 
 def test_messy_input_keeps_time_order(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.3))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.3))
     rng = np.random.default_rng(3)
     t = 0.0
     for step in range(60):
@@ -241,6 +245,15 @@ def test_messy_input_keeps_time_order(model: StreamModel) -> None:
     assert s.ask("what colour").result().av_tokens == len(s.cache)
 
 
+def test_session_settings_keep_their_wire_names() -> None:
+    """What `update` changes is the client's session setting of the same name, and (the sieve
+    `method` aside) the `stream` config field of that name too: one name from the wire to the engine."""
+    params = set(inspect.signature(StreamSession.update).parameters) - {"self"}
+    assert params == {"window_s", "keep", "ask_budget", "method"}
+    assert params <= {f.name for f in fields(SessionSettings)}
+    assert params - {"method"} <= {f.name for f in fields(StreamConfig)}
+
+
 def test_settings_and_errors(backend: OmniBackend, cs2: CS2, model: StreamModel) -> None:
     with pytest.raises(ConfigError, match="compact"):
         StreamModel(backend, cs2, SieveConfig(rope="compact"))
@@ -249,14 +262,17 @@ def test_settings_and_errors(backend: OmniBackend, cs2: CS2, model: StreamModel)
     s = StreamSession(model, cfg(cache_budget=64))
     with pytest.raises(EmptyAVError, match="yet"):
         s.ask("what")
-    s.update(ingest_keep=0.5, window_s=4.0, method="uniform")
-    assert s.config.ingest_keep == 0.5 and s.method == "uniform"
-    with pytest.raises(ConfigError, match="fixed"):
-        s.update(cache_budget=5)
-    with pytest.raises(ConfigError, match="ingest_keep"):
-        s.update(ingest_keep=2.0)
-    with pytest.raises(ConfigError, match="unknown session setting"):
-        s.update(bogus=1)
+    s.update(keep=0.5, window_s=4.0, method="uniform")
+    assert (s.config.keep, s.config.window_s, s.method) == (0.5, 4.0, "uniform")
+    s.update(ask_budget=32)  # the others stay
+    assert (s.config.keep, s.config.window_s, s.config.ask_budget, s.method) == (0.5, 4.0, 32, "uniform")
+    with pytest.raises(ConfigError, match=r"stream\.keep must be in \(0, 1\], got 2\.0"):
+        s.update(keep=2.0, method="cs2")
+    assert (s.config.keep, s.method) == (0.5, "uniform")  # a refused update changes nothing
+    with pytest.raises(TypeError):
+        s.update(cache_budget=5)  # type: ignore[call-arg]  # fixed at creation: not a setting
+    with pytest.raises(TypeError):
+        s.update(bogus=1)  # type: ignore[call-arg]
     no_kv = StreamSession(model, cfg(kv_reuse=False))
     feed(no_kv, 0.0, 2.0)
     no_kv.process(flush=True)
@@ -282,7 +298,7 @@ def test_buffered_layer_appends_in_place_and_grows() -> None:
 
 
 def test_window_ends_at_the_last_media_of_a_short_final_chunk(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=1.0))
+    s = StreamSession(model, cfg(cache_budget=512, keep=1.0))
     feed(s, 0.0, 3.0)  # chunk 1 holds only [2, 3) s when flushed
     s.process(flush=True)
     assert s.now_tid == 3 * POSITIONS_PER_SECOND and s.stats.ingested_until_s == pytest.approx(3.0)
@@ -292,7 +308,7 @@ def test_window_ends_at_the_last_media_of_a_short_final_chunk(model: StreamModel
 
 
 def test_a_few_ms_of_audio_in_the_last_chunk_are_ignored(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=1.0))
+    s = StreamSession(model, cfg(cache_budget=512, keep=1.0))
     feed(s, 0.0, 2.0)
     s.push_audio(AudioPacket(2.0, np.zeros(45, dtype=np.float32), 16000))  # 3 ms past the chunk
     assert s.process(flush=True) == 2
@@ -301,7 +317,7 @@ def test_a_few_ms_of_audio_in_the_last_chunk_are_ignored(model: StreamModel) -> 
 
 def test_kept_layout_reports_the_full_frame_grid(model: StreamModel) -> None:
     """The grid is the newest frame's, not the span of the few kept patches."""
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.05))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.05))
     feed(s, 0.0, 4.0, size=112)  # 4 × 4 merged patches per temporal patch
     s.process(flush=True)
     audio_times, patches, grid = s.kept_layout(10.0)
@@ -316,7 +332,7 @@ def test_question_sits_after_the_streams_now_whatever_was_kept(model: StreamMode
     """The reference rule, by hand: 3 chunks (6 s) ingested, so the stream's now is time id 150
     and the question's first position is origin + 150, even when the newest chunk's tokens
     are left out of the window given to the prefill."""
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.2, ask_tail=False))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.2, ask_tail=False))
     feed(s, 0.0, 6.0)
     s.process(flush=True)
     assert s.now_tid == 150 and s.base_tid == 0

@@ -35,8 +35,8 @@ def cache_state(s: StreamSession) -> list[torch.Tensor]:
 
 
 def test_tail_is_read_at_its_times_and_ingest_stays_exact(model: StreamModel) -> None:
-    asked = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
-    quiet = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
+    asked = StreamSession(model, cfg(cache_budget=512, keep=0.5))
+    quiet = StreamSession(model, cfg(cache_budget=512, keep=0.5))
     for s in (asked, quiet):
         feed(s, 0.0, 5.0)
         assert s.process() == 2  # chunks [0, 2) and [2, 4) closed; [4, 5) s still open
@@ -69,7 +69,7 @@ def test_tail_is_read_at_its_times_and_ingest_stays_exact(model: StreamModel) ->
 
 
 def test_tail_answers_before_any_chunk_is_ingested(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5))
     with pytest.raises(EmptyAVError):
         s.ask("what")
     feed(s, 0.0, 3.0)
@@ -87,7 +87,7 @@ def test_tail_answers_before_any_chunk_is_ingested(model: StreamModel) -> None:
 
 
 def test_tail_with_window_and_ask_sieve(model: StreamModel) -> None:
-    s = StreamSession(model, cfg(cache_budget=512, ingest_keep=0.5))
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5))
     feed(s, 0.0, 7.0)
     s.process()
     fresh = s.tail()
@@ -103,7 +103,7 @@ def test_tail_with_window_and_ask_sieve(model: StreamModel) -> None:
 
 
 def test_answer_reads_the_store_in_place_and_survives_ingest(model: StreamModel) -> None:
-    config = cfg(cache_budget=64, ingest_keep=0.5, max_new_tokens=6)
+    config = cfg(cache_budget=64, keep=0.5, max_new_tokens=6)
     a, b = StreamSession(model, config), StreamSession(model, config)
     for s in (a, b):
         feed(s, 0.0, 4.0)

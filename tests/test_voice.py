@@ -36,7 +36,7 @@ SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_
 async def running(backend: OmniBackend, cs2: CS2, max_new_tokens: int) -> EchoServer:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     config = ServiceConfig(
-        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=max_new_tokens),
+        stream=StreamConfig(cache_budget=512, keep=0.5, max_new_tokens=max_new_tokens),
         server=ServerConfig(port=0, api_keys=[KEY], questions_per_minute=100, stats_interval_s=0.5),
     )
     srv = EchoServer(config, model=model)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from client.echo_client import ClientError, EchoClient
+from client.echo_client import ClientError, EchoClient, ResponseEvent
 from client.playback import FRAME, RATE, SILENCE_FLOOR, RecordingSink, rms
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
@@ -24,6 +25,18 @@ from echo_core.tts import Voice
 from server.answer_track import AnswerAudioTrack
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
+from server.protocol import (
+    ResponseAudioDone,
+    ResponseAudioStarted,
+    ResponseCreated,
+    ResponseDone,
+    SessionAttach,
+    SessionSettings,
+    SessionUpdate,
+    SessionUpdated,
+    encode,
+    parse_server_event,
+)
 from server.spoken_answer import SpokenAnswer, speak_pcm, split_sentences
 from tests.media_tracks import ColourTrack, ToneTrack
 from tests.waiting import wait_ingested
@@ -31,7 +44,8 @@ from tests.waiting import wait_ingested
 pytestmark = pytest.mark.e2e
 
 KEY = "test-key-0123456789"
-SPOKEN = {"modalities": ["text", "audio"]}
+SPOKEN = SessionSettings(modalities=["text", "audio"])
+E = TypeVar("E", bound=ResponseEvent)
 
 
 @pytest_asyncio.fixture
@@ -39,7 +53,7 @@ async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
     model = StreamModel(backend, cs2, SieveConfig(scoring="attention"))
     config = ServiceConfig(
         # twelve tokens of the random model: answers of one to two seconds of speech
-        stream=StreamConfig(cache_budget=512, ingest_keep=0.5, max_new_tokens=12),
+        stream=StreamConfig(cache_budget=512, keep=0.5, max_new_tokens=12),
         server=ServerConfig(port=0, api_keys=[KEY], questions_per_minute=30, stats_interval_s=0.2),
     )
     srv = EchoServer(config, model=model)
@@ -60,8 +74,15 @@ def loud_span_s(sink: RecordingSink, since: int) -> float:
     return (sink.pts[loud[-1]] - sink.pts[loud[0]] + len(sink.frames[loud[-1]])) / RATE
 
 
-async def ask_events(client: EchoClient, question: str) -> list[dict[str, Any]]:
+async def ask_events(client: EchoClient, question: str) -> list[ResponseEvent]:
     return [event async for event in client.respond(question)]
+
+
+def the_one(events: list[ResponseEvent], kind: type[E]) -> E:
+    """The only event of type `kind` among `events`."""
+    found = [e for e in events if isinstance(e, kind)]
+    assert len(found) == 1, [e.type for e in events]
+    return found[0]
 
 
 @pytest.mark.asyncio
@@ -75,20 +96,21 @@ async def test_spoken_answer_arrives_as_opus_audio_of_the_answers_length(server:
         before = len(sink.frames)
         assert before > 10 and all(rms(f) == 0.0 for f in sink.frames)  # silence while idle
         events = await ask_events(client, "what colour")
-        kinds = [e["type"] for e in events]
+        kinds = [e.type for e in events]
         assert kinds[0] == "response.created" and kinds[-1] == "response.done", kinds
         assert kinds.count("response.output_audio.started") == kinds.count("response.output_audio.done") == 1
         started = kinds.index("response.output_audio.started")
-        audio_done = events[kinds.index("response.output_audio.done")]
+        audio_done = the_one(events, ResponseAudioDone)
         assert started < kinds.index("response.output_audio.done") < len(kinds) - 1
         assert "response.output_text.delta" in kinds[1:started]  # echo's words come before its voice
-        answer, rid = events[-1]["answer"], events[0]["response_id"]
-        assert events[-1]["status"] == "completed" and audio_done["status"] == "completed"
-        assert {e["response_id"] for e in events} == {rid}
+        done, rid = the_one(events, ResponseDone), the_one(events, ResponseCreated).response_id
+        answer = done.answer
+        assert done.status == "completed" and audio_done.status == "completed"
+        assert {e.response_id for e in events} == {rid}
         expected = tts_seconds(answer)
         assert expected > 0.3, answer  # the random model's answer must be something to say
         tolerance = 0.2 * expected + FRAME / RATE
-        assert abs(audio_done["duration_ms"] / 1000 - expected) <= tolerance, (audio_done, expected)
+        assert abs(audio_done.duration_ms / 1000 - expected) <= tolerance, (audio_done, expected)
         await sink.wait_quiet(before)
         assert abs(loud_span_s(sink, before) - expected) <= tolerance, (loud_span_s(sink, before), expected)
         loud = [rms(sink.frames[i]) for i in sink.loud_frames(before, SILENCE_FLOOR)]
@@ -107,39 +129,40 @@ async def test_response_cancel_during_speech_stops_it(server: EchoServer) -> Non
         events = []
         async for event in client.respond("what colour"):
             events.append(event)
-            if event["type"] == "response.output_audio.started":
-                await client.cancel(event["response_id"])
-        by_kind = {e["type"]: e for e in events}
-        full = tts_seconds(by_kind["response.done"]["answer"])
-        assert full > 0.8, by_kind["response.done"]  # long enough to be cut short
-        assert by_kind["response.output_audio.done"]["status"] == "cancelled"
-        assert by_kind["response.done"]["status"] == "cancelled"
-        spoken_s = by_kind["response.output_audio.done"]["duration_ms"] / 1000
+            if isinstance(event, ResponseAudioStarted):
+                await client.cancel(event.response_id)
+        done, audio_done = the_one(events, ResponseDone), the_one(events, ResponseAudioDone)
+        full = tts_seconds(done.answer)
+        assert full > 0.8, done  # long enough to be cut short
+        assert audio_done.status == "cancelled"
+        assert done.status == "cancelled"
+        spoken_s = audio_done.duration_ms / 1000
         assert spoken_s < full - 0.3, (spoken_s, full)
         await sink.wait_quiet(before)
         assert loud_span_s(sink, before) < full - 0.3  # the client heard only the start
         assert not live.answer_track.speaking and not live.jobs
         after = await ask_events(client, "what colour")  # the next answer is spoken in full
-        assert after[-1]["status"] == "completed"
-        assert [e["status"] for e in after if e["type"] == "response.output_audio.done"] == ["completed"]
+        assert isinstance(after[-1], ResponseDone) and after[-1].status == "completed"
+        assert [e.status for e in after if isinstance(e, ResponseAudioDone)] == ["completed"]
 
 
 @pytest.mark.asyncio
 async def test_text_only_sessions_get_no_speech(server: EchoServer) -> None:
     with pytest.raises(ClientError) as info:
-        async with EchoClient(server.url, KEY, settings={**SPOKEN, "voice": "xx-nope"}):
+        async with EchoClient(server.url, KEY, settings=replace(SPOKEN, voice="xx-nope")):
             pass
     assert info.value.code == "invalid_settings" and "xx-nope" in info.value.message
     sink = RecordingSink()
-    async with EchoClient(server.url, KEY, settings={"voice": "en-gb+f3"}) as client:
+    async with EchoClient(server.url, KEY, settings=SessionSettings(voice="en-gb+f3")) as client:
         await client.stream_tracks([ColourTrack()], answer_sink=sink)  # video only: audio is recvonly
         assert "a=sendonly" in audio_section(client._pc.remoteDescription.sdp)
         live = server.sessions.live[client.session_id]
         assert live.can_speak and live.modalities == ("text",) and live.answer_voice == "en-gb+f3"
         await wait_ingested(live.session, 1)
         events = await ask_events(client, "what colour")
-        assert events[-1]["status"] == "completed" and events[-1]["answer"]
-        assert not [e for e in events if e["type"].startswith("response.output_audio")]
+        done = events[-1]
+        assert isinstance(done, ResponseDone) and done.status == "completed" and done.answer
+        assert not [e for e in events if e.type.startswith("response.output_audio")]
         count = len(sink.frames)
         for _ in range(500):  # the track keeps sending, silence only
             if len(sink.frames) >= count + 10:
@@ -180,9 +203,9 @@ async def test_whip_publisher_that_receives_audio_gets_the_answer_track(server: 
         live = server.sessions.live[sid]
         await wait_ingested(live.session, 1)
         async with http.ws_connect(f"{server.url}/ws") as ws:  # the robot's operator turns speech on
-            await ws.send_str(json.dumps({"type": "session.attach", "session_id": sid, "token": token}))
-            await ws.send_str(json.dumps({"type": "session.update", "token": token, "settings": SPOKEN}))
-            while json.loads((await ws.receive()).data)["type"] != "session.updated":
+            await ws.send_str(encode(SessionAttach(session_id=sid, token=token)))
+            await ws.send_str(encode(SessionUpdate(token=token, settings=SPOKEN)))
+            while not isinstance(parse_server_event((await ws.receive()).data), SessionUpdated):
                 pass
         before = len(sink.frames)
         bearer = {"Authorization": f"Bearer {token}"}

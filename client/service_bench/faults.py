@@ -30,6 +30,8 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiortc.mediastreams import MediaStreamTrack
 
+from server.protocol import ResponseCreate, ResponseDone
+
 from ..echo_client import ClientError, EchoClient
 from .fleet import FLEET_KEY, Fleet, fleet
 from .streams import clip_files
@@ -57,18 +59,24 @@ async def _metric(url: str, name: str, session_id: str) -> float | None:
     return None
 
 
-async def _answer(client: EchoClient) -> dict[str, Any]:
-    """Ask one question; the `response.done` event, or {code} of the error that ended it."""
+async def _answer(client: EchoClient) -> ResponseDone | str:
+    """Ask one question; its `response.done` event, or the code of the error that ended it."""
     try:
         await client.ask_text("what colour is the shape")
     except (ClientError, TimeoutError) as exc:
-        return {"status": "error", "code": getattr(exc, "code", "timeout")}
-    return dict(client.last_done)
+        return str(getattr(exc, "code", "timeout"))
+    assert client.last_done is not None  # ask_text ends at its response.done
+    return client.last_done
 
 
-def outcome(answer: dict[str, Any]) -> str:
+def outcome(answer: ResponseDone | str) -> str:
     """`completed`, `cancelled`, `failed`, or the error code that ended the question."""
-    return str(answer.get("code") or answer.get("status"))
+    return answer.status if isinstance(answer, ResponseDone) else answer
+
+
+def completed_id(answer: ResponseDone | str) -> str | None:
+    """The response id of a completed answer (None for any other outcome)."""
+    return answer.response_id if isinstance(answer, ResponseDone) and answer.status == "completed" else None
 
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float, step_s: float = 0.1) -> float | None:
@@ -104,7 +112,7 @@ async def worker_killed(clips: list[Path]) -> dict[str, Any]:
             await bystander.stream_file(str(clips[1]), loop=True)
             await asyncio.sleep(6)
             answered = [await _answer(victim), await _answer(victim)]
-            acked = [a["response_id"] for a in answered if a.get("status") == "completed"]
+            acked = [rid for rid in map(completed_id, answered) if rid is not None]
             owner = await _owner(f, victim.session_id)
             old_token = victim.token
             killed = time.monotonic()
@@ -120,7 +128,7 @@ async def worker_killed(clips: list[Path]) -> dict[str, Any]:
                 recovered = await _answer(again)
                 recovery_s = time.monotonic() - killed
                 history = await again.history(token=old_token)
-        kept = {i["response_id"] for i in history}
+        kept = {i.response_id for i in history}
         return {
             "killed": owner,
             "detected_s": round(detection_s, 2),
@@ -141,7 +149,8 @@ async def redis_restarted(clips: list[Path], down_s: float = 2.0) -> dict[str, A
         async with EchoClient(f.gateway.url, _key()) as client:
             await client.stream_file(str(clips[0]), loop=True)
             await asyncio.sleep(6)
-            acked = [(await _answer(client)).get("response_id") for _ in range(3)]
+            answers = [await _answer(client) for _ in range(3)]
+            acked = [a.response_id if isinstance(a, ResponseDone) else None for a in answers]
             owner = f.workers[await _owner(f, client.session_id)]
             chunks_before = await _metric(owner.url, "echo_chunks_ingested_total", client.session_id) or 0
             f.redis.stop(kill=True)
@@ -152,16 +161,16 @@ async def redis_restarted(clips: list[Path], down_s: float = 2.0) -> dict[str, A
             restarted = time.monotonic()
             answer = await during
             answered_s = time.monotonic() - stopped
-            acked.append(answer.get("response_id") if answer.get("status") == "completed" else None)
+            acked.append(completed_id(answer))
             wanted = {r for r in acked if r}
 
             async def repaired() -> bool:
-                return wanted <= {i["response_id"] for i in await client.history()}
+                return wanted <= {i.response_id for i in await client.history()}
 
             repair_s = await _until(repaired, 30.0, 0.25)
             chunks_after = await _metric(owner.url, "echo_chunks_ingested_total", client.session_id) or 0
             after = await _answer(client)
-            history = {i["response_id"] for i in await client.history()}
+            history = {i.response_id for i in await client.history()}
         return {
             "redis_down_s": round(restarted - stopped, 2),
             "question_during_outage": outcome(answer),
@@ -184,7 +193,7 @@ async def client_dropped(clips: list[Path]) -> dict[str, Any]:
             await client.stream_file(str(clips[0]), loop=True)
             await asyncio.sleep(6)
             token, session_id = client.token, client.session_id
-            await client._send({"type": "response.create", "token": token, "question": "what colour"})
+            await client.send(ResponseCreate(token=token, question="what colour"))
             await client.close()  # gone mid-answer: WebSocket and peer connection
             dropped = time.monotonic()
 
@@ -197,7 +206,7 @@ async def client_dropped(clips: list[Path]) -> dict[str, Any]:
             del dropped
         return {
             "answer_recorded": bool(items),
-            "recorded_answer": items[0]["answer"] if items else None,
+            "recorded_answer": items[0].answer if items else None,
             "session_freed_s": freed_s,
             "other_session_answer": outcome(other_answer),
         }

@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 
+from server.protocol import WindowStats
+
 from ..echo_client import ClientError, EchoClient
 from ..local_server import free_port, stop_process, wait_healthy
 from ..media_fuzz import MediaCase, OddAudioTrack, OddVideoTrack
@@ -102,6 +104,11 @@ async def _probe(http: aiohttp.ClientSession, url: str, seconds: float, period_s
     return samples
 
 
+def stats_of(client: EchoClient) -> WindowStats:
+    """The session's latest `window.stats` (all zero before the first)."""
+    return client.last_stats or WindowStats()
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -128,12 +135,12 @@ async def run_flood(
         async with aiohttp.ClientSession() as http, EchoClient(url, DEMO_KEY) as client:
             await client.stream_tracks([OddAudioTrack(live), OddVideoTrack(live)])
             deadline = time.monotonic() + 60
-            while not client.last_stats.get("seen_audio") and time.monotonic() < deadline:
+            while not stats_of(client).seen_audio and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            seen_start = dict(client.last_stats)
+            seen_start = stats_of(client)
             cpu_start = cpu_s(proc.pid)
             before = await _probe(http, url, baseline_s)
-            seen0 = dict(client.last_stats)
+            seen0 = stats_of(client)
             cpu0 = cpu_s(proc.pid)
             flooders = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -154,7 +161,7 @@ async def run_flood(
             except (ClientError, TimeoutError) as exc:
                 error = getattr(exc, "code", "timeout")
             during = await probe
-            seen1 = dict(client.last_stats)
+            seen1 = stats_of(client)
             cpu1 = cpu_s(proc.pid)
             out, _ = await flooders.communicate()
             lines = out.decode().strip().splitlines()
@@ -165,15 +172,15 @@ async def run_flood(
             healthz_flood_p50_ms=_ms(during, 50),
             healthz_flood_p95_ms=_ms(during, 95),
             healthz_flood_max_ms=round(max(during), 1) if during else None,
-            seen_audio_before_flood=int(seen0.get("seen_audio", 0)) - int(seen_start.get("seen_audio", 0)),
-            seen_video_before_flood=int(seen0.get("seen_video", 0)) - int(seen_start.get("seen_video", 0)),
-            seen_audio_during_flood=int(seen1.get("seen_audio", 0)) - int(seen0.get("seen_audio", 0)),
-            seen_video_during_flood=int(seen1.get("seen_video", 0)) - int(seen0.get("seen_video", 0)),
+            seen_audio_before_flood=seen0.seen_audio - seen_start.seen_audio,
+            seen_video_before_flood=seen0.seen_video - seen_start.seen_video,
+            seen_audio_during_flood=seen1.seen_audio - seen0.seen_audio,
+            seen_video_during_flood=seen1.seen_video - seen0.seen_video,
             server_cpu_share_before=round((cpu0 - cpu_start) / baseline_s, 2),
             server_cpu_share_flood=round((cpu1 - cpu0) / seconds, 2),
-            drops_before_flood=int(seen0.get("drops", 0)) - int(seen_start.get("drops", 0)),
-            drops_during_flood=int(seen1.get("drops", 0)) - int(seen0.get("drops", 0)),
-            ingest_lag_s_end=seen1.get("ingest_lag_s"),
+            drops_before_flood=seen0.drops - seen_start.drops,
+            drops_during_flood=seen1.drops - seen0.drops,
+            ingest_lag_s_end=seen1.ingest_lag_s,
             answered=answer is not None,
             answer=answer,
             answer_error=error,

@@ -56,10 +56,10 @@ async def timed_ask(client: EchoClient, question: str, stats: StreamStats) -> No
 def sample_stats(client: EchoClient, stats: StreamStats) -> None:
     """Record the session's ingest lag and check its cache against the budget (window.stats)."""
     s = client.last_stats
-    if not s:
+    if s is None:
         return
-    stats.lags_s.append(float(s.get("ingest_lag_s", 0.0)))
-    if s.get("cache_audio", 0) + s.get("cache_video", 0) > s.get("cache_budget", math.inf):
+    stats.lags_s.append(s.ingest_lag_s)
+    if s.cache_audio + s.cache_video > s.cache_budget:
         stats.cache_over_budget += 1
 
 

@@ -15,6 +15,7 @@ spoken and the typed answers (first word vs the truth), overall and per question
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ from echo_core.world.questions import FAMILIES, Question
 from echo_core.world.spec import SAMPLE_RATE
 from echo_core.world.speech import PAD_S, spoken_question
 from server.config import load_service_config
+from server.protocol import (
+    ResponseCreated,
+    ResponseDone,
+    ResponseTextDelta,
+    SessionSettings,
+    SpeechStopped,
+    TurnDetection,
+)
 
 from ..clip_tracks import FramesTrack, SpeakingTrack
 from ..echo_client import EchoClient
@@ -33,8 +42,8 @@ from ..local_server import ROOT, local_server
 from ..playback import RecordingSink
 from .streams import percentile
 
-SERVER_VAD = {"type": "server_vad", "silence_duration_ms": 500, "prefix_padding_ms": 300}
-SETTINGS = {"turn_detection": SERVER_VAD, "modalities": ["text", "audio"]}
+SERVER_VAD = TurnDetection(type="server_vad", silence_duration_ms=500, prefix_padding_ms=300)
+SETTINGS = SessionSettings(turn_detection=SERVER_VAD, modalities=["text", "audio"])
 
 
 @dataclass
@@ -90,21 +99,21 @@ async def one_clip(url: str, key: str, clip: Clip, question: Question, k: int) -
         speech_end = mic.started_at + at / SAMPLE_RATE + PAD_S + words_s
         # the sink stamps arrivals with time.monotonic(); the end of speech is wall clock
         speech_end_monotonic = speech_end - (time.time() - time.monotonic())
-        await client.next_event("input_audio.speech_stopped", timeout=120)
+        await client.next_event(SpeechStopped, timeout=120)
         to_stopped = 1000 * (time.time() - speech_end)
         since = len(sink.frames)  # the answer track is silent until an answer is spoken
-        created = await client.next_event("response.created", timeout=120)
+        created = await client.next_event(ResponseCreated, timeout=120)
         to_created = 1000 * (time.time() - speech_end)
         text: list[str] = []
         to_text: float | None = None
         while True:
-            event = await client.next_event("response.output_text.delta", "response.done", timeout=120)
-            if event["type"] == "response.done":
+            event = await client.next_event(ResponseTextDelta, ResponseDone, timeout=120)
+            if not isinstance(event, ResponseTextDelta):
                 to_done = 1000 * (time.time() - speech_end)
                 break
             if to_text is None:
                 to_text = 1000 * (time.time() - speech_end)
-            text.append(str(event["delta"]))
+            text.append(event.delta)
         # response.done leaves the server with the answer's last audio frame, so an answer with
         # words to say has its first loud frame in the sink by now (or a jitter buffer later)
         first = await sink.wait_loud(since, timeout_s=2.0) if "".join(text).strip() else None
@@ -117,7 +126,7 @@ async def one_clip(url: str, key: str, clip: Clip, question: Question, k: int) -
         question.answer,
         "".join(text).strip(),
         typed,
-        float(created.get("spoken_s") or 0.0),
+        created.spoken_s or 0.0,
         to_stopped,
         to_created,
         to_text,
@@ -204,8 +213,8 @@ async def run_voice(
     return {
         "config": config_path.name,
         "clips": len(chosen),
-        "turn_detection": SERVER_VAD,
-        "modalities": SETTINGS["modalities"],
+        "turn_detection": dataclasses.asdict(SERVER_VAD),
+        "modalities": SETTINGS.modalities,
         "families_asked": list(families),
         "voices": "held-out (test split)",
         **report,

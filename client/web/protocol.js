@@ -5,39 +5,57 @@
 // event). Lifecycle events: "open" (detail {reconnect}), "down" (detail {everOpened,
 // attempt, delayMs}) before each wait to reconnect.
 
-/** Client event types (server/protocol.py CLIENT_EVENTS; a test keeps the two lists equal). */
-export const CLIENT_EVENTS = new Set([
-  "session.create",
-  "session.attach",
-  "session.update",
-  "webrtc.offer",
-  "webrtc.candidate",
-  "response.create",
-  "response.cancel",
-  "input_audio.start",
-  "input_audio.commit",
-  "input_audio.clear",
-  "history.get",
-]);
+/** Client event types and their fields besides `type` and `event_id` (server/protocol.py's event
+ * table, EVENTS; tests/test_web_protocol.py keeps the two equal). `send` refuses any other. */
+export const CLIENT_EVENTS = Object.freeze({
+  "session.create": ["api_key", "settings"],
+  "session.attach": ["session_id", "token", "api_key"],
+  "session.update": ["token", "settings"],
+  "webrtc.offer": ["token", "sdp"],
+  "webrtc.candidate": ["token", "candidate", "sdp_mid", "sdp_mline_index"],
+  "response.create": ["token", "question", "window_s"],
+  "response.cancel": ["token", "response_id"],
+  "input_audio.start": ["token"],
+  "input_audio.commit": ["token"],
+  "input_audio.clear": ["token"],
+  "history.get": ["token", "limit"],
+});
 
-/** Server event types (server/protocol.py SERVER_EVENTS); the page listens for these by name. */
-export const SERVER_EVENTS = new Set([
-  "session.created",
-  "session.updated",
-  "webrtc.answer",
-  "webrtc.candidate",
-  "window.stats",
-  "input_audio.speech_started",
-  "input_audio.speech_stopped",
-  "input_audio.committed",
-  "response.created",
-  "response.output_text.delta",
-  "response.output_audio.started",
-  "response.output_audio.done",
-  "response.done",
-  "history",
-  "error",
-]);
+/** Server event types and their fields (the same table); the page listens for these by name and
+ * ignores fields it does not know, so a newer server may add some. */
+export const SERVER_EVENTS = Object.freeze({
+  "session.created": ["session_id", "token", "expires_at", "settings", "version"],
+  "session.updated": ["session_id", "settings"],
+  "webrtc.answer": ["sdp"],
+  "webrtc.candidate": ["candidate", "sdp_mid", "sdp_mline_index"],
+  "window.stats": [
+    "session_id",
+    "seen_audio",
+    "seen_video",
+    "kept_audio",
+    "kept_video",
+    "cache_audio",
+    "cache_video",
+    "cache_budget",
+    "ingest_lag_s",
+    "drops",
+    "window_start_s",
+    "window_end_s",
+    "audio_times",
+    "video_patches",
+    "grid",
+  ],
+  "input_audio.speech_started": ["audio_start_ms"],
+  "input_audio.speech_stopped": ["audio_end_ms"],
+  "input_audio.committed": ["audio_start_ms", "audio_end_ms"],
+  "response.created": ["response_id", "question", "input", "spoken_s"],
+  "response.output_text.delta": ["response_id", "delta"],
+  "response.output_audio.started": ["response_id"],
+  "response.output_audio.done": ["response_id", "duration_ms", "status"],
+  "response.done": ["response_id", "answer", "status", "reason", "usage"],
+  "history": ["session_id", "items"],
+  "error": ["code", "message"],
+});
 
 /** A failed request: `code` is the protocol's error code (or a client code like connection_lost). */
 export class EchoError extends Error {
@@ -142,7 +160,10 @@ export class EchoSocket extends EventTarget {
    * @returns {string} the event_id
    */
   send(event) {
-    if (!CLIENT_EVENTS.has(String(event.type))) throw new EchoError("unknown_event", `no client event ${event.type}`);
+    const type = String(event.type);
+    if (!Object.hasOwn(CLIENT_EVENTS, type)) throw new EchoError("unknown_event", `no client event ${type}`);
+    const extra = Object.keys(event).filter((k) => k !== "type" && k !== "event_id" && !CLIENT_EVENTS[type].includes(k));
+    if (extra.length > 0) throw new EchoError("invalid_field", `${type} has no field ${extra.join(", ")}`);
     if (!this.isOpen) throw new EchoError("connection_lost", "not connected to the server");
     const eventId = event.event_id || `c${++this.nextId}`;
     this.ws.send(JSON.stringify({ ...event, event_id: eventId }));
@@ -183,7 +204,7 @@ export class EchoSocket extends EventTarget {
       return;
     }
     if (!event || typeof event.type !== "string") return;
-    if (!SERVER_EVENTS.has(event.type)) console.info(`echo: server event ${event.type} is new to this page`);
+    if (!Object.hasOwn(SERVER_EVENTS, event.type)) console.info(`echo: server event ${event.type} is new to this page`);
     const waiting = event.event_id ? this.pending.get(event.event_id) : undefined;
     if (waiting && (event.type === waiting.reply || event.type === "error")) {
       this.pending.delete(event.event_id);

@@ -182,7 +182,7 @@ def run_capacity(
     """Step N through `streams` until a step fails the lag or TTFT bound; returns the JSON report."""
     config = StreamConfig(
         cache_budget=cache_budget,
-        ingest_keep=keep,
+        keep=keep,
         max_new_tokens=answer_tokens,
         video_queue=64,
         audio_queue=400,

@@ -196,7 +196,7 @@ def filled_session(
     budget = n_chunks * max(1, math.ceil(keep * shape.per_chunk - 1e-9))
     cfg = StreamConfig(
         cache_budget=budget,
-        ingest_keep=keep,
+        keep=keep,
         kv_reuse=kv,
         max_new_tokens=1,
         rebase_horizon_s=max(600.0, 2 * window_s),
@@ -225,7 +225,7 @@ def time_ask(
 
 def measure_ingest(model: StreamModel, image: int, seconds: float, keep: float) -> dict[str, float]:
     """Real ingest of one stream (random frames and audio): compute seconds per stream second."""
-    session = StreamSession(model, StreamConfig(cache_budget=4096, ingest_keep=keep))
+    session = StreamSession(model, StreamConfig(cache_budget=4096, keep=keep))
     rng = np.random.default_rng(0)
     # warm-up chunk, not timed
     session.push_video(VideoFrame(0.0, rng.integers(0, 256, (image, image, 3), dtype=np.uint8)))

@@ -93,7 +93,7 @@ def run_streaming_fidelity(
             ingest_keep = min(1.0, keep * ingest_factor)
             ask_keep = keep / ingest_keep if ingest_keep > keep else None
             budget = cache_budget(encoded, ingest_keep, cache_seconds)
-            config = StreamConfig(cache_budget=budget, ingest_keep=ingest_keep, ask_keep=ask_keep)
+            config = StreamConfig(cache_budget=budget, keep=ingest_keep, ask_keep=ask_keep)
             session = StreamSession(m, config, method=method)
             requests = [IngestRequest(c, method, ingest_keep) for c in chunks]
             for prepared in m.sieve_chunks(requests, encoded):

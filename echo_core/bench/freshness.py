@@ -147,8 +147,8 @@ def run_freshness(
     return {
         "model": model_name,
         "split": split,
-        "ingest_keep": live.ingest_keep,
-        "tail_keep": live.tail_keep if live.tail_keep is not None else live.ingest_keep,
+        "keep": live.keep,
+        "tail_keep": live.tail_keep if live.tail_keep is not None else live.keep,
         "n_clips": limit,
         "end_accuracy": round(end_right / end_n, 4) if end_n else None,
         "end_n": end_n,

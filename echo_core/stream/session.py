@@ -227,7 +227,7 @@ class StreamSession:
         """Pop up to `limit` waiting chunks as ingest requests with this session's settings."""
         out: list[IngestRequest] = []
         while self._pending and (limit is None or len(out) < limit):
-            out.append(IngestRequest(self._pending.popleft(), self.method, self.config.ingest_keep))
+            out.append(IngestRequest(self._pending.popleft(), self.method, self.config.keep))
         return out
 
     def process(self, *, flush: bool = False) -> int:
@@ -424,7 +424,7 @@ class StreamSession:
             return None
         keep = self.config.tail_keep
         if keep is None:
-            keep = self.config.ingest_keep
+            keep = self.config.keep
         requests = [IngestRequest(c, self.method, keep) for c in chunks]
         kept = [p.kept for p in self.model.prepare(requests) if len(p.kept)]
         if not kept:
@@ -657,16 +657,30 @@ class StreamSession:
         )
         return out
 
-    def update(self, **changes: object) -> None:
-        """Change per-session settings (ingest_keep, window_s, ask_keep, ask_budget, method)."""
-        method = changes.pop("method", None)
-        if "cache_budget" in changes or "kv_reuse" in changes:
-            raise ConfigError("cache_budget and kv_reuse are fixed when a session is created")
+    def update(
+        self,
+        *,
+        window_s: float | None = None,
+        keep: float | None = None,
+        ask_budget: int | None = None,
+        method: str | None = None,
+    ) -> None:
+        """Change the per-session settings a client may change; None leaves one as it is.
+
+        Each is the client's session setting of the same name (server/protocol.py
+        `SessionSettings`): `window_s`, `keep` and `ask_budget` are `StreamConfig` fields,
+        `method` the ingest sieve. All are checked before any changes (ConfigError); the cache
+        budget and KV reuse are fixed when a session is created.
+        """
         with self._lock:
             if method is not None:
-                self.model.check_method(str(method))
-                self.method = str(method)
-            try:
-                self.config = replace(self.config, **changes)  # type: ignore[arg-type]
-            except TypeError as exc:
-                raise ConfigError(f"unknown session setting: {exc}") from None
+                self.model.check_method(method)
+            c = self.config
+            self.config = replace(
+                c,
+                window_s=c.window_s if window_s is None else window_s,
+                keep=c.keep if keep is None else keep,
+                ask_budget=c.ask_budget if ask_budget is None else ask_budget,
+            )
+            if method is not None:
+                self.method = method
