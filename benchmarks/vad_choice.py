@@ -10,7 +10,9 @@ split's 8 voices and the held-out splits' 3). Measured per detector:
 - utterance level, through `TurnDetector` with the protocol's default settings (silence
   500 ms, prefix 300 ms) and a minimum speech run (`min_speech_ms`) before an onset counts:
   questions found (an utterance whose onset lies within ± 150 ms of the words' first
-  sample), onset and end errors, and false utterances per minute of scene audio;
+  sample), onset and end errors, false utterances per minute of scene audio, and the stop
+  delay: audio time from the words' last sample to the packet whose feed emits
+  `SpeechStopped` (the silence window included; the wait a speaker feels before an answer);
 - cost: CPU seconds of the detector per second of audio (one thread).
 
 Usage: `python benchmarks/vad_choice.py --clips 30 --json benchmarks/results/vad_choice.json`.
@@ -109,12 +111,14 @@ def turns(
     detector = TurnDetector(make(), TurnSettings(threshold=threshold, min_speech_ms=min_speech_ms))
     starts: list[float] = []
     stops: list[float] = []
+    decided: list[float] = []  # audio time at which each SpeechStopped was emitted
     for at in range(0, len(stream.audio), PACKET):
         for event in detector.feed(stream.audio[at : at + PACKET], at / SAMPLE_RATE):
             if isinstance(event, SpeechStarted):
                 starts.append(event.start_s)
             elif isinstance(event, SpeechStopped):
                 stops.append(event.end_s)
+                decided.append(min(len(stream.audio), at + PACKET) / SAMPLE_RATE)
     if detector.speaking:  # the stream ended inside speech: close it at the end
         stops.append(len(stream.audio) / SAMPLE_RATE)
     scene_end = stream.scene_n / SAMPLE_RATE
@@ -125,6 +129,7 @@ def turns(
         k = hit[0]
         row["onset_err_s"] = starts[k] - stream.onset_s
         row["end_err_s"] = (stops[k] if k < len(stops) else float("nan")) - stream.end_s
+        row["stop_delay_s"] = (decided[k] if k < len(decided) else float("nan")) - stream.end_s
     return row
 
 
@@ -152,6 +157,7 @@ def evaluate(
     signed_onset = np.array([float(r["onset_err_s"]) for r in found])  # type: ignore[arg-type]
     signed_end = np.array([float(r["end_err_s"]) for r in found])  # type: ignore[arg-type]
     onset, end = np.abs(signed_onset), np.abs(signed_end)
+    delay = np.array([float(r["stop_delay_s"]) for r in found])  # type: ignore[arg-type]
     scene_min = sum(s.scene_n for s in streams) / SAMPLE_RATE / 60
     return {
         "vad": name,
@@ -167,6 +173,8 @@ def evaluate(
         "end_err_median_ms": round(1000 * float(np.nanmedian(signed_end)), 1) if len(end) else None,
         "end_abs_err_p50_ms": round(1000 * float(np.nanmedian(end)), 1) if len(end) else None,
         "end_abs_err_p95_ms": round(1000 * float(np.nanpercentile(end, 95)), 1) if len(end) else None,
+        "stop_delay_p50_ms": round(1000 * float(np.nanmedian(delay)), 1) if len(delay) else None,
+        "stop_delay_p95_ms": round(1000 * float(np.nanpercentile(delay, 95)), 1) if len(delay) else None,
         "false_utterances_per_min": round(sum(int(r["false"]) for r in rows) / scene_min, 3),  # type: ignore[call-overload]
         "cpu_s_per_audio_s": round(cpu / audio_s, 5),
     }
