@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from client.service_bench.cli import main as bench_main
-from client.service_bench.load import run_load
-from client.service_bench.plots import plot_load, plot_soak
-from client.service_bench.soak import run_soak
-from client.service_bench.streams import percentile
+from echo_lab.service_bench.cli import main as bench_main
+from echo_lab.service_bench.load import run_load
+from echo_lab.service_bench.plots import plot_load, plot_soak
+from echo_lab.service_bench.soak import run_soak
+from echo_lab.service_bench.streams import percentile
 
 pytestmark = pytest.mark.e2e
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from client.local_server import ROOT
 from server.protocol import CLIENT_EVENTS, SERVER_EVENTS, TURN_DETECTION_TYPES, parse_client_event
 
 pytestmark = pytest.mark.unit
 
-WEB = ROOT / "client" / "web"
+WEB = Path(__file__).resolve().parents[1] / "client" / "web"
 
 
 def js_set(source: str, name: str) -> set[str]:
