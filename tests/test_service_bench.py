@@ -50,3 +50,14 @@ def test_echo_bench_passes_library_benchmarks_through(capsys: pytest.CaptureFixt
         bench_main(["--help"])
     assert exc.value.code == 0
     assert "fidelity" in capsys.readouterr().out  # the library's parser answered
+
+
+@pytest.mark.parametrize("command", ["live-accuracy", "speech-latency"])
+def test_echo_bench_runs_the_live_benchmarks_on_a_packaged_config(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"echo-bench {command}" in out and "--config" in out and "--json" in out
