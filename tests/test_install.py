@@ -82,6 +82,7 @@ def make_venv(workdir: Path, name: str, requirement: str, *pip_args: str) -> Pat
     venv = workdir / name
     timed(f"{name}: create the venv", [sys.executable, "-m", "venv", str(venv)], workdir, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile"]
+    pip.append("--disable-pip-version-check")
     timed(f"{name}: pip install {requirement}", [*pip, *pip_args, requirement], workdir, timeout=900)
     return venv / "bin"
 
