@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from client.echo_client import ClientError, EchoClient
+from server.resources import config_file
 
 from ..fuzz.media_fuzz import MediaCase, OddAudioTrack, OddVideoTrack
 from ..launch.local_server import free_port, stop_process, wait_healthy
@@ -77,7 +78,8 @@ async def _flood_process(url: str, sockets: int, seconds: float) -> None:
 
 
 def _spawn_server(server_root: Path, port: int, *overrides: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "server.cli", "--config", "configs/demo.yaml"]
+    # the demo config of this installation, so that every server root runs the same one
+    cmd = [sys.executable, "-m", "server.cli", "--config", str(config_file("demo"))]
     cmd += [f"server.port={port}", "server.host=127.0.0.1", *overrides]
     env = {**os.environ, "PYTHONPATH": str(server_root)}
     return subprocess.Popen(cmd, cwd=server_root, env=env)
