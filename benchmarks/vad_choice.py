@@ -1,7 +1,7 @@
 """Which voice activity detector turn detection uses: silero-vad vs webrtcvad on the world's audio.
 
 Each test stream is one world clip's audio (hum, sine tones, noise bursts: no speech) followed
-by one of the clip's questions spoken by `echo_core.world.speech.spoken_question` (the train
+by one of the clip's questions spoken by `echo_lab.world.speech.spoken_question` (the train
 split's 8 voices and the held-out splits' 3). Measured per detector:
 
 - frame level: miss rate on speech frames (frames where the clean words carry energy within
@@ -32,10 +32,10 @@ import torch
 from echo_core.stream.turns import SpeechStarted, SpeechStopped, TurnDetector, TurnSettings
 from echo_core.stream.vad import SileroVad, VoiceActivity, WebRtcVad
 from echo_core.tts import synthesize
-from echo_core.world.questions import make_questions
-from echo_core.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
-from echo_core.world.spec import SAMPLE_RATE, sample_spec
-from echo_core.world.speech import PAD_S, SPEECH_PEAK, question_voice, speak
+from echo_lab.world.questions import make_questions
+from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
+from echo_lab.world.spec import SAMPLE_RATE, sample_spec
+from echo_lab.world.speech import PAD_S, SPEECH_PEAK, question_voice, speak
 
 TOLERANCE_S = 0.150
 SPEECH_FRAME_DB = -26.0

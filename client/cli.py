@@ -167,39 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--session", required=True)
     a.add_argument("--token", required=True)
     a.add_argument("--window", type=float)
-    lat = sub.add_parser(
-        "speech-latency", help="start a local server, ask N questions, time each answer's text → its speech"
-    )
-    lat.add_argument("--config", default="configs/demo.yaml")
-    lat.add_argument("--asks", type=int, default=20)
-    lat.add_argument("--json", help="write the report here")
-    acc = sub.add_parser("accuracy", help="start a local server, stream test clips, measure answer accuracy")
-    acc.add_argument("--config", default="configs/demo.yaml")
-    acc.add_argument("--clips", type=int, default=20)
-    acc.add_argument("--concurrency", type=int, default=2)
-    acc.add_argument("--families", help="only these question families, comma-separated (default: all)")
-    acc.add_argument("--json", help="write the report here")
     args = p.parse_args(argv)
-    if args.command == "accuracy":
-        from pathlib import Path
-
-        from echo_core.bench.cli import write_report
-
-        from .live_accuracy import run_live_accuracy
-
-        families = frozenset(args.families.split(",")) if args.families else None
-        report = run_live_accuracy(Path(args.config), args.clips, args.concurrency, families)
-        write_report(asyncio.run(report), args.json)
-        return 0
-    if args.command == "speech-latency":
-        from pathlib import Path
-
-        from echo_core.bench.cli import write_report
-
-        from .speech_latency import run_speech_latency
-
-        write_report(asyncio.run(run_speech_latency(Path(args.config), args.asks)), args.json)
-        return 0
     if args.command == "stream" and not (args.source or args.camera or args.mic):
         p.error("stream needs a FILE/URL, --camera or --mic")
     if args.command == "stream" and args.talk and not args.mic:

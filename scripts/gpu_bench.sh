@@ -21,5 +21,5 @@ fi
 if [ ${#DRY[@]} -eq 0 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
-"$PY" -m echo_core.bench.suite "$DEST" "${DRY[@]}"
+"$PY" -m echo_lab.bench.suite "$DEST" "${DRY[@]}"
 cat "$DEST/summary.md"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sourced by demo.sh and test.sh: creates .venv and installs Echo on a fresh
-# Debian/Ubuntu machine with Python 3.11. torch==2.13.0 goes first so that pip takes
-# the local CPU build and never pulls CUDA packages.
+# Debian/Ubuntu machine with Python 3.11: Echo with every extra (`.[dev]`), under the exact
+# builds of scripts/constraints.txt. torch goes first so that pip takes the local CPU build and
+# never pulls CUDA packages.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,7 +38,8 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-  python -m pip install -q --disable-pip-version-check torch==2.13.0
+TORCH=$(sed -n 's/^torch==\([^ #]*\).*/\1/p' scripts/constraints.txt)
+if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != sys.argv[1])" "$TORCH" 2>/dev/null; then
+  python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt torch
 fi
-python -m pip install -q --disable-pip-version-check -e ".[dev]"
+python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[dev]"

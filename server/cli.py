@@ -1,4 +1,4 @@
-"""`echo-server --config configs/<name>.yaml [section.key=value ...]`."""
+"""`echo-server --config NAME|FILE [section.key=value ...]`: NAME is a packaged config (`demo`, …)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .allocator import cap_malloc_arenas
 from .app import EchoServer
 from .config import load_service_config
 from .gateway import Gateway
+from .resources import packaged_configs
 
 
 async def serve(config_path: str | None, overrides: list[str]) -> int:
@@ -37,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="echo-server", description="Echo's live service (WebSocket events, WebRTC, WHIP)."
     )
-    p.add_argument("--config", help="service config YAML (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        help="a service config YAML file, or a packaged config by name: "
+        f"{', '.join(packaged_configs())} (default: built-in defaults)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. server.port=9000")
     args = p.parse_args(argv)

@@ -14,6 +14,8 @@ from typing import Any
 from echo_core.config import ModelConfig, SieveConfig, StreamConfig, apply_overrides, build, read_yaml
 from echo_core.errors import ConfigError
 
+from .resources import config_file
+
 log = logging.getLogger(__name__)
 
 #: Secrets and keys published in this repository: never accepted off loopback.
@@ -157,10 +159,13 @@ def load_service_config(
 ) -> ServiceConfig:
     """Load and validate a service config (defaults when `path` is None), with `a.b=value` overrides.
 
+    `path` is a YAML file or the name of a packaged config (`demo`, `cluster`; server.resources).
+
     `${NAME}` references in the file are taken from `environ` (the process environment by
     default), so deployment configs carry no secrets.
     """
-    raw = apply_overrides(read_yaml(path), overrides or [])  # an override may replace a reference
+    source = None if path is None else config_file(path)
+    raw = apply_overrides(read_yaml(source), overrides or [])  # an override may replace a reference
     return build(ServiceConfig, expand_env(raw, os.environ if environ is None else environ), "config")
 
 

@@ -13,8 +13,7 @@ from .auth import ApiKeys, TokenSigner
 from .config import ServiceConfig, check_exposure
 from .limits import SocketLimits
 from .metrics import CONTENT_TYPE, Metrics
-
-WEB_DIR = Path(__file__).resolve().parents[1] / "client" / "web"
+from .resources import web_dir
 
 
 class HttpService:
@@ -64,7 +63,7 @@ class HttpService:
 
     @property
     def static_dir(self) -> Path:
-        return Path(self.config.server.static_dir) if self.config.server.static_dir else WEB_DIR
+        return Path(self.config.server.static_dir) if self.config.server.static_dir else web_dir()
 
     def add_page_routes(self, app: web.Application) -> None:
         """The browser page at `/` and its files under `/static/`, when the page is installed."""

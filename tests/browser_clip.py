@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_core.world import Clip, Question, make_clip, sample_spec, write_wav, write_y4m
-from echo_core.world.questions import make_questions
-from echo_core.world.speech import spoken_question
+from echo_lab.world import Clip, Question, make_clip, sample_spec, write_wav, write_y4m
+from echo_lab.world.questions import make_questions
+from echo_lab.world.speech import spoken_question
 
 STABLE_FAMILIES = ("audio_pitch", "video_shape", "av_binding")
 CLIP_SECONDS = 8.0

@@ -61,7 +61,7 @@ def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port, stopped after the tests."""
     import shutil
 
-    from client.local_redis import LocalRedis
+    from echo_lab.launch.local_redis import LocalRedis
 
     if shutil.which("redis-server") is None:
         pytest.fail(

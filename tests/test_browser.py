@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from client.local_server import ROOT, local_server
-from echo_core.world import ANSWER_WORDS, Clip, Question
+from echo_lab.launch.local_server import local_server
+from echo_lab.world import ANSWER_WORDS, Clip, Question
 from server.config import load_service_config
 from server.protocol import parse_client_event
 from tests.browser_clip import (
@@ -45,6 +45,7 @@ from tests.browser_clip import (
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 WEB = ROOT / "client" / "web"
 
@@ -60,7 +61,7 @@ needs_browser = pytest.mark.skipif(bool(MISSING), reason=MISSING)
 # --------------------------------------------------------------------------- fixtures
 @contextlib.contextmanager
 def running_server(config: Path, *overrides: str) -> Iterator[str]:
-    """`client.local_server.local_server` on an event loop in its own thread (Playwright's sync API
+    """`local_server` on an event loop in its own thread (Playwright's sync API
     owns this thread); yields the server URL, stops the server after."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -327,7 +328,7 @@ def test_page_streams_sieves_answers_and_recovers(
             assert r["state"] == "completed", r
             assert r["deltas"] >= 1, f"the answer did not stream: {r}"
             assert "TTFT" in r["usage"] and "AV tokens" in r["usage"], r
-        # accuracy is the benchmarks' business (echo-bench fidelity, echo-client accuracy); the page
+        # accuracy is the benchmarks' business (echo-bench fidelity, echo-bench live-accuracy); the page
         # must show the model's one-word answers
         assert all(first_word(r["answer"]) in ANSWER_WORDS for r in results), results
         expect(page.locator("#stat-ttft")).to_contain_text("ms")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echo_core.bench.capacity import PARTS
-from echo_core.bench.cli import main
+from echo_lab.bench.capacity import PARTS
+from echo_lab.bench.cli import main
 
 pytestmark = pytest.mark.integration
 

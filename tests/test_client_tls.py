@@ -19,8 +19,8 @@ from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
-from echo_core.world import make_clip
-from echo_core.world.containers import write_webm
+from echo_lab.world import make_clip
+from echo_lab.world.containers import write_webm
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from tests.waiting import wait_ingested

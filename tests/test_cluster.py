@@ -14,11 +14,11 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from client.local_redis import LocalRedis
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
+from echo_lab.launch.local_redis import LocalRedis
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from server.gateway import Gateway

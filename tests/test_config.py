@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_and_shipped_configs_load() -> None:
     assert load_config() == EchoConfig()
     from echo_core.config import read_yaml
-    from echo_core.train.config import load_train_config
+    from echo_lab.train.config import load_train_config
     from server.config import load_service_config
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):

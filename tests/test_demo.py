@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.demo import main
+from echo_lab.live.demo import main
 
 pytestmark = pytest.mark.e2e
 

@@ -28,6 +28,7 @@ import yaml
 
 import server.cli
 from server.config import ServiceConfig, check_exposure, load_service_config
+from server.resources import config_file, configs_dir
 
 pytestmark = pytest.mark.unit
 
@@ -36,6 +37,7 @@ COMPOSE = ROOT / "docker" / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+CONSTRAINTS = ROOT / "scripts" / "constraints.txt"
 
 #: The variables compose.yaml must require, and sample values for them. The second and
 #: third sets are values YAML would not read back as the same string unless the overrides
@@ -234,9 +236,14 @@ def redis_address(doc: dict[str, Any]) -> tuple[str, int]:
     return option("--bind", "*").split()[0], int(option("--port", "6379"))
 
 
+def packaged(config: str) -> bool:
+    """Whether `config` names a config that ships with the server (the image has no checkout)."""
+    return "/" not in config and config_file(config).parent == configs_dir()
+
+
 def load(service: EchoService, env: dict[str, str]) -> ServiceConfig:
     overrides = [interpolate(o, env) for o in service.overrides]
-    return load_service_config(ROOT / service.config_path, overrides)
+    return load_service_config(service.config_path, overrides)
 
 
 def expected_mode(name: str) -> str:
@@ -268,7 +275,7 @@ def test_echo_services_run_echo_server_with_a_config_that_loads(
     assert callable(getattr(importlib.import_module(module), attr))
     redis_host, redis_port = redis_address(doc)
     for service in services:
-        assert (ROOT / service.config_path).is_file(), f"{service.name}: {service.config_path} missing"
+        assert packaged(service.config_path), f"{service.name}: {service.config_path} is not packaged"
         for env in SAMPLES:
             config = load(service, env)
             s = config.server
@@ -394,16 +401,27 @@ def _runs(chain: list[Stage]) -> Iterator[str]:
 
 @pytest.mark.parametrize(("variant", "index"), [("cpu", "/whl/cpu"), ("cuda", "/whl/cu12")])
 def test_dockerfile_installs_pinned_torch_before_the_project(variant: str, index: str) -> None:
-    pins = [d for d in PYPROJECT["project"]["dependencies"] if re.match(r"torch\s*==", d)]
+    pins = [line for line in CONSTRAINTS.read_text().splitlines() if re.match(r"torch\s*==", line)]
     assert len(pins) == 1, pins
-    pin = pins[0].replace(" ", "")
+    assert not [d for d in PYPROJECT["project"]["optional-dependencies"]["server"] if "==" in d]
     global_args, stages = dockerfile()
     chain = stage_chain(stages, {**global_args, "VARIANT": variant}, stages[-1])
+    copies = {
+        PurePosixPath(args[-1]): args[:-1]
+        for stage in chain
+        for keyword, rest in stage.instructions
+        if keyword == "COPY"
+        for args in [shlex.split(rest)]
+    }
+    constraints = [dest for dest, src in copies.items() if src == ["scripts/constraints.txt"]]
+    assert len(constraints) == 1, f"{variant}: scripts/constraints.txt is copied {len(constraints)} times"
+    pinned = rf"pip install -c {re.escape(str(constraints[0]))}\s"
     runs = list(_runs(chain))
-    torch_at = [i for i, r in enumerate(runs) if re.search(rf"pip install\b.*\b{re.escape(pin)}(\s|$)", r)]
-    project_at = [i for i, r in enumerate(runs) if re.search(r"pip install\s+(\.|/src)(\s|/|$)", r)]
-    assert torch_at, f"{variant}: no `pip install {pin}`"
-    assert len(project_at) == 1, f"{variant}: the project is installed {len(project_at)} times"
+    torch_at = [i for i, r in enumerate(runs) if re.search(rf"{pinned}(.*\s)?torch(\s|$)", r)]
+    project_at = [i for i, r in enumerate(runs) if re.search(r"pip install\b.*\s\"?/src\[server\]", r)]
+    assert torch_at, f"{variant}: no `pip install -c {constraints[0]} torch`"
+    assert len(project_at) == 1, f"{variant}: the project is installed {len(project_at)} times with [server]"
+    assert re.search(pinned, runs[project_at[0]]), f"{variant}: the project ignores the constraints"
     assert torch_at[0] < project_at[0], f"{variant}: torch must be installed before the project"
     assert index in runs[torch_at[0]], f"{variant}: torch from the wrong index: {runs[torch_at[0]]}"
 
@@ -427,15 +445,9 @@ def test_dockerfile_entrypoint_cmd_and_healthcheck(monkeypatch: pytest.MonkeyPat
     assert exec_form(final["ENTRYPOINT"]) == ["echo-server"]
     config_path, overrides = cli_parse(exec_form(final["CMD"]), monkeypatch)
     assert config_path is not None
-    workdir = PurePosixPath(final["WORKDIR"])
-    copies = [shlex.split(rest) for keyword, rest in stages[-1].instructions if keyword == "COPY"]
-    assert any(
-        PurePosixPath(args[-1]) in (workdir / "configs", workdir / "configs/") and "configs" in args[:-1]
-        for args in copies
-    ), f"configs/ must be copied to {workdir}/configs"
-    assert (ROOT / config_path).is_file()
+    assert packaged(config_path), f"the image runs --config {config_path}, not a packaged config"
     monkeypatch.setenv("ECHO_API_KEY", "k" * 32)  # the image takes its key from the environment
-    server_config = load_service_config(ROOT / config_path, overrides).server
+    server_config = load_service_config(config_path, overrides).server
     assert server_config.host == "0.0.0.0", "a container must listen on every interface"
     assert server_config.api_keys == ["k" * 32]
     check_exposure(server_config)  # it starts: no published key, plain HTTP allowed explicitly

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echo_core.bench.cli import TOLERANCE, main
-from echo_core.bench.equivalence import run_equivalence
+from echo_lab.bench.cli import TOLERANCE, main
+from echo_lab.bench.equivalence import run_equivalence
 
 pytestmark = pytest.mark.integration
 

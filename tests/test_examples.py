@@ -9,14 +9,14 @@ import torch
 from echo_core.backend import OmniBackend
 from echo_core.question import question_suffix
 from echo_core.rope import RopeMode
-from echo_core.train.examples import (
+from echo_lab.train.examples import (
     EncodedClip,
     answer_loss,
     clip_prefix,
     question_sequence,
     shared_prefix_loss,
 )
-from echo_core.world import make_clip
+from echo_lab.world import make_clip
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from echo_core.backend import OmniBackend
-from echo_core.bench.cli import main
-from echo_core.bench.fidelity import find_row, plan, run_fidelity
 from echo_core.errors import ConfigError
 from echo_core.models import ECHO_TINY_DIR, default_model_dir
 from echo_core.sieve import CS2
+from echo_lab.bench.cli import main
+from echo_lab.bench.fidelity import find_row, plan, run_fidelity
 
 pytestmark = pytest.mark.quality
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from echo_core.bench.cli import main
-from echo_core.bench.freshness import target_shape
-from echo_core.world import make_clip
+from echo_lab.bench.cli import main
+from echo_lab.bench.freshness import target_shape
+from echo_lab.world import make_clip
 
 pytestmark = pytest.mark.quality
 

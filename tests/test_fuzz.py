@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client.fuzz import MAKERS, WRONG_TYPES, baseline, generate_cases
-from client.hostile_fuzz import SCENARIOS
-from client.media_fuzz import FAMILIES as MEDIA_FAMILIES
-from client.service_bench.cli import main as bench_main
+from echo_lab.fuzz.fuzz import MAKERS, WRONG_TYPES, baseline, generate_cases
+from echo_lab.fuzz.hostile_fuzz import SCENARIOS
+from echo_lab.fuzz.media_fuzz import FAMILIES as MEDIA_FAMILIES
+from echo_lab.service_bench.cli import main as bench_main
 from server.protocol import CLIENT_EVENTS, encode, parse_client_event, wire_fields
 
 pytestmark = pytest.mark.e2e

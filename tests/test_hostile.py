@@ -545,7 +545,7 @@ async def test_row14_a_closed_session_is_freed_without_the_cyclic_gc(backend: Om
 async def test_row4_parallel_creates_through_a_gateway_hold_the_key_quota(
     backend: OmniBackend, cs2: CS2
 ) -> None:
-    from client.local_redis import LocalRedis
+    from echo_lab.launch.local_redis import LocalRedis
     from server.gateway import Gateway
 
     def config(url: str, mode: str, worker_id: str | None = None) -> ServiceConfig:

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 #: The packages whose modules must form an acyclic import graph.
-PACKAGES = ("echo_core", "server", "client")
+PACKAGES = ("echo_core", "server", "client", "echo_lab")
 
 ROOT = Path(__file__).resolve().parents[1]
 

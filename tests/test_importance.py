@@ -10,7 +10,7 @@ import torch
 from echo_core.backend import OmniBackend
 from echo_core.rope import RopeMode
 from echo_core.tokens import TokenLayout, TokenSequence
-from echo_core.train.importance import listwise_loss, teacher_importance
+from echo_lab.train.importance import listwise_loss, teacher_importance
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequen
     assert got.shape == (n_prefix,) and bool((got >= 0).all()) and float(got.sum()) > 0
 
     # The same by hand, with plain autograd on a sequence of prefix + question.
-    from echo_core.train.examples import answer_loss
+    from echo_lab.train.examples import answer_loss
 
     x = prefix.embeds.detach().clone().requires_grad_(True)
     whole = TokenSequence.concat([TokenSequence(x, prefix.layout), question])

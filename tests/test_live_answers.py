@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from client.live_accuracy import run_live_accuracy
+from echo_lab.live.live_accuracy import run_live_accuracy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.quality]
 

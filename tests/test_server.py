@@ -249,8 +249,8 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
 @pytest.mark.asyncio
 async def test_python_client_errors_and_stream(server: EchoServer, tmp_path: Any) -> None:
     from client.echo_client import ClientError, EchoClient
-    from echo_core.world import make_clip
-    from echo_core.world.containers import write_webm
+    from echo_lab.world import make_clip
+    from echo_lab.world.containers import write_webm
 
     with pytest.raises(ClientError) as info:
         await EchoClient("http://127.0.0.1:9", KEY).connect()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from client.service_bench.cli import main as bench_main
-from client.service_bench.load import run_load
-from client.service_bench.plots import plot_load, plot_soak
-from client.service_bench.soak import run_soak
-from client.service_bench.streams import percentile
+from echo_lab.service_bench.cli import main as bench_main
+from echo_lab.service_bench.load import run_load
+from echo_lab.service_bench.plots import plot_load, plot_soak
+from echo_lab.service_bench.soak import run_soak
+from echo_lab.service_bench.streams import percentile
 
 pytestmark = pytest.mark.e2e
 
@@ -50,3 +50,14 @@ def test_echo_bench_passes_library_benchmarks_through(capsys: pytest.CaptureFixt
         bench_main(["--help"])
     assert exc.value.code == 0
     assert "fidelity" in capsys.readouterr().out  # the library's parser answered
+
+
+@pytest.mark.parametrize("command", ["live-accuracy", "speech-latency"])
+def test_echo_bench_runs_the_live_benchmarks_on_a_packaged_config(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"echo-bench {command}" in out and "--config" in out and "--json" in out

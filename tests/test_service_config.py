@@ -8,6 +8,7 @@ import pytest
 
 from echo_core.errors import ConfigError
 from server.config import load_service_config
+from server.resources import config_file, configs_dir, packaged_configs
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +44,27 @@ def test_gpu_configs_validate(name: str) -> None:
     config = load_service_config(CONFIGS / name)
     assert config.model.device == "cuda" and config.model.dtype == "bfloat16"
     assert config.server.redis_url and config.server.ice_servers[0].urls.startswith("stun:")
+
+
+def test_a_packaged_config_loads_by_name_wherever_the_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not the checkout: no configs/ here
+    assert config_file("demo") == config_file("demo.yaml") == configs_dir() / "demo.yaml"
+    assert config_file("demo").read_bytes() == (CONFIGS / "demo.yaml").read_bytes()  # one copy
+    assert packaged_configs() == sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    by_name = load_service_config("demo", ["server.port=0"])
+    assert by_name == load_service_config(CONFIGS / "demo.yaml", ["server.port=0"])
+
+
+def test_a_file_wins_over_a_name_and_a_missing_one_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo.yaml").write_text("server:\n  port: 9123\n")
+    assert load_service_config("demo.yaml").server.port == 9123  # the file in the working directory
+    assert load_service_config("demo").server.port == 8080  # the bare name: the packaged config
+    with pytest.raises(ConfigError, match=r"'nope' is neither a file nor a packaged config \(cluster, "):
+        config_file("nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_file("configs/demo.yml")  # a path is never replaced by a packaged config

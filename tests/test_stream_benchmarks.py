@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from echo_core.backend import OmniBackend
-from echo_core.bench.cli import main
-from echo_core.bench.efficiency import ratio, run_efficiency
-from echo_core.bench.fidelity_stream import clip_chunks, run_streaming_fidelity, stream_plan
 from echo_core.config import SieveConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import IngestRequest, StreamModel
-from echo_core.world import make_clip
+from echo_lab.bench.cli import main
+from echo_lab.bench.efficiency import ratio, run_efficiency
+from echo_lab.bench.fidelity_stream import clip_chunks, run_streaming_fidelity, stream_plan
+from echo_lab.world import make_clip
 
 pytestmark = pytest.mark.integration
 

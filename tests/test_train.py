@@ -11,9 +11,9 @@ import torch
 from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
 from echo_core.sieve import CS2
-from echo_core.train.cli import main
-from echo_core.train.config import load_train_config
-from echo_core.train.trainer import cosine_lr
+from echo_lab.train.cli import main
+from echo_lab.train.config import load_train_config
+from echo_lab.train.trainer import cosine_lr
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_clips_without_questions_are_skipped(tmp_path: Path, monkeypatch: pytest
     """Some clips have no answerable question; the query-aware stage-2 branch must skip them."""
     import dataclasses
 
-    import echo_core.train.trainer as trainer_module
+    import echo_lab.train.trainer as trainer_module
 
     real = trainer_module.make_clip
 

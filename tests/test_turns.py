@@ -17,9 +17,9 @@ from echo_core.stream.turns import (
 )
 from echo_core.stream.vad import SileroVad, WebRtcVad, make_vad
 from echo_core.tts import Voice
-from echo_core.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
-from echo_core.world.spec import SAMPLE_RATE, sample_spec
-from echo_core.world.speech import PAD_S, speak
+from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
+from echo_lab.world.spec import SAMPLE_RATE, sample_spec
+from echo_lab.world.speech import PAD_S, speak
 
 pytestmark = pytest.mark.unit
 

@@ -13,15 +13,15 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from client.clip_tracks import SpeakingTrack
 from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
-from echo_core.world.questions import make_questions
-from echo_core.world.render import render_audio
-from echo_core.world.spec import SAMPLE_RATE, sample_spec
-from echo_core.world.speech import PAD_S, spoken_question
+from echo_lab.live.clip_tracks import SpeakingTrack
+from echo_lab.world.questions import make_questions
+from echo_lab.world.render import render_audio
+from echo_lab.world.spec import SAMPLE_RATE, sample_spec
+from echo_lab.world.speech import PAD_S, spoken_question
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from tests.media_tracks import ColourTrack

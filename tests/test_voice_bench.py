@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.service_bench.voice import VoiceRow, run_voice
+from echo_lab.service_bench.voice import VoiceRow, run_voice
 
 pytestmark = pytest.mark.e2e
 

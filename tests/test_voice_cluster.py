@@ -8,7 +8,7 @@ import json
 import aiohttp
 import pytest
 
-from client.clip_tracks import SpeakingTrack
+from echo_lab.live.clip_tracks import SpeakingTrack
 from tests.test_cluster import Cluster, cluster  # noqa: F401  # the fixture
 from tests.test_server import KEY, Client
 from tests.test_voice import SERVER_VAD, connect, question_audio, until

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from client.local_server import ROOT
 from server.protocol import (
     CLIENT_EVENTS,
     SERVER_EVENTS,
@@ -25,7 +24,7 @@ from server.protocol import (
 
 pytestmark = pytest.mark.unit
 
-WEB = ROOT / "client" / "web"
+WEB = Path(__file__).resolve().parents[1] / "client" / "web"
 
 
 def js_table(source: str, name: str) -> dict[str, list[str]]:

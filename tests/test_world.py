@@ -1,4 +1,4 @@
-"""Tests of echo_core.world: determinism, invariants, ground truth recovered from the rendered media
+"""Tests of echo_lab.world: determinism, invariants, ground truth recovered from the rendered media
 alone (FFT, band energies, colour blobs), question families and container round trips."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from scipy import ndimage
 
 from echo_core.errors import ConfigError
-from echo_core.world import (
+from echo_lab.world import (
     ANSWER_WORDS,
     COLOUR_RGB,
     FAMILIES,
@@ -41,7 +41,7 @@ from echo_core.world import (
     write_webm,
     write_y4m,
 )
-from echo_core.world import spec as spec_module
+from echo_lab.world import spec as spec_module
 
 pytestmark = pytest.mark.unit
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from echo_core.world import SAMPLE_RATE, make_clip
-from echo_core.world.speech import HELD_OUT_VOICES, PAD_S, TRAIN_VOICES, question_voice, spoken_question
+from echo_lab.world import SAMPLE_RATE, make_clip
+from echo_lab.world.speech import HELD_OUT_VOICES, PAD_S, TRAIN_VOICES, question_voice, spoken_question
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,8 @@ samples and clock the session ingests) and returns typed events:
 - `SpeechStarted(start_s)` once `min_speech_ms` of speech confirm an onset (stream time of
   the onset's first speech frame);
 - `SpeechStopped(end_s)` once `silence_duration_ms` of audio have followed the end of the
-  last confident speech frame (the detector's lag corrected) with the newest frame silent, or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
+  last confident speech frame (the detector's lag corrected) with the newest frame silent,
+  or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
 - `Utterance(samples, start_s, end_s)`: the audio from `prefix_padding_ms` before the onset
   to the end of the last confident speech frame, ready to ask as a `SpokenQuestion`.
 

@@ -1,1 +1,0 @@
-"""Service benchmarks (`echo-bench load|soak|faults|fuzz`): real processes, real clients, loopback."""

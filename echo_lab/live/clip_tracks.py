@@ -1,0 +1,109 @@
+"""Live tracks of the world for the voice benchmark and tests, paced in real time.
+
+`SpeakingTrack` is a microphone that says what it is given: the world's room tone (hum and
+noise floor) except where queued audio (16 kHz float32: a clip's sound, a spoken question)
+plays, in 20 ms frames of 48 kHz mono s16 as a browser's microphone sends. `say` returns the
+16 kHz sample index at which the audio will start, so a caller knows the truth in the track's
+own time: sample k plays k / 16000 s after the first frame (`started_at`, wall clock).
+`FramesTrack` shows a clip's frames at their times and holds the last one after the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from av import AudioFrame
+from av import VideoFrame as AvVideoFrame
+from scipy.signal import resample_poly
+
+from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ
+from echo_lab.world.spec import FPS
+
+RATE = 48000
+FRAME = 960  # 20 ms
+UP = 3  # 16 kHz → 48 kHz
+
+
+class SpeakingTrack(MediaStreamTrack):
+    """Room tone with queued utterances, in real time."""
+
+    kind = "audio"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self._queue: deque[np.ndarray] = deque()  # 48 kHz float32 pieces still to play
+        self._sent = 0  # 48 kHz samples sent
+        self._queued = 0  # 48 kHz samples queued but not yet sent
+        self._start: float | None = None
+        self.started_at: float | None = None  # time.time() of the first frame
+        self._rng = np.random.default_rng(seed)
+        self.started = asyncio.Event()  # the first frame went out
+
+    def say(self, samples: np.ndarray, sample_rate: int = 16000) -> int:
+        """Queue `samples` (float32 mono at 16 kHz) after whatever is queued; the 16 kHz index where
+        they start in the track."""
+        if sample_rate != 16000:
+            raise ValueError(f"say takes 16 kHz audio, got {sample_rate} Hz")
+        start = self._sent + self._queued
+        up = resample_poly(np.asarray(samples, np.float64), UP, 1).astype(np.float32)
+        self._queue.append(up)
+        self._queued += len(up)
+        return start // UP
+
+    @property
+    def busy(self) -> bool:
+        """Queued audio is still playing."""
+        return self._queued > 0
+
+    def _room_tone(self, n: int) -> np.ndarray:
+        t = (self._sent + np.arange(n)) / RATE
+        return (HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * self._rng.standard_normal(n)).astype(
+            np.float32
+        )
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = self.started_at = time.time()
+        else:
+            await asyncio.sleep(max(0.0, self._start + self._sent / RATE - time.time()))
+        out = self._room_tone(FRAME)
+        at = 0
+        while at < FRAME and self._queue:
+            piece = self._queue[0]
+            take = min(FRAME - at, len(piece))
+            out[at : at + take] = piece[:take]
+            if take == len(piece):
+                self._queue.popleft()
+            else:
+                self._queue[0] = piece[take:]
+            self._queued -= take
+            at += take
+        pcm = (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
+        frame = AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = RATE, self._sent, fractions.Fraction(1, RATE)
+        self._sent += FRAME
+        self.started.set()
+        return frame
+
+
+class FramesTrack(VideoStreamTrack):
+    """A clip's frames [T, H, W, 3] uint8 (frame i at i / FPS), sent at 30 fps; the last one held."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        super().__init__()
+        self.frames = frames
+
+    async def recv(self) -> AvVideoFrame:
+        pts, time_base = await self.next_timestamp()
+        t = float(pts * time_base)
+        image = self.frames[min(int(t * FPS), len(self.frames) - 1)]
+        frame = AvVideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame

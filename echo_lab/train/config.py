@@ -1,0 +1,107 @@
+"""Typed training configuration (configs/echo_tiny_train.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echo_core.config import apply_overrides, build, read_yaml
+from echo_core.errors import ConfigError
+from echo_core.sieve.cs2 import FEEDS
+
+ESTIMATORS = ("ste", "importance")
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Full-token training of the whole thinker (encoders included)."""
+
+    steps: int = 1500
+    clips_per_step: int = 8
+    lr: float = 2e-3
+    warmup: int = 100
+    aux_weight: float = 1.0  # dense per-token probes on the encoder outputs (see aux_labels.py)
+    # Share of questions asked aloud (the world's training voices; world/speech.py) instead of typed.
+    spoken_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """CS2 training: refiner + score head + LLM, encoders frozen, STE under random keep."""
+
+    steps: int = 600
+    clips_per_step: int = 8
+    lr_llm: float = 3e-4
+    lr_sieve: float = 1e-3
+    warmup: int = 50
+    llm_frozen_steps: int = 0  # the LLM waits while the fresh score head learns to pick (≥ steps: all)
+    keep_min: float = 0.05
+    keep_max: float = 0.3
+    chunk_share: float = 0.5  # share of examples sieved 2-s chunk by chunk without the question
+    full_share: float = 0.1  # share kept at full tokens, so the LLM does not forget them
+    tau: float = 0.5
+    gumbel: bool = False
+    zero_head: bool = False  # start the score head's last layer at zero (all tokens tie; see ScoreHead)
+    # None: stage 2 draws on from where stage 1 left the random state (the shipped recipe), so a run
+    # resumed with --stage1-dir differs from a whole run. An int: stage 2 starts from this seed, and a
+    # resumed run equals a whole one, so settings and seeds can be compared on one stage-1 thinker.
+    seed: int | None = None
+    # How the score head learns. "ste": straight-through top-k on the answer loss (the reference
+    # estimator). "importance": the head learns a listwise ranking of the frozen full-token
+    # teacher's gradient × input over each pool (train/importance.py), selection is hard top-k
+    # and the answer loss trains only the LLM.
+    estimator: str = "ste"
+    importance_weight: float = 1.0
+    # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
+    feed: str = "embeddings"
+    spoken_share: float = 0.0  # as stage1.spoken_share
+    # Weight of the encoder-salience prior that serving adds to the head's scores (cs2.json;
+    # echo_core/sieve/cs2.py). Training ranks with the head alone; the weight is chosen on `val`.
+    prior_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"stage2.estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}"
+            )
+        if self.feed not in FEEDS:
+            raise ConfigError(f"stage2.feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
+        if self.prior_weight < 0:
+            raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
+        if self.importance_weight < 0:
+            raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """echo-train settings."""
+
+    seed: int = 0
+    preset: str = "echo-tiny"
+    # Start stage 1 from this thinker's weights (a directory) instead of a random init: a
+    # continuation, e.g. to teach a trained thinker spoken questions.
+    init_from: str | None = None
+    out_dir: str = "echo_core/models/echo-tiny"
+    refiner_layers: int = 2
+    ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
+    log_every: int = 10
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stage2.keep_min <= self.stage2.keep_max <= 1:
+            raise ConfigError(
+                f"need 0 < keep_min ≤ keep_max ≤ 1, got {self.stage2.keep_min}, {self.stage2.keep_max}"
+            )
+        if self.stage2.llm_frozen_steps < 0:  # ≥ steps: the LLM stays frozen for the whole stage
+            raise ConfigError(f"need stage2.llm_frozen_steps ≥ 0, got {self.stage2.llm_frozen_steps}")
+        for name, share in (("stage1", self.stage1.spoken_share), ("stage2", self.stage2.spoken_share)):
+            if not 0.0 <= share <= 1.0:
+                raise ConfigError(f"{name}.spoken_share must be in [0, 1], got {share}")
+        if self.stage1.steps < 0 or self.stage2.steps < 0:
+            raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a training config YAML (or defaults) with `a.b=value` overrides."""
+    return build(TrainConfig, apply_overrides(read_yaml(path), overrides or []), "train")
