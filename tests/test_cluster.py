@@ -75,7 +75,7 @@ async def cluster(backend: OmniBackend, cs2: CS2) -> AsyncIterator[Cluster]:
     for worker in workers.values():
         if worker.sessions.engine is not None and worker.sessions.engine.alive:
             await worker.stop()
-    redis.stop()
+    redis.close()
 
 
 async def crash(worker: EchoServer) -> None:

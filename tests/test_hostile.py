@@ -587,7 +587,7 @@ async def test_row4_parallel_creates_through_a_gateway_hold_the_key_quota(
             await gateway.stop()
         for worker in workers:
             await worker.stop()
-        redis.stop()
+        redis.close()
 
 
 @pytest.mark.asyncio

@@ -64,3 +64,14 @@ async def test_history_is_capped_and_ordered(store: Store) -> None:
     assert items[-1] == HistoryRecord("r6", "q6", "a6", 106.0)
     assert [r.response_id for r in await store.history("h1", limit=2)] == ["r5", "r6"]
     assert await store.history("h2", limit=10) == [] and await store.history("h1", limit=0) == []
+
+
+def test_local_redis_leaves_no_working_directory_behind() -> None:
+    from echo_lab.launch.local_redis import LocalRedis
+
+    with LocalRedis() as redis:
+        workdir = redis.workdir
+        assert workdir.is_dir()
+        redis.restart()  # a restart keeps the directory
+        assert workdir.is_dir()
+    assert not workdir.exists()

@@ -24,6 +24,7 @@ class LocalRedis:
         self.binary = binary
         self.port = port or free_port()
         self.appendonly = appendonly
+        self._owns_workdir = workdir is None  # a directory made here is removed by close()
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="echo-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,6 +63,12 @@ class LocalRedis:
             self.proc.wait()
         self.proc = None
 
+    def close(self) -> None:
+        """Stop the server and remove the working directory it was given by default."""
+        self.stop()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     def restart(self, down_s: float = 0.0) -> None:
         """Kill the server (losing what it holds in memory), wait `down_s`, start it on the same port."""
         self.stop(kill=True)
@@ -72,4 +79,4 @@ class LocalRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()

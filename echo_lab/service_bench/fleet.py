@@ -85,4 +85,4 @@ async def fleet(workers: int, *overrides: str, config: Path = CLUSTER_CONFIG) ->
     finally:
         for node in nodes:
             stop_process(node.proc)
-        redis.stop()
+        redis.close()
