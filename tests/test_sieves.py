@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
+from echo_core.model.backend import OmniBackend
+from echo_core.model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from echo_core.sieve import CS2, METHODS, CS2Sieve, make_sieve
 from echo_core.sieve.base import av_budget, av_indices
 from echo_core.sieve.baselines import AudioGuidedSieve, PerModalitySieve, TemporalRedundancySieve
 from echo_core.sieve.saliency import question_indices
-from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 
 pytestmark = pytest.mark.integration
 

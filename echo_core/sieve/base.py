@@ -13,9 +13,9 @@ from typing import Protocol
 
 import torch
 
-from ..aliasing import AliasingReport, aliasing_by_mode
 from ..errors import BudgetError, EmptyAVError
-from ..tokens import Modality, TokenSequence
+from ..model.aliasing import AliasingReport, aliasing_by_mode
+from ..model.tokens import Modality, TokenSequence
 
 #: Tolerance for keep × n landing a hair above an integer in floating point.
 _CEIL_EPS = 1e-9

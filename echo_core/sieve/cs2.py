@@ -37,10 +37,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..lm import LanguageModel, additive_mask, attention_probs
-from ..positions import build_positions
-from ..rope import RopeMode
-from ..tokens import TokenSequence
+from ..model.lm import LanguageModel, additive_mask, attention_probs
+from ..model.positions import build_positions
+from ..model.rope import RopeMode
+from ..model.tokens import TokenSequence
 from .base import SieveResult, av_budget, av_indices, finish, top_k
 from .reference_ckpt import find_reference_cs2
 from .salience import encoder_salience

@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .. import media
-from ..backend import OmniBackend
 from ..config import ModelConfig, SieveConfig
 from ..errors import ConfigError
+from ..model import media
+from ..model.backend import OmniBackend
+from ..model.rope import RopeMode
+from ..model.tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
 from ..models import default_model_dir
-from ..rope import RopeMode
 from ..sieve import CS2, METHODS, CS2Sieve, Sieve, make_sieve
 from ..sieve.base import av_budget, top_k
-from ..tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
 from .cache import CachedTokens
 from .frames import MediaChunk
 
