@@ -23,12 +23,12 @@ from ..model.lm import LanguageModel, attention_probs
 from ..model.positions import build_positions
 from ..model.rope import RopeMode
 from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
-from .base import SieveResult, av_budget, av_indices, finish, top_k
+from .base import Sieve, SieveResult, av_budget, av_indices, finish, top_k
 from .cs2 import CS2Sieve
 from .saliency import predecessor, temporal_novelty
 
 
-class _Baseline:
+class _Baseline(Sieve):
     """Shared plumbing: budget, AV indices, and result assembly."""
 
     name = "baseline"

@@ -28,6 +28,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,8 +42,8 @@ from ..errors import CheckpointError, ConfigError
 from ..model.lm import LanguageModel, additive_mask, attention_probs
 from ..model.positions import build_positions
 from ..model.rope import RopeMode
-from ..model.tokens import TokenSequence
-from .base import SieveResult, av_budget, av_indices, finish, top_k
+from ..model.tokens import TokenLayout, TokenSequence
+from .base import Sieve, SieveResult, av_budget, av_indices, finish, per_sequence, top_k
 from .reference_ckpt import find_reference_cs2
 from .salience import encoder_salience
 from .saliency import training_free_scores
@@ -195,7 +197,7 @@ class CS2(nn.Module):
         return self  # load_state_dict copies into the parameters, which already sit on the LLM's device/dtype
 
 
-class CS2Sieve:
+class CS2Sieve(Sieve):
     """Joint-pool top-k over CS2 scores (trained head, or training-free attention saliency)."""
 
     def __init__(
@@ -285,9 +287,39 @@ class CS2Sieve:
     def select(
         self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
     ) -> SieveResult:
+        return self._result(seq, *self._scored(seq), keep, budget)
+
+    @torch.no_grad()
+    def select_batch(
+        self,
+        seqs: Sequence[TokenSequence],
+        *,
+        keep: float | Sequence[float] | None = None,
+        budget: int | Sequence[int] | None = None,
+    ) -> list[SieveResult]:
+        """`select` over each of `seqs`, scoring the sequences that share one token layout (the
+        same-shaped chunks of several live sessions) in one refiner call (`score_batch`)."""
+        keeps, budgets = per_sequence(len(seqs), keep, budget)
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        for i, seq in enumerate(seqs):
+            groups[layout_key(seq.layout)].append(i)
+        scored: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for members in groups.values():
+            scored.update(zip(members, self.score_batch([seqs[i] for i in members]), strict=True))
+        return [self._result(seq, *scored[i], keeps[i], budgets[i]) for i, seq in enumerate(seqs)]
+
+    def _result(
+        self,
+        seq: TokenSequence,
+        scores: torch.Tensor,
+        inputs: torch.Tensor | None,
+        keep: float | None,
+        budget: int | None,
+    ) -> SieveResult:
+        """The top-k of the AV tokens' `scores` ([N]) as a SieveResult, with `inputs` ([L, D]) when
+        the feed is "refined"."""
         av = av_indices(seq)
         k = av_budget(int(av.shape[0]), keep, budget)
-        scores, inputs = self._scored(seq)
         chosen = av[top_k(scores, k)]
         result = finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
         return result if inputs is None else replace(result, inputs=inputs)
@@ -314,6 +346,19 @@ class CS2Sieve:
             self.name, seq, av[chosen_local.cpu()], scores, head_dim=self.lm.head_dim, theta=self.lm.theta
         )
         return result, apply_gates(seq, av[chosen_local.cpu()], gate[chosen_local])
+
+
+def layout_key(layout: TokenLayout) -> tuple[object, ...]:
+    """Equal for layouts that give equal positions, so their sequences stack into one refiner batch."""
+    fields = (
+        layout.modality,
+        layout.time_ids,
+        layout.grid_h,
+        layout.grid_w,
+        layout.shares_prev,
+        layout.extents,
+    )
+    return (len(layout), *(f.numpy().tobytes() for f in fields))
 
 
 def straight_through_topk(
