@@ -287,7 +287,9 @@ class CS2Sieve(Sieve):
     def select(
         self, seq: TokenSequence, *, keep: float | None = None, budget: int | None = None
     ) -> SieveResult:
-        return self._result(seq, *self._scored(seq), keep, budget)
+        av = av_indices(seq)
+        k = av_budget(int(av.shape[0]), keep, budget)
+        return self._result(seq, av, k, *self._scored(seq))
 
     @torch.no_grad()
     def select_batch(
@@ -300,26 +302,21 @@ class CS2Sieve(Sieve):
         """`select` over each of `seqs`, scoring the sequences that share one token layout (the
         same-shaped chunks of several live sessions) in one refiner call (`score_batch`)."""
         keeps, budgets = per_sequence(len(seqs), keep, budget)
+        avs = [av_indices(seq) for seq in seqs]
+        ks = [av_budget(int(av.shape[0]), k, b) for av, k, b in zip(avs, keeps, budgets, strict=True)]
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i, seq in enumerate(seqs):
             groups[layout_key(seq.layout)].append(i)
         scored: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for members in groups.values():
             scored.update(zip(members, self.score_batch([seqs[i] for i in members]), strict=True))
-        return [self._result(seq, *scored[i], keeps[i], budgets[i]) for i, seq in enumerate(seqs)]
+        return [self._result(seq, avs[i], ks[i], *scored[i]) for i, seq in enumerate(seqs)]
 
     def _result(
-        self,
-        seq: TokenSequence,
-        scores: torch.Tensor,
-        inputs: torch.Tensor | None,
-        keep: float | None,
-        budget: int | None,
+        self, seq: TokenSequence, av: torch.Tensor, k: int, scores: torch.Tensor, inputs: torch.Tensor | None
     ) -> SieveResult:
-        """The top-k of the AV tokens' `scores` ([N]) as a SieveResult, with `inputs` ([L, D]) when
-        the feed is "refined"."""
-        av = av_indices(seq)
-        k = av_budget(int(av.shape[0]), keep, budget)
+        """The top `k` of the AV tokens (sequence indices `av`, [N]) by `scores` ([N]) as a
+        SieveResult, with `inputs` ([L, D]) when the feed is "refined"."""
         chosen = av[top_k(scores, k)]
         result = finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
         return result if inputs is None else replace(result, inputs=inputs)
