@@ -6,7 +6,7 @@ RMSNorm → Linear(D, D) → SiLU → Linear(D, 1), scores every AV token, and o
 over the joint audio + video pool keeps k = ceil(keep × #AV) of them: the budget goes
 to whichever modality is informative, with no per-modality quota. Text is always kept.
 Kept tokens keep their original positions, and text after the AV block keeps its
-full-sequence position (the reference rule; positions.py).
+full-sequence position (the reference rule; model/positions.py).
 
 What the LLM reads (`feed`, stored in cs2.json): "embeddings", the kept tokens' input
 embeddings; or "refined", the reference behaviour: the refiner's output states for every
