@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from echo_core.rope import POSITIONS_PER_SECOND
+from echo_core.model.rope import POSITIONS_PER_SECOND
 from echo_core.stream.session import KeptLayout, StreamSession
 from echo_core.tts import Voice
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
-from echo_core.checkpoint import build_random_checkpoint
+from echo_core.model.backend import OmniBackend
+from echo_core.model.checkpoint import build_random_checkpoint
+from echo_core.model.tokens import TokenSequence
 from echo_core.sieve import CS2
-from echo_core.tokens import TokenSequence
 
 
 @pytest.fixture(scope="session")

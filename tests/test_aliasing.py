@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from echo_core.aliasing import aliasing_by_mode, aliasing_report
-from echo_core.rope import RopeMode, inverse_frequencies, mode_split, temporal_pairs
+from echo_core.model.aliasing import aliasing_by_mode, aliasing_report
+from echo_core.model.rope import RopeMode, inverse_frequencies, mode_split, temporal_pairs
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from echo_core.attention import grouped_sdpa_forward
-from echo_core.lm import additive_mask
+from echo_core.model.attention import grouped_sdpa_forward
+from echo_core.model.lm import additive_mask
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from echo_core.errors import BudgetError, EmptyAVError
-from echo_core.sieve.base import av_budget
+from echo_core.sieve.base import av_budget, per_sequence
 from echo_core.sieve.baselines import allocate, evenly_spaced, proportional_split
 
 pytestmark = pytest.mark.unit
@@ -69,3 +69,11 @@ def test_proportional_split_and_allocation() -> None:
     assert alloc.tolist() == [2, 4, 4]  # first bin saturates; surplus shared
     assert int(allocate(100, torch.tensor([3, 4]), torch.tensor([1.0, 1.0])).sum()) == 7
     assert evenly_spaced(10, 5).tolist() == [1, 3, 5, 7, 9]
+
+
+def test_per_sequence_spreads_one_value_or_takes_one_each() -> None:
+    assert per_sequence(3, 0.5, None) == ([0.5, 0.5, 0.5], [None, None, None])
+    assert per_sequence(2, None, (4, 9)) == ([None, None], [4, 9])
+    assert per_sequence(0, [], None) == ([], [])
+    with pytest.raises(BudgetError, match="keep: 2 values for 3 sequences"):
+        per_sequence(3, [0.1, 0.2], None)

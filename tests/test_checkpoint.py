@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend, resolve_special_tokens
-from echo_core.checkpoint import PRESETS, build_random_checkpoint
 from echo_core.errors import (
     CheckpointError,
     ConfigError,
@@ -19,8 +17,10 @@ from echo_core.errors import (
     InvalidMediaError,
     PlaceholderMismatchError,
 )
+from echo_core.model.backend import OmniBackend, resolve_special_tokens
+from echo_core.model.checkpoint import PRESETS, build_random_checkpoint
+from echo_core.model.tokens import TokenSequence
 from echo_core.sieve import CS2, make_sieve
-from echo_core.tokens import TokenSequence
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest_asyncio
 
 from client.cli import main as client_main
 from client.echo_client import ClientError, EchoClient
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from echo_lab.world import make_clip

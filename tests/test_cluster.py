@@ -14,8 +14,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from echo_lab.launch.local_redis import LocalRedis

@@ -8,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import CheckpointError, ConfigError
-from echo_core.positions import build_positions
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenSequence
 from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.base import av_indices
-from echo_core.tokens import TokenSequence
 
 pytestmark = pytest.mark.integration
 

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig
 from echo_core.errors import ConfigError
-from echo_core.generate import prefill
-from echo_core.positions import build_positions
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.generate import prefill
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenSequence
 from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.base import av_indices, top_k
 from echo_core.stream.frames import MediaChunk
 from echo_core.stream.runtime import IngestRequest, StreamModel
-from echo_core.tokens import TokenSequence
 from tests.conftest import av_clip
 
 pytestmark = pytest.mark.integration

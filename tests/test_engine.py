@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.errors import EmptyAVError
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.frames import AudioPacket, VideoFrame
 from echo_core.stream.runtime import StreamModel

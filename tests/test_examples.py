@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
-from echo_core.question import question_suffix
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.question import question_suffix
+from echo_core.model.rope import RopeMode
 from echo_lab.train.examples import (
     EncodedClip,
     answer_loss,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
+from echo_core.model.backend import OmniBackend
 from echo_core.models import ECHO_TINY_DIR, default_model_dir
 from echo_core.sieve import CS2
 from echo_lab.bench.cli import main

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
-from echo_core.generate import GenerationConfig, generate_ids, prefill, stream_text
-from echo_core.positions import build_positions
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.generate import GenerationConfig, generate_ids, prefill, stream_text
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenLayout, TokenSequence
 from echo_core.sieve import CS2, make_sieve
-from echo_core.tokens import TokenLayout, TokenSequence
 
 pytestmark = pytest.mark.integration
 

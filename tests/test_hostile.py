@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.errors import ConfigError
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from server.app import EchoServer

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
-from echo_core.rope import RopeMode
-from echo_core.tokens import TokenLayout, TokenSequence
+from echo_core.model.backend import OmniBackend
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenLayout, TokenSequence
 from echo_lab.train.importance import listwise_loss, teacher_importance
 
 pytestmark = pytest.mark.integration

@@ -56,7 +56,9 @@ def test_package_imports_point_one_way(package: str) -> None:
 
 
 def test_imports_resolve_relative_names() -> None:
-    assert "echo_core" in imports(ROOT / "echo_core" / "stream" / "runtime.py", "echo_core")  # from .. import
+    core = ROOT / "echo_core"
+    assert "echo_core.model" in imports(core / "model" / "backend.py", "echo_core")  # from . import
+    assert "echo_core.model.media" in imports(core / "stream" / "chunker.py", "echo_core")  # from ..model…
     demo = imports(ROOT / "echo_lab" / "live" / "demo.py", "echo_lab")
     assert {"echo_lab.launch.local_server", "client.echo_client"} <= demo, demo
 

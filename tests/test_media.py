@@ -1,4 +1,4 @@
-"""Tests of echo_core.media: hand-checkable expectations and transformers' reference processors."""
+"""Tests of echo_core.model.media: hand-checkable expectations and transformers' reference processors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from echo_core.errors import InvalidMediaError
-from echo_core.media import (
+from echo_core.model.media import (
     AUDIO_RATE,
     CLIP_MEAN,
     CLIP_STD,
@@ -287,7 +287,7 @@ def test_log_mel_matches_whisper_feature_extractor() -> None:
 
 def test_mel_filters_match_transformers() -> None:
     audio_utils = pytest.importorskip("transformers.audio_utils")
-    from echo_core.media import _mel_filters
+    from echo_core.model.media import _mel_filters
 
     ref = audio_utils.mel_filter_bank(
         num_frequency_bins=201,

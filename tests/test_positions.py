@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.positions import build_positions
-from echo_core.rope import RopeMode
-from echo_core.tokens import Modality, TokenLayout
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import Modality, TokenLayout
 
 pytestmark = pytest.mark.unit
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from echo_core.backend import OmniBackend
-from echo_core.checkpoint import build_random_checkpoint
 from echo_core.errors import CheckpointError
-from echo_core.generate import prefill
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.checkpoint import build_random_checkpoint
+from echo_core.model.generate import prefill
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenSequence
 from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.reference_ckpt import reference_name
-from echo_core.tokens import TokenSequence
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniRotaryEmbedding
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
-from echo_core.rope import (
+from echo_core.model.backend import OmniBackend
+from echo_core.model.rope import (
     SYNC_SPLIT,
     TMROPE_SPLIT,
     RopeMode,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig
+from echo_core.model.backend import OmniBackend
+from echo_core.model.tokens import Modality, TokenLayout, TokenSequence
 from echo_core.sieve import CS2, make_sieve
 from echo_core.sieve.base import av_indices
 from echo_core.sieve.salience import JointSalienceSieve, distinctiveness, modality_zscore
 from echo_core.stream.runtime import StreamModel
-from echo_core.tokens import Modality, TokenLayout, TokenSequence
 
 pytestmark = pytest.mark.integration
 

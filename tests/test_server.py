@@ -12,8 +12,8 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from server.app import EchoServer

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
+from echo_core.errors import BudgetError
+from echo_core.model.backend import OmniBackend
+from echo_core.model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from echo_core.sieve import CS2, METHODS, CS2Sieve, make_sieve
 from echo_core.sieve.base import av_budget, av_indices
 from echo_core.sieve.baselines import AudioGuidedSieve, PerModalitySieve, TemporalRedundancySieve
 from echo_core.sieve.saliency import question_indices
-from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,57 @@ def test_each_sieve_keeps_exactly_k_and_all_text(
     assert result.kept_audio == int((mod == Modality.AUDIO).sum())
     assert result.kept_video == int((mod == Modality.VIDEO).sum())
     assert set(result.aliasing) == {"tmrope", "sync", "compact"}
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fastv"])
+def test_select_batch_is_select_one_by_one(
+    backend: OmniBackend, cs2: CS2, sequence: TokenSequence, ingest_sequence: TokenSequence, method: str
+) -> None:
+    """One call over sequences of mixed layouts, each with its own keep, = `select` on each in order."""
+    seqs = [ingest_sequence, sequence, ingest_sequence]
+    keeps = [0.25, 0.1, 0.5]
+    batched = make_sieve(method, backend.lm, cs2).select_batch(seqs, keep=keeps)
+    single = make_sieve(method, backend.lm, cs2)  # a fresh one: `random` replays the same draws
+    assert len(batched) == len(seqs)
+    for seq, keep, got in zip(seqs, keeps, batched, strict=True):
+        want = single.select(seq, keep=keep)
+        assert torch.equal(got.kept, want.kept)
+        assert torch.allclose(got.scores, want.scores, atol=1e-5, equal_nan=True)
+    with pytest.raises(BudgetError, match="2 values for 3 sequences"):
+        single.select_batch(seqs, keep=[0.1, 0.2])
+
+
+class CountingCS2Sieve(CS2Sieve):
+    """CS2Sieve that records the size of every group it scores in one call."""
+
+    groups: list[int]
+
+    def score_batch(self, seqs: list[TokenSequence]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        self.groups = [*getattr(self, "groups", []), len(seqs)]
+        return super().score_batch(seqs)
+
+
+@pytest.mark.parametrize("feed", ["embeddings", "refined"])
+def test_cs2_select_batch_batches_one_layout_with_the_prior(
+    backend: OmniBackend, sequence: TokenSequence, ingest_sequence: TokenSequence, feed: str
+) -> None:
+    """A trained head scores same-layout sequences in one refiner call, salience prior included;
+    each result matches `select` (scores, kept, and the refined states the LLM reads)."""
+    torch.manual_seed(3)
+    cs2 = CS2(backend.lm, n_layers=2, trained=True, feed=feed, prior_weight=0.5)
+    other = TokenSequence(ingest_sequence.embeds.flip(0), ingest_sequence.layout)  # same layout
+    seqs = [ingest_sequence, sequence, other]
+    sieve = CountingCS2Sieve(backend.lm, cs2, scoring="head")
+    batched = sieve.select_batch(seqs, budget=6)
+    assert sorted(sieve.groups) == [1, 2]  # the two chunks of one layout share a refiner call
+    for seq, got in zip(seqs, batched, strict=True):
+        want = CS2Sieve(backend.lm, cs2, scoring="head").select(seq, budget=6)
+        assert torch.equal(got.kept, want.kept)
+        assert torch.allclose(got.scores, want.scores, atol=1e-4, equal_nan=True)
+        assert (got.inputs is None) == (feed == "embeddings")
+        if got.inputs is not None:
+            assert want.inputs is not None
+            assert torch.allclose(got.inputs, want.inputs, atol=1e-4)
 
 
 def test_budget_form(backend: OmniBackend, cs2: CS2, sequence: TokenSequence) -> None:

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.errors import ConfigError
-from echo_core.positions import build_positions
-from echo_core.question import question_suffix, spoken_block
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.positions import build_positions
+from echo_core.model.question import question_suffix, spoken_block
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import Modality, TokenLayout, TokenSequence
 from echo_core.sieve import CS2
 from echo_core.speech import SpokenQuestion
 from echo_core.stream.frames import AudioPacket, VideoFrame
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.session import StreamSession
-from echo_core.tokens import Modality, TokenLayout, TokenSequence
 from echo_core.tts import synthesize
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_lab.bench.cli import main

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from echo_core.errors import ConfigError
-from echo_core.media import resize_frames, to_mono_16k
+from echo_core.model.media import resize_frames, to_mono_16k
 from echo_core.stream.chunker import ChunkAssembler, ChunkerStats
 from echo_core.stream.frames import AudioPacket, MediaChunk, VideoFrame
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from echo_core.errors import BudgetError
+from echo_core.model.tokens import Modality
 from echo_core.stream.cache import CachedTokens, JointTokenCache
 from echo_core.stream.eviction import bucket_floor, eviction_victims, rank_within_groups
-from echo_core.tokens import Modality
 
 pytestmark = pytest.mark.unit
 

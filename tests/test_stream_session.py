@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.errors import ConfigError, EmptyAVError
-from echo_core.positions import build_positions
-from echo_core.rope import POSITIONS_PER_SECOND
+from echo_core.model.backend import OmniBackend
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import POSITIONS_PER_SECOND
+from echo_core.model.tokens import TIME_IDS_PER_CHUNK, Modality
 from echo_core.sieve import CS2
 from echo_core.stream.frames import AudioPacket, MediaChunk, VideoFrame
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
-from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality
 from server.protocol import SessionSettings
 
 pytestmark = pytest.mark.integration

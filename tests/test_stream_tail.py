@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig
 from echo_core.errors import EmptyAVError
-from echo_core.rope import POSITIONS_PER_SECOND
+from echo_core.model.backend import OmniBackend
+from echo_core.model.rope import POSITIONS_PER_SECOND
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.session import StreamSession

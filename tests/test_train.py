@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_lab.train.cli import main
 from echo_lab.train.config import load_train_config

@@ -17,8 +17,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from client.echo_client import ClientError, EchoClient, ResponseEvent
 from client.playback import FRAME, RATE, SILENCE_FLOOR, RecordingSink, rms
-from echo_core.backend import OmniBackend
 from echo_core.config import SieveConfig, StreamConfig
+from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from echo_core.tts import Voice

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..lm import LanguageModel
-from ..rope import RopeMode
+from ..model.lm import LanguageModel
+from ..model.rope import RopeMode
 from .base import Sieve, SieveResult, av_budget
 from .baselines import (
     AudioGuidedSieve,

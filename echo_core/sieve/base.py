@@ -3,19 +3,26 @@
 A sieve looks at a `TokenSequence` and decides which audio/video tokens to keep;
 text tokens (markers, prompt, question) are always kept. Every sieve returns a
 `SieveResult`, so benchmarks compare like with like.
+
+`select_batch` sieves several sequences at once (the live runtime hands a sieve every chunk
+of every session that closed together). By default it is `select` over each; a sieve that
+can share work across sequences overrides it (CS2: one refiner call per token layout).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 
-from ..aliasing import AliasingReport, aliasing_by_mode
 from ..errors import BudgetError, EmptyAVError
-from ..tokens import Modality, TokenSequence
+from ..model.aliasing import AliasingReport, aliasing_by_mode
+from ..model.tokens import Modality, TokenSequence
+
+_V = TypeVar("_V", int, float)
 
 #: Tolerance for keep × n landing a hair above an integer in floating point.
 _CEIL_EPS = 1e-9
@@ -77,8 +84,27 @@ class SieveResult:
         }
 
 
+def _spread(value: _V | Sequence[_V] | None, n: int, what: str) -> list[_V | None]:
+    if not isinstance(value, Sequence):
+        return [value] * n
+    if len(value) != n:
+        raise BudgetError(f"{what}: {len(value)} values for {n} sequences")
+    return list(value)
+
+
+def per_sequence(
+    n: int, keep: float | Sequence[float] | None, budget: int | Sequence[int] | None
+) -> tuple[list[float | None], list[int | None]]:
+    """`select_batch`'s keep and budget as one value per sequence: a single value applies to all
+    `n` sequences, a list or tuple gives one value each."""
+    return _spread(keep, n, "keep"), _spread(budget, n, "budget")
+
+
 class Sieve(Protocol):
-    """Anything that selects AV tokens from a sequence."""
+    """Anything that selects AV tokens from a sequence.
+
+    Implementations subclass `Sieve` to inherit the default `select_batch` (a loop over `select`).
+    """
 
     name: str
 
@@ -87,6 +113,21 @@ class Sieve(Protocol):
     ) -> SieveResult:
         """Keep ceil(keep × #AV) (or min(budget, #AV)) AV tokens and every text token."""
         ...
+
+    def select_batch(
+        self,
+        seqs: Sequence[TokenSequence],
+        *,
+        keep: float | Sequence[float] | None = None,
+        budget: int | Sequence[int] | None = None,
+    ) -> list[SieveResult]:
+        """`select` over each of `seqs`: one result per sequence, in order.
+
+        `keep` / `budget` is one value for every sequence or one per sequence. Calls on a sieve
+        with state (`random`'s generator) happen in the order of `seqs`.
+        """
+        keeps, budgets = per_sequence(len(seqs), keep, budget)
+        return [self.select(s, keep=k, budget=b) for s, k, b in zip(seqs, keeps, budgets, strict=True)]
 
 
 def av_indices(seq: TokenSequence) -> torch.Tensor:

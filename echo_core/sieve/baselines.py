@@ -19,16 +19,16 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..lm import LanguageModel, attention_probs
-from ..positions import build_positions
-from ..rope import RopeMode
-from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
-from .base import SieveResult, av_budget, av_indices, finish, top_k
+from ..model.lm import LanguageModel, attention_probs
+from ..model.positions import build_positions
+from ..model.rope import RopeMode
+from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
+from .base import Sieve, SieveResult, av_budget, av_indices, finish, top_k
 from .cs2 import CS2Sieve
 from .saliency import predecessor, temporal_novelty
 
 
-class _Baseline:
+class _Baseline(Sieve):
     """Shared plumbing: budget, AV indices, and result assembly."""
 
     name = "baseline"

@@ -6,7 +6,7 @@ RMSNorm → Linear(D, D) → SiLU → Linear(D, 1), scores every AV token, and o
 over the joint audio + video pool keeps k = ceil(keep × #AV) of them: the budget goes
 to whichever modality is informative, with no per-modality quota. Text is always kept.
 Kept tokens keep their original positions, and text after the AV block keeps its
-full-sequence position (the reference rule; positions.py).
+full-sequence position (the reference rule; model/positions.py).
 
 What the LLM reads (`feed`, stored in cs2.json): "embeddings", the kept tokens' input
 embeddings; or "refined", the reference behaviour: the refiner's output states for every
@@ -28,6 +28,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,11 +39,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..lm import LanguageModel, additive_mask, attention_probs
-from ..positions import build_positions
-from ..rope import RopeMode
-from ..tokens import TokenSequence
-from .base import SieveResult, av_budget, av_indices, finish, top_k
+from ..model.lm import LanguageModel, additive_mask, attention_probs
+from ..model.positions import build_positions
+from ..model.rope import RopeMode
+from ..model.tokens import TokenLayout, TokenSequence
+from .base import Sieve, SieveResult, av_budget, av_indices, finish, per_sequence, top_k
 from .reference_ckpt import find_reference_cs2
 from .salience import encoder_salience
 from .saliency import training_free_scores
@@ -195,7 +197,7 @@ class CS2(nn.Module):
         return self  # load_state_dict copies into the parameters, which already sit on the LLM's device/dtype
 
 
-class CS2Sieve:
+class CS2Sieve(Sieve):
     """Joint-pool top-k over CS2 scores (trained head, or training-free attention saliency)."""
 
     def __init__(
@@ -287,7 +289,34 @@ class CS2Sieve:
     ) -> SieveResult:
         av = av_indices(seq)
         k = av_budget(int(av.shape[0]), keep, budget)
-        scores, inputs = self._scored(seq)
+        return self._result(seq, av, k, *self._scored(seq))
+
+    @torch.no_grad()
+    def select_batch(
+        self,
+        seqs: Sequence[TokenSequence],
+        *,
+        keep: float | Sequence[float] | None = None,
+        budget: int | Sequence[int] | None = None,
+    ) -> list[SieveResult]:
+        """`select` over each of `seqs`, scoring the sequences that share one token layout (the
+        same-shaped chunks of several live sessions) in one refiner call (`score_batch`)."""
+        keeps, budgets = per_sequence(len(seqs), keep, budget)
+        avs = [av_indices(seq) for seq in seqs]
+        ks = [av_budget(int(av.shape[0]), k, b) for av, k, b in zip(avs, keeps, budgets, strict=True)]
+        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        for i, seq in enumerate(seqs):
+            groups[layout_key(seq.layout)].append(i)
+        scored: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for members in groups.values():
+            scored.update(zip(members, self.score_batch([seqs[i] for i in members]), strict=True))
+        return [self._result(seq, avs[i], ks[i], *scored[i]) for i, seq in enumerate(seqs)]
+
+    def _result(
+        self, seq: TokenSequence, av: torch.Tensor, k: int, scores: torch.Tensor, inputs: torch.Tensor | None
+    ) -> SieveResult:
+        """The top `k` of the AV tokens (sequence indices `av`, [N]) by `scores` ([N]) as a
+        SieveResult, with `inputs` ([L, D]) when the feed is "refined"."""
         chosen = av[top_k(scores, k)]
         result = finish(self.name, seq, chosen, scores, head_dim=self.lm.head_dim, theta=self.lm.theta)
         return result if inputs is None else replace(result, inputs=inputs)
@@ -314,6 +343,19 @@ class CS2Sieve:
             self.name, seq, av[chosen_local.cpu()], scores, head_dim=self.lm.head_dim, theta=self.lm.theta
         )
         return result, apply_gates(seq, av[chosen_local.cpu()], gate[chosen_local])
+
+
+def layout_key(layout: TokenLayout) -> tuple[object, ...]:
+    """Equal for layouts that give equal positions, so their sequences stack into one refiner batch."""
+    fields = (
+        layout.modality,
+        layout.time_ids,
+        layout.grid_h,
+        layout.grid_w,
+        layout.shares_prev,
+        layout.extents,
+    )
+    return (len(layout), *(f.numpy().tobytes() for f in fields))
 
 
 def straight_through_topk(

@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..lm import LanguageModel, attention_probs
-from ..positions import build_positions
-from ..rope import RopeMode
-from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
-from .base import SieveResult, av_budget, av_indices, finish, top_k
+from ..model.lm import LanguageModel, attention_probs
+from ..model.positions import build_positions
+from ..model.rope import RopeMode
+from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
+from .base import Sieve, SieveResult, av_budget, av_indices, finish, top_k
 from .saliency import predecessor, question_indices, temporal_novelty
 
 #: Cue weights, chosen on `val` (docs/results.md): the question cue is measured but off.
@@ -89,7 +89,7 @@ def encoder_cues(seq: TokenSequence, av: torch.Tensor) -> dict[str, torch.Tensor
     }
 
 
-class JointSalienceSieve:
+class JointSalienceSieve(Sieve):
     """Training-free joint-pool sieve (see the module docstring)."""
 
     name = "joint_salience"

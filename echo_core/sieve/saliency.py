@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lm import attention_probs
-from ..tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout
+from ..model.lm import attention_probs
+from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout
 
 _EPS = 1e-12
 

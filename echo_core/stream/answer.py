@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from ..aliasing import AliasingReport
-from ..generate import GenerationConfig, Prefill, generate_ids, stream_text
-from ..lm import LanguageModel
+from ..model.aliasing import AliasingReport
+from ..model.generate import GenerationConfig, Prefill, generate_ids, stream_text
+from ..model.lm import LanguageModel
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BudgetError
-from ..tokens import Modality, TokenLayout
+from ..model.tokens import Modality, TokenLayout
 
 
 @dataclass(frozen=True)

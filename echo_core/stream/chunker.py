@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, InvalidMediaError
-from ..media import _MAX_ASPECT, AUDIO_RATE, VIDEO_FPS, resize_frames, to_mono_16k
+from ..model.media import _MAX_ASPECT, AUDIO_RATE, VIDEO_FPS, resize_frames, to_mono_16k
 from .frames import AudioPacket, MediaChunk, VideoFrame
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import torch
 from transformers import Cache
 from transformers.cache_utils import CacheLayerMixin, DummyLayer, DynamicLayer, LinearAttentionCacheLayerMixin
 
-from ..lm import LanguageModel
+from ..model.lm import LanguageModel
 
 
 class BufferedLayer(DynamicLayer):

@@ -2,7 +2,8 @@
 
 `StreamModel.prepare` takes closed 2-s chunks of any number of sessions and returns,
 for each, the tokens its ingest sieve keeps: both encoders run once over all chunks
-(sizes and lengths may differ), and CS2 scores same-shaped chunks in one refiner call.
+(sizes and lengths may differ), and each sieve takes all its chunks in one `select_batch`
+call (CS2 scores same-shaped chunks in one refiner call).
 The ingest sieve sees one chunk's AV tokens without any question, positioned with
 time ids relative to the chunk start, which is the regime CS2 was trained in (the
 chunk branch of stage 2) and makes equal-shaped chunks share one layout.
@@ -16,15 +17,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .. import media
-from ..backend import OmniBackend
 from ..config import ModelConfig, SieveConfig
 from ..errors import ConfigError
+from ..model import media
+from ..model.backend import OmniBackend
+from ..model.rope import RopeMode
+from ..model.tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
 from ..models import default_model_dir
-from ..rope import RopeMode
-from ..sieve import CS2, METHODS, CS2Sieve, Sieve, make_sieve
-from ..sieve.base import av_budget, top_k
-from ..tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
+from ..sieve import CS2, METHODS, Sieve, SieveResult, make_sieve
 from .cache import CachedTokens
 from .frames import MediaChunk
 
@@ -188,41 +188,34 @@ class StreamModel:
 
     @torch.no_grad()
     def sieve_chunks(self, requests: list[IngestRequest], encoded: list[EncodedChunk]) -> list[PreparedChunk]:
-        """Run each request's ingest sieve over its encoded chunk (CS2 batched per layout)."""
+        """Run each request's ingest sieve over its encoded chunk: one `select_batch` per sieve."""
         if not requests:
             return []
-        scores: list[torch.Tensor | None] = [None] * len(requests)
-        states: list[torch.Tensor | None] = [None] * len(requests)  # CS2 feed "refined": [L, D]
-        # CS2 chunks with one layout share a refiner call.
-        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
+        results: list[SieveResult | None] = [None] * len(requests)  # None: a chunk with no tokens
+        by_method: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            if r.method == "cs2" and len(encoded[i].relative) > 0:
-                groups[(r.chunk.signature, len(encoded[i].relative))].append(i)
-        cs2 = self.sieve("cs2") if groups else None
-        for members in groups.values():
-            assert isinstance(cs2, CS2Sieve)
-            batch = cs2.score_batch([encoded[i].relative for i in members])
-            for i, (s, refined) in zip(members, batch, strict=True):
-                scores[i], states[i] = s, refined
+            if len(encoded[i].relative) > 0:
+                by_method[r.method].append(i)
+        for method, members in by_method.items():
+            batch = self.sieve(method).select_batch(
+                [encoded[i].relative for i in members], keep=[requests[i].keep for i in members]
+            )
+            for i, sieved in zip(members, batch, strict=True):
+                results[i] = sieved
         out: list[PreparedChunk] = []
-        for i, r in enumerate(requests):
-            seq, rel = encoded[i].absolute, encoded[i].relative
-            n = len(seq)
-            if n == 0:
+        for r, chunk, result in zip(requests, encoded, results, strict=True):
+            seq = chunk.absolute
+            if result is None:
                 kept_idx = torch.zeros(0, dtype=torch.long)
                 chunk_scores = torch.zeros(0)
-            elif scores[i] is not None:
-                chunk_scores = scores[i]  # type: ignore[assignment]
-                kept_idx = top_k(chunk_scores, av_budget(n, r.keep)).sort().values
+                states = None
             else:
-                result = self.sieve(r.method).select(rel, keep=r.keep)
-                chunk_scores, kept_idx, states[i] = result.scores, result.kept, result.inputs
+                kept_idx, chunk_scores, states = result.kept, result.scores, result.inputs
             z = zscore(chunk_scores)
             lay = seq.layout
             # With CS2's feed "refined" the cache holds (and its KV is computed from) the ingest
             # refiner's output states of the kept tokens.
-            source = seq.embeds if states[i] is None else states[i]
-            assert source is not None
+            source = seq.embeds if states is None else states
             kept = CachedTokens(
                 embeds=source[kept_idx.to(source.device)],
                 input_ids=lay.input_ids[kept_idx],

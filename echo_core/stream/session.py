@@ -29,17 +29,17 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..aliasing import aliasing_by_mode
 from ..config import StreamConfig
 from ..errors import ConfigError, EmptyAVError
-from ..generate import GenerationConfig, Prefill, prefill
-from ..media import AUDIO_RATE
-from ..positions import av_rows, build_positions, mode_rows, next_position
-from ..question import question_suffix
-from ..rope import POSITIONS_PER_SECOND
+from ..model.aliasing import aliasing_by_mode
+from ..model.generate import GenerationConfig, Prefill, prefill
+from ..model.media import AUDIO_RATE
+from ..model.positions import av_rows, build_positions, mode_rows, next_position
+from ..model.question import question_suffix
+from ..model.rope import POSITIONS_PER_SECOND
+from ..model.tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from ..sieve.base import av_indices
 from ..speech import Question
-from ..tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from .answer import AnswerContext, AnswerStream
 from .cache import CachedTokens, JointTokenCache
 from .chunker import ChunkAssembler

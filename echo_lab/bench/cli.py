@@ -43,7 +43,7 @@ def _csv(text: str | None, kind: type = str) -> list | None:  # type: ignore[typ
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from echo_core.backend import OmniBackend
+    from echo_core.model.backend import OmniBackend
     from echo_core.models import default_model_dir
     from echo_core.sieve import CS2
 

@@ -46,16 +46,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from echo_core.backend import OmniBackend
-from echo_core.checkpoint import build_random_checkpoint
 from echo_core.config import SieveConfig, StreamConfig
-from echo_core.media import grid_size
+from echo_core.model.backend import OmniBackend
+from echo_core.model.checkpoint import build_random_checkpoint
+from echo_core.model.media import grid_size
+from echo_core.model.tokens import SECONDS_PER_CHUNK, Modality, seconds_to_time_ids
 from echo_core.sieve import CS2
 from echo_core.stream.cache import CachedTokens
 from echo_core.stream.frames import AudioPacket, MediaChunk, VideoFrame
 from echo_core.stream.runtime import PreparedChunk, StreamModel
 from echo_core.stream.session import StreamSession
-from echo_core.tokens import SECONDS_PER_CHUNK, Modality, seconds_to_time_ids
 
 DEFAULT_WINDOWS = (30.0, 60.0, 120.0, 600.0)
 DEFAULT_KEEPS = (0.2, 0.1, 0.05)

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from echo_core import media
-from echo_core.backend import OmniBackend
-from echo_core.checkpoint import build_random_checkpoint
-from echo_core.positions import build_positions
-from echo_core.rope import RopeMode
+from echo_core.model import media
+from echo_core.model.backend import OmniBackend
+from echo_core.model.checkpoint import build_random_checkpoint
+from echo_core.model.positions import build_positions
+from echo_core.model.rope import RopeMode
 
 
 def synthetic_av(seconds: int = 4, size: int = 112, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from echo_core.backend import OmniBackend
 from echo_core.errors import ConfigError
-from echo_core.generate import prefill
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.generate import prefill
+from echo_core.model.rope import RopeMode
 from echo_core.sieve import CS2, METHODS, Sieve, SieveResult, make_sieve
 from echo_core.speech import Question, SpokenQuestion
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from echo_core.tokens import AudioTokens, VideoTokens
+from echo_core.model.tokens import AudioTokens, VideoTokens
 
 from ..world import COLOURS, PITCHES, SHAPES, ClipSpec
 

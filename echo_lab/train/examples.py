@@ -1,6 +1,6 @@
 """Question examples over encoded clips, right-padded batches, and the answer loss.
 
-`question_suffix` (echo_core/question.py) builds a question's tokens, typed or spoken.
+`question_suffix` (echo_core/model/question.py) builds a question's tokens, typed or spoken.
 
 A training sequence is `<|im_start|> user [AV block] question <|im_end|> <|im_start|>
 assistant answer <|im_end|>`; the loss covers the answer and the closing marker only.
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from echo_core.backend import OmniBackend
-from echo_core.lm import LanguageModel, additive_mask
-from echo_core.positions import build_positions
-from echo_core.question import question_suffix
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.lm import LanguageModel, additive_mask
+from echo_core.model.positions import build_positions
+from echo_core.model.question import question_suffix
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import AudioTokens, TokenSequence, VideoTokens
 from echo_core.speech import Question
-from echo_core.tokens import AudioTokens, TokenSequence, VideoTokens
 
 from ..world import ANSWER_WORDS, QUESTION_WORDS, Clip
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from echo_core.lm import LanguageModel
-from echo_core.rope import RopeMode
-from echo_core.tokens import TokenSequence
+from echo_core.model.lm import LanguageModel
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TokenSequence
 
 from .examples import shared_prefix_loss
 

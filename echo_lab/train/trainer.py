@@ -22,17 +22,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from echo_core.backend import OmniBackend
-from echo_core.checkpoint import build_random_checkpoint
 from echo_core.errors import CheckpointError
-from echo_core.lm import LanguageModel
-from echo_core.question import encode_spoken, question_suffix
-from echo_core.rope import RopeMode
+from echo_core.model.backend import OmniBackend
+from echo_core.model.checkpoint import build_random_checkpoint
+from echo_core.model.lm import LanguageModel
+from echo_core.model.question import encode_spoken, question_suffix
+from echo_core.model.rope import RopeMode
+from echo_core.model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.base import av_budget, av_indices, top_k
 from echo_core.sieve.cs2 import apply_gates, straight_through_topk
 from echo_core.speech import SpokenQuestion
-from echo_core.tokens import TIME_IDS_PER_CHUNK, Modality, TokenSequence
 
 from ..world import Clip, Question, make_clip
 from ..world.speech import spoken_question

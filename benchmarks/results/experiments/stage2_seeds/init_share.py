@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from echo_core.backend import OmniBackend
+from echo_core.model.backend import OmniBackend
+from echo_core.model.tokens import Modality
 from echo_core.sieve import CS2, CS2Sieve
 from echo_core.sieve.base import av_budget, av_indices, top_k
 from echo_core.sieve.cs2 import straight_through_topk
-from echo_core.tokens import Modality
 from echo_lab.train.examples import clip_prefix, encode_clips
 from echo_lab.world import make_clip
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ..speech import Question, SpokenQuestion
 from .backend import OmniBackend
-from .speech import Question, SpokenQuestion
 from .tokens import AudioTokens, Modality, TokenLayout, TokenSequence
 
 #: What follows the question in a one-turn chat.

@@ -20,7 +20,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Upstream TMRoPE split of a 128-dim head's 64 frequency pairs over rows [T, H, W].
 TMROPE_SPLIT: tuple[int, ...] = (16, 24, 24)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 from transformers import Cache, PreTrainedTokenizerBase
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..sieve.base import SieveResult
 from .lm import LanguageModel, LayerPrune
 from .positions import build_positions
 from .rope import RopeMode
-from .sieve.base import SieveResult
 from .tokens import TokenSequence
 
 

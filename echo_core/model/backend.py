@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5OmniThinkerForConditionalGeneration
 
+from ..errors import CheckpointError, ConfigError, PlaceholderMismatchError
 from . import media
 from .checkpoint import QWEN_VISION_END_ID, QWEN_VISION_START_ID, validate_checkpoint_dir
-from .errors import CheckpointError, ConfigError, PlaceholderMismatchError
 from .lm import LanguageModel
 from .tokens import (
     AudioTokens,
