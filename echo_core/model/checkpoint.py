@@ -77,7 +77,7 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     # unit tests: a few hundred thousand parameters, runs in milliseconds
     "tiny": ModelPreset(64, 3, 2, 1, 32, 128, 2, 32, 2, 64, (1,), 32, 2, 2, 64),
-    # the bundled model, trained on the synthetic world (see echo_core/train)
+    # the bundled model, trained on the synthetic world (see echo_lab/train)
     "echo-tiny": ModelPreset(128, 4, 4, 2, 32, 384, 2, 96, 2, 192, (1,), 96, 2, 2, 192),
     # CPU benchmarks: scaled-down thinker
     "cpu-small": ModelPreset(256, 6, 4, 2, 64, 768, 4, 128, 4, 256, (1, 3), 128, 4, 4, 256),
