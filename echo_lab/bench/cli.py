@@ -235,7 +235,10 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--json", help="write the report here")
     ca.set_defaults(func=cmd_capacity)
 
-    fr = sub.add_parser("freshness", help="accuracy and TTFT δ seconds after an event appears, live path")
+    fr = sub.add_parser(
+        "freshness",
+        help="accuracy and TTFT δ seconds after an event appears, live path (--service: over WebRTC)",
+    )
     fr.add_argument("--split", default="test", choices=list(SPLITS))
     fr.add_argument("--limit", type=int, default=20, help="number of clips (default 20)")
     fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
