@@ -222,7 +222,10 @@ def parser() -> argparse.ArgumentParser:
     ef.add_argument("--json", help="write the report here")
     ef.set_defaults(func=cmd_efficiency)
 
-    ca = sub.add_parser("capacity", help="real-time streams one engine keeps up with (ingest lag, TTFT)")
+    ca = sub.add_parser(
+        "capacity",
+        help="real-time streams one engine keeps up with (ingest lag, TTFT; --service: over WebRTC)",
+    )
     ca.add_argument("--preset", default="echo-tiny", help="echo-tiny (bundled) or a random-weight preset")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--dtype", default="float32")

@@ -8,6 +8,7 @@ echo-bench voice --clips 24 --json FILE [--families audio_pitch,count]
 echo-bench live-accuracy --clips 20 --json FILE [--families count,colour]
 echo-bench speech-latency --asks 20 --json FILE
 echo-bench freshness --service --clips 2 --delays 0.5,1,2 --json FILE
+echo-bench capacity --service --streams 1,2,4,8 --seconds 20 --json FILE
 Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
 """
 
@@ -22,7 +23,7 @@ from server.resources import config_file
 
 SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz", "flood", "voice", "live-accuracy", "speech-latency")
 #: Library benchmarks that also run through a local server with `--service`.
-SERVICE_VARIANTS = ("freshness",)
+SERVICE_VARIANTS = ("freshness", "capacity")
 
 
 def is_service(argv: list[str]) -> bool:
@@ -86,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
     fr.add_argument("--split", default="test")
     fr.add_argument("--duration", type=float, default=None, help="clip length in s (default: as sampled)")
-    for sp in (ld, sk, fl, fz, fd, vc, acc, lat, fr):
+    ca = sub.add_parser("capacity", help="--service: real-time WebRTC streams one server keeps up with")
+    ca.add_argument("--service", action="store_true", required=True, help="through a local echo-server")
+    ca.add_argument("--config", default="demo")
+    ca.add_argument("--streams", default="1,2,4,8", help="stream counts to step through, comma-separated")
+    ca.add_argument(
+        "--seconds", type=float, default=20.0, help="measured seconds per step (after 6 s warm-up)"
+    )
+    ca.add_argument("--ask-every", type=float, default=4.0, help="seconds between one stream's questions")
+    for sp in (ld, sk, fl, fz, fd, vc, acc, lat, fr, ca):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
     args = p.parse_args(argv)
@@ -141,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
                 delays=delays,
                 split=args.split,
                 duration_s=args.duration,
+                config_path=config_file(args.config),
+            )
+        )
+    elif args.command == "capacity":
+        from .capacity import run_service_capacity
+
+        report = asyncio.run(
+            run_service_capacity(
+                streams=tuple(int(n) for n in args.streams.split(",")),
+                seconds=args.seconds,
+                ask_every_s=args.ask_every,
                 config_path=config_file(args.config),
             )
         )
