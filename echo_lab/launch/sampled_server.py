@@ -10,14 +10,16 @@ executor, so a sampler over all threads is what shows the split.
 
 Each sample is charged the time since the previous one (the sampler needs the GIL, so its
 period stretches under load; charging the real gap keeps the totals in seconds). A thread
-whose innermost Python frame is a wait (threading, queue, selectors) is idle; a busy one is
+whose innermost Python frame is a wait (threading, queue, selectors, an executor worker's
+empty queue) is idle; a busy one is
 charged to the first stage whose function is on its stack, in this order:
 answers (`EngineWorker._answer`, which also encodes the tail), encoders (`encode_chunks`),
 sieve (`sieve_chunks`), kv_append (`append_chunk`), chunking (`drain`, `gather`: queues into
 chunks), decoding (aiortc's `decoder_worker`: VP8 / Opus), conversion (`convert` in
 server/ingest.py: to RGB, resampling), event_loop (anything else on the main thread: RTP,
 ICE, DTLS, WebSocket events), other. Several threads run at once, so busy seconds can add
-up to more than the wall time (two cores: at most twice).
+up to more than the wall time. A thread that is runnable but waits for the GIL or a core is
+charged to its stage too: the figures are wall time spent in a stage, not CPU time.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from server.cli import main as server_main
 
 INTERVAL_S = 0.01
 IDLE_FILES = ("threading.py", "queue.py", "selectors.py")
+#: Waits in C under a Python frame: an executor worker blocked on its SimpleQueue.
+IDLE_FRAMES = (("_worker", "concurrent/futures/thread.py"),)
 #: (stage, function name, file name suffix or "" for any), first match on the stack wins.
 RULES: tuple[tuple[str, str, str], ...] = (
     ("answers", "_answer", "engine.py"),
@@ -49,7 +53,10 @@ RULES: tuple[tuple[str, str, str], ...] = (
 
 def stage_of(frame: FrameType, main_thread: bool) -> str:
     """The stage a thread whose innermost frame is `frame` is in ("idle" when it waits)."""
-    if frame.f_code.co_filename.endswith(IDLE_FILES):
+    code = frame.f_code
+    if code.co_filename.endswith(IDLE_FILES) or any(
+        code.co_name == name and code.co_filename.endswith(path) for name, path in IDLE_FRAMES
+    ):
         return "idle"
     names: list[tuple[str, str]] = []
     f: FrameType | None = frame
