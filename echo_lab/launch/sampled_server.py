@@ -69,6 +69,21 @@ def stage_of(frame: FrameType, main_thread: bool) -> str:
     return "event_loop" if main_thread else "other"
 
 
+def where(frame: FrameType) -> str:
+    """Where a busy thread outside the named stages is: its innermost frame in the server's code or
+    a media/network library's (server, echo_core, aiortc, aioice, av, aiohttp), as "dir/file:function"."""
+    f: FrameType | None = frame
+    ours: list[str] = []
+    while f is not None:
+        path = f.f_code.co_filename
+        if any(
+            part in path for part in ("/server/", "/echo_core/", "/aiortc/", "/aioice/", "/av/", "/aiohttp/")
+        ):
+            ours.append(f"{Path(path).parent.name}/{Path(path).name}:{f.f_code.co_name}")
+        f = f.f_back
+    return ours[0] if ours else f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}"
+
+
 class StackSampler:
     """Samples every thread's stack; `report()` gives busy seconds per stage and per thread."""
 
@@ -76,6 +91,7 @@ class StackSampler:
         self.interval_s = interval_s
         self.busy_s: defaultdict[str, float] = defaultdict(float)
         self.thread_busy_s: defaultdict[str, float] = defaultdict(float)
+        self.other_s: defaultdict[str, float] = defaultdict(float)  # other / event_loop, by `where`
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="echo-stack-sampler", daemon=True)
@@ -101,6 +117,8 @@ class StackSampler:
                 if ident == me:
                     continue
                 stage = stage_of(frame, ident == main)
+                if stage in ("other", "event_loop"):
+                    self.other_s[where(frame)] += gap
                 if stage != "idle":
                     self.busy_s[stage] += gap
                     # thread names end in a counter (Thread-3, asyncio_0): keep the kind
@@ -113,6 +131,7 @@ class StackSampler:
         total = sum(self.busy_s.values()) or 1.0
         stages = sorted(self.busy_s.items(), key=lambda kv: -kv[1])
         threads = sorted(self.thread_busy_s.items(), key=lambda kv: -kv[1])
+        unnamed = sorted(self.other_s.items(), key=lambda kv: -kv[1])[:8]
         return {
             "wall_s": round(wall, 2),
             "samples": self.samples,
@@ -120,6 +139,7 @@ class StackSampler:
             "busy_s": {k: round(v, 2) for k, v in stages},
             "busy_share": {k: round(v / total, 4) for k, v in stages},
             "thread_busy_s": {k: round(v, 2) for k, v in threads},
+            "other_where_s": {k: round(v, 2) for k, v in unnamed},
         }
 
 
