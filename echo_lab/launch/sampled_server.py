@@ -15,7 +15,8 @@ empty queue) is idle; a busy one is
 charged to the first stage whose function is on its stack, in this order:
 answers (`EngineWorker._answer`, which also encodes the tail), encoders (`encode_chunks`),
 sieve (`sieve_chunks`), kv_append (`append_chunk`), chunking (`drain`, `gather`: queues into
-chunks), decoding (aiortc's `decoder_worker`: VP8 / Opus), conversion (`convert` in
+chunks), decoding (aiortc's `decoder_worker`: VP8 / Opus), answer_audio (Opus encoding of the
+answer track each session sends, in the executor), conversion (`convert` in
 server/ingest.py: to RGB, resampling), event_loop (anything else on the main thread: RTP,
 ICE, DTLS, WebSocket events), other. Several threads run at once, so busy seconds can add
 up to more than the wall time. A thread that is runnable but waits for the GIL or a core is
@@ -47,6 +48,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("chunking", "drain", ""),
     ("chunking", "gather", "scheduler.py"),
     ("decoding", "decoder_worker", "rtcrtpreceiver.py"),
+    ("answer_audio", "encode", "codecs/opus.py"),
     ("conversion", "convert", "ingest.py"),
 )
 
