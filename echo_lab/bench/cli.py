@@ -222,7 +222,10 @@ def parser() -> argparse.ArgumentParser:
     ef.add_argument("--json", help="write the report here")
     ef.set_defaults(func=cmd_efficiency)
 
-    ca = sub.add_parser("capacity", help="real-time streams one engine keeps up with (ingest lag, TTFT)")
+    ca = sub.add_parser(
+        "capacity",
+        help="real-time streams one engine keeps up with (ingest lag, TTFT; --service: over WebRTC)",
+    )
     ca.add_argument("--preset", default="echo-tiny", help="echo-tiny (bundled) or a random-weight preset")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--dtype", default="float32")
@@ -235,7 +238,10 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--json", help="write the report here")
     ca.set_defaults(func=cmd_capacity)
 
-    fr = sub.add_parser("freshness", help="accuracy and TTFT δ seconds after an event appears, live path")
+    fr = sub.add_parser(
+        "freshness",
+        help="accuracy and TTFT δ seconds after an event appears, live path (--service: over WebRTC)",
+    )
     fr.add_argument("--split", default="test", choices=list(SPLITS))
     fr.add_argument("--limit", type=int, default=20, help="number of clips (default 20)")
     fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")

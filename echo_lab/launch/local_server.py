@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -34,16 +34,22 @@ async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float =
     raise RuntimeError(f"echo-server did not become healthy within {timeout:.0f} s")
 
 
-def spawn_server(config_path: str | Path, port: int, *overrides: str) -> subprocess.Popen[bytes]:
+#: How the child runs echo-server: `python -m server.cli`.
+SERVER_COMMAND = ("-m", "server.cli")
+
+
+def spawn_server(
+    config_path: str | Path, port: int, *overrides: str, command: Sequence[str] = SERVER_COMMAND
+) -> subprocess.Popen[bytes]:
     """`echo-server --config config_path` on 127.0.0.1:`port` as a child process (not yet healthy).
 
     `config_path` is a file (relative to this process's working directory, which the child shares)
-    or a packaged config's name (`demo`).
+    or a packaged config's name (`demo`). `command`: the interpreter's arguments before echo-server's
+    (e.g. `-m echo_lab.launch.sampled_server PROFILE.json` to sample its stacks).
     """
     cmd = [
         sys.executable,
-        "-m",
-        "server.cli",
+        *command,
         "--config",
         str(config_path),
         f"server.port={port}",
@@ -66,11 +72,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None
 
 
 @contextlib.asynccontextmanager
-async def local_server(config_path: str | Path, *overrides: str) -> AsyncIterator[str]:
+async def local_server(
+    config_path: str | Path, *overrides: str, command: Sequence[str] = SERVER_COMMAND
+) -> AsyncIterator[str]:
     """Start echo-server with `config_path` on a free port; yields its URL; stops it after."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = spawn_server(config_path, port, *overrides)
+    proc = spawn_server(config_path, port, *overrides, command=command)
     try:
         await wait_healthy(url, proc)
         yield url

@@ -5,7 +5,8 @@ noise floor) except where queued audio (16 kHz float32: a clip's sound, a spoken
 plays, in 20 ms frames of 48 kHz mono s16 as a browser's microphone sends. `say` returns the
 16 kHz sample index at which the audio will start, so a caller knows the truth in the track's
 own time: sample k plays k / 16000 s after the first frame (`started_at`, wall clock).
-`FramesTrack` shows a clip's frames at their times and holds the last one after the end.
+`FramesTrack` shows a clip's frames at their times and holds the last one after the end; frame
+time t is on screen at `started_at + t` (wall clock).
 """
 
 from __future__ import annotations
@@ -99,9 +100,14 @@ class FramesTrack(VideoStreamTrack):
     def __init__(self, frames: np.ndarray) -> None:
         super().__init__()
         self.frames = frames
+        self.started_at: float | None = None  # time.time() of the first frame
+        self.started = asyncio.Event()  # the first frame went out
 
     async def recv(self) -> AvVideoFrame:
         pts, time_base = await self.next_timestamp()
+        if self.started_at is None:  # the first timestamp is pts 0, returned at once
+            self.started_at = time.time()
+            self.started.set()
         t = float(pts * time_base)
         image = self.frames[min(int(t * FPS), len(self.frames) - 1)]
         frame = AvVideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")

@@ -7,6 +7,8 @@ echo-bench fuzz --cases 1000 --seed 0 --json FILE
 echo-bench voice --clips 24 --json FILE [--families audio_pitch,count]
 echo-bench live-accuracy --clips 20 --json FILE [--families count,colour]
 echo-bench speech-latency --asks 20 --json FILE
+echo-bench freshness --service --clips 2 --delays 0.5,1,2 --json FILE
+echo-bench capacity --service --streams 1,2,4,8 --seconds 20 --json FILE
 Anything else goes to the library benchmarks (`echo-bench fidelity …`, `efficiency`, …).
 """
 
@@ -20,11 +22,20 @@ from pathlib import Path
 from server.resources import config_file
 
 SERVICE_BENCHMARKS = ("load", "soak", "faults", "fuzz", "flood", "voice", "live-accuracy", "speech-latency")
+#: Library benchmarks that also run through a local server with `--service`.
+SERVICE_VARIANTS = ("freshness", "capacity")
+
+
+def is_service(argv: list[str]) -> bool:
+    """`argv` names a service benchmark (or a library benchmark's `--service` variant)."""
+    if not argv:
+        return False
+    return argv[0] in SERVICE_BENCHMARKS or (argv[0] in SERVICE_VARIANTS and "--service" in argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in SERVICE_BENCHMARKS:
+    if not is_service(argv):
         from echo_lab.bench.cli import main as library_main
 
         return library_main(argv)
@@ -69,7 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     lat = sub.add_parser("speech-latency", help="ask N questions, time each answer's text → its speech")
     lat.add_argument("--config", default="demo")
     lat.add_argument("--asks", type=int, default=20)
-    for sp in (ld, sk, fl, fz, fd, vc, acc, lat):
+    fr = sub.add_parser("freshness", help="--service: accuracy and TTFT δ s after an event, over WebRTC")
+    fr.add_argument("--service", action="store_true", required=True, help="through a local echo-server")
+    fr.add_argument("--config", default="demo")
+    fr.add_argument("--clips", type=int, default=2, help="clips, each streamed once per δ in real time")
+    fr.add_argument("--delays", help="comma-separated δ in seconds (default 0.25,0.5,1,2,3)")
+    fr.add_argument("--split", default="test")
+    fr.add_argument("--duration", type=float, default=None, help="clip length in s (default: as sampled)")
+    ca = sub.add_parser("capacity", help="--service: real-time WebRTC streams one server keeps up with")
+    ca.add_argument("--service", action="store_true", required=True, help="through a local echo-server")
+    ca.add_argument("--config", default="demo")
+    ca.add_argument("--streams", default="1,2,4,8", help="stream counts to step through, comma-separated")
+    ca.add_argument(
+        "--seconds", type=float, default=20.0, help="measured seconds per step (after 6 s warm-up)"
+    )
+    ca.add_argument("--ask-every", type=float, default=4.0, help="seconds between one stream's questions")
+    for sp in (ld, sk, fl, fz, fd, vc, acc, lat, fr, ca):
         sp.add_argument("--json", help="write the report here")
         sp.add_argument("--plot", help="write a figure here (load, soak)") if sp in (ld, sk) else None
     args = p.parse_args(argv)
@@ -112,6 +138,32 @@ def main(argv: list[str] | None = None) -> int:
         from .speech_latency import run_speech_latency
 
         report = asyncio.run(run_speech_latency(config_file(args.config), args.asks))
+    elif args.command == "freshness":
+        from echo_lab.bench.freshness import DEFAULT_DELAYS
+
+        from .freshness import run_service_freshness
+
+        delays = tuple(float(d) for d in args.delays.split(",")) if args.delays else DEFAULT_DELAYS
+        report = asyncio.run(
+            run_service_freshness(
+                clips=args.clips,
+                delays=delays,
+                split=args.split,
+                duration_s=args.duration,
+                config_path=config_file(args.config),
+            )
+        )
+    elif args.command == "capacity":
+        from .capacity import run_service_capacity
+
+        report = asyncio.run(
+            run_service_capacity(
+                streams=tuple(int(n) for n in args.streams.split(",")),
+                seconds=args.seconds,
+                ask_every_s=args.ask_every,
+                config_path=config_file(args.config),
+            )
+        )
     elif args.command == "flood":
         from .flood import run_flood
 
