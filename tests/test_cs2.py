@@ -166,6 +166,10 @@ def test_salience_prior_adds_to_the_z_scored_head(
     assert torch.allclose(batched[0][0], sieve.score(ingest_sequence).float().cpu(), atol=1e-4)
 
     cs2.prior_weight = 0.5
+    with torch.enable_grad():  # training ranks by the sum (stage2.rank_with_prior): the head learns
+        scores = torch.randn(len(salience), requires_grad=True)
+        cs2.ranked(scores, sequence)[0].backward()
+        assert scores.grad is not None and float(scores.grad.abs().sum()) > 0
     cs2.save(tmp_path)
     assert CS2.load_or_init(backend.lm, tmp_path).prior_weight == 0.5
     with pytest.raises(ConfigError, match="prior_weight"):

@@ -163,3 +163,23 @@ def test_spoken_continuation_trains_the_audio_encoder_from_a_given_thinker(tmp_p
     with pytest.raises(ConfigError, match="spoken_share"):
         load_train_config(None, ["stage1.spoken_share=1.5"])
     assert main([*config, "--out", str(tmp_path / "x"), f"init_from={tmp_path / 'nothing'}"]) == 2
+
+
+def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
+    """Clips cut at a live moment train both stages; stage 2 can select and rank by the head
+    over the salience prior, and the prior's weight is stored with the head."""
+    out = tmp_path / "model"
+    rc = main([
+        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(out),
+        "stage1.steps=1", "stage1.clips_per_step=2", "stage1.live_share=1.0", "stage2.steps=2",
+        "stage2.clips_per_step=2", "stage2.full_share=0.0", "stage2.live_share=1.0",
+        "stage2.rank_with_prior=true", "stage2.prior_weight=0.5", "log_every=1",
+    ])  # fmt: skip
+    assert rc == 0
+    assert CS2.load_or_init(OmniBackend.load(out).lm, out).prior_weight == 0.5
+    with pytest.raises(ConfigError, match="live_share"):
+        load_train_config(None, ["stage2.live_share=-0.1"])
+    with pytest.raises(ConfigError, match="rank_with_prior"):
+        load_train_config(None, ["stage2.rank_with_prior=true", "stage2.prior_weight=0"])
+    with pytest.raises(ConfigError, match="rank_with_prior"):
+        load_train_config(None, ["stage2.rank_with_prior=true", "stage2.estimator=ste"])

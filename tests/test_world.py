@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import random
 import re
 import wave
 from collections import Counter
@@ -42,6 +44,7 @@ from echo_lab.world import (
     write_y4m,
 )
 from echo_lab.world import spec as spec_module
+from echo_lab.world.cuts import MIN_HEARD_S, cut_clip, live_cut
 
 pytestmark = pytest.mark.unit
 
@@ -192,8 +195,39 @@ def test_other_sizes_and_durations() -> None:
 
 
 def test_answers_follow_from_the_media(train_clips: list[Clip]) -> None:
+    checked = _answers_follow_from_the_media(train_clips)
+    assert all(checked[f] >= 5 for f in FAMILIES), checked
+
+
+def test_clips_cut_at_a_live_moment_answer_from_what_they_show(train_clips: list[Clip]) -> None:
+    """A clip cut while a shape is on screen keeps the media up to now, and its questions,
+    asked anew, still follow from those media (the same checks as whole clips)."""
+    rng = random.Random(0)
+    cuts = [c for c in (live_cut(clip, rng) for clip in (*train_clips, *iter_clips("train", 40, 40))) if c]
+    assert len(cuts) >= 60
+    for cut in cuts:
+        now = cut.spec.duration_s
+        assert cut.frame_times[-1] <= now < cut.frame_times[-1] + 1 / FPS
+        assert cut.audio.size == round(now * SAMPLE_RATE)
+        assert all(not 0 < now - s.t_on < MIN_HEARD_S for s in cut.spec.sounds)
+    # mostly a seen shape is still on screen (not when δ fell before its first frame)
+    on_screen = [any(s.t_off == c.spec.duration_s for s in c.spec.shapes) for c in cuts]
+    assert sum(on_screen) >= 0.75 * len(cuts)
+    checked = _answers_follow_from_the_media(cuts)
+    assert all(checked[f] >= 5 for f in FAMILIES), checked
+    # a shape that appeared after the last kept frame was never seen: the cut spec leaves it out
+    whole, shape = next(
+        (c, s) for c in train_clips for s in c.spec.shapes if math.ceil(s.t_on * FPS) / FPS > s.t_on + 0.01
+    )
+    unseen = cut_clip(whole, shape.t_on + 0.01)
+    assert (shape.kind, shape.colour) not in {(s.kind, s.colour) for s in unseen.spec.shapes}
+    with pytest.raises(ConfigError, match="cut time"):
+        cut_clip(whole, whole.spec.duration_s + 1)
+
+
+def _answers_follow_from_the_media(clips: list[Clip]) -> Counter[str]:
     checked: Counter[str] = Counter()
-    for clip in train_clips:
+    for clip in clips:
         d = clip.spec.duration_s
         tones = _detect_tones(clip.audio)
         for q in clip.questions:
@@ -240,7 +274,7 @@ def test_answers_follow_from_the_media(train_clips: list[Clip]) -> None:
                 }
                 assert len(late) == 1 and next(iter(late))[1] == q.answer and not late & early
             checked[q.family] += 1
-    assert all(checked[f] >= 5 for f in FAMILIES), checked
+    return checked
 
 
 # ---------------------------------------------------------------- question families

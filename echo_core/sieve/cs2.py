@@ -178,13 +178,14 @@ class CS2(nn.Module):
         """The head's scores of the AV tokens of `seq` with the salience prior added: [N].
 
         z(head) + prior_weight · encoder_salience(seq); the head's scores unchanged when
-        prior_weight is 0. Stays on the scores' device.
+        prior_weight is 0. Stays on the scores' device, and differentiable in the head's scores
+        (training can rank by the sum: stage2.rank_with_prior).
         """
         if self.prior_weight == 0:
             return head_scores
-        h = head_scores.detach().float()
+        h = head_scores.float()
         std = h.std() if h.numel() > 1 else h.new_zeros(())
-        z = (h - h.mean()) / std if float(std) > 0 else torch.zeros_like(h)
+        z = (h - h.mean()) / std if float(std.detach()) > 0 else torch.zeros_like(h)
         return z + self.prior_weight * encoder_salience(seq).to(h.device)
 
     def _load(self, state: dict[str, torch.Tensor], source: str) -> CS2:

@@ -23,6 +23,9 @@ class Stage1Config:
     aux_weight: float = 1.0  # dense per-token probes on the encoder outputs (see aux_labels.py)
     # Share of questions asked aloud (the world's training voices; world/speech.py) instead of typed.
     spoken_share: float = 0.0
+    # Share of clips cut short while a shape is still on screen (world/cuts.py): questions asked
+    # at a live stream's now.
+    live_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,14 @@ class Stage2Config:
     # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
     feed: str = "embeddings"
     spoken_share: float = 0.0  # as stage1.spoken_share
+    live_share: float = 0.0  # as stage1.live_share
     # Weight of the encoder-salience prior that serving adds to the head's scores (cs2.json;
-    # echo_core/sieve/cs2.py). Training ranks with the head alone; the weight is chosen on `val`.
+    # echo_core/sieve/cs2.py); the weight is chosen on `val`.
     prior_weight: float = 0.0
+    # False: training ranks with the head alone. True (importance estimator only): training
+    # selects by z(head) + prior_weight · prior, as serving does, and the ranking loss is taken on
+    # that sum, so the head learns what the prior misses.
+    rank_with_prior: bool = False
 
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
@@ -68,6 +76,8 @@ class Stage2Config:
             raise ConfigError(f"stage2.feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
         if self.prior_weight < 0:
             raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
+        if self.rank_with_prior and (self.estimator != "importance" or self.prior_weight == 0):
+            raise ConfigError("stage2.rank_with_prior needs estimator importance and prior_weight > 0")
         if self.importance_weight < 0:
             raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
 
@@ -95,9 +105,11 @@ class TrainConfig:
             )
         if self.stage2.llm_frozen_steps < 0:  # ≥ steps: the LLM stays frozen for the whole stage
             raise ConfigError(f"need stage2.llm_frozen_steps ≥ 0, got {self.stage2.llm_frozen_steps}")
-        for name, share in (("stage1", self.stage1.spoken_share), ("stage2", self.stage2.spoken_share)):
-            if not 0.0 <= share <= 1.0:
-                raise ConfigError(f"{name}.spoken_share must be in [0, 1], got {share}")
+        for name, stage in (("stage1", self.stage1), ("stage2", self.stage2)):
+            for key in ("spoken_share", "live_share"):
+                share = getattr(stage, key)
+                if not 0.0 <= share <= 1.0:
+                    raise ConfigError(f"{name}.{key} must be in [0, 1], got {share}")
         if self.stage1.steps < 0 or self.stage2.steps < 0:
             raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
 

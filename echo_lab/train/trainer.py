@@ -35,6 +35,7 @@ from echo_core.sieve.cs2 import apply_gates, straight_through_topk
 from echo_core.speech import SpokenQuestion
 
 from ..world import Clip, Question, make_clip
+from ..world.cuts import live_cut
 from ..world.speech import spoken_question
 from .aux_labels import AuxProbes
 from .config import TrainConfig
@@ -116,6 +117,18 @@ class Trainer:
         self.started = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
+    def _clips(self, start: int, count: int, live_share: float) -> list[Clip]:
+        """Training clips start..start + count - 1, each cut at a live moment (world/cuts.py)
+        with probability `live_share`; no random draw at all when the share is 0."""
+        clips = [make_clip("train", start + j) for j in range(count)]
+        if live_share == 0:
+            return clips
+        out = []
+        for clip in clips:
+            cut = live_cut(clip, self.rng) if self.rng.random() < live_share else None
+            out.append(cut or clip)
+        return out
+
     def _suffixes(
         self, asked: list[tuple[Clip, Question]], spoken_share: float, *, grad: bool
     ) -> list[tuple[TokenSequence, int]]:
@@ -211,7 +224,7 @@ class Trainer:
         self.backend.model.train()
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            clips = [make_clip("train", step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)]
+            clips = self._clips(step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share)
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
@@ -264,9 +277,7 @@ class Trainer:
         teacher = self._frozen_teacher() if dense else None
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            clips = [
-                make_clip("train", offset + step * cfg.clips_per_step + j) for j in range(cfg.clips_per_step)
-            ]
+            clips = self._clips(offset + step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share)
             with torch.no_grad():
                 encoded = encode_clips(self.backend, clips)
             sieve.rope = rope
@@ -308,6 +319,8 @@ class Trainer:
                         question_states = refined[len(prefix) :]
                         prefix = TokenSequence(refined[: len(prefix)], prefix.layout)
                     k = av_budget(len(av), keep)
+                    if cfg.rank_with_prior:
+                        scores = cs2.ranked(scores, raw_prefix)
                     if dense:
                         pools.append((len(full_prefixes), av, scores))
                         chosen, gate = top_k(scores.detach(), k).to(scores.device), torch.ones_like(scores)
@@ -375,6 +388,8 @@ class Trainer:
             members = av[chunk == c]
             refined = sieve.refine(seq.select(members))  # [M, D], a chunk is all AV tokens
             scores = sieve.cs2.head(refined)
+            if self.config.stage2.rank_with_prior:
+                scores = sieve.cs2.ranked(scores, seq.select(members))
             if sieve.cs2.feed == "refined":
                 fed = fed.index_put((members.to(fed.device),), refined)
             k = av_budget(len(members), keep)
