@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +13,8 @@ from echo_core.errors import EmptyAVError
 from echo_core.model.backend import OmniBackend
 from echo_core.model.rope import POSITIONS_PER_SECOND
 from echo_core.sieve import CS2
-from echo_core.stream.runtime import StreamModel
+from echo_core.stream.frames import MediaChunk, newest_frame_alone
+from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_core.stream.session import StreamSession
 from tests.test_stream_session import cfg, feed
 
@@ -122,3 +126,33 @@ def test_answer_reads_the_store_in_place_and_survives_ingest(model: StreamModel)
         assert torch.equal(layer.keys[:, :, : before.shape[2]], before)  # type: ignore[index]
     pieces += list(lent)
     assert "".join(pieces).strip() == text_ref
+
+
+def test_the_tails_newest_frame_gets_a_temporal_patch_of_its_own(model: StreamModel) -> None:
+    """The encoder pairs frames; in the tail the newest frame is not averaged with the one half
+    a second older (its pair partner is replaced by it), and ingest still encodes the real pair."""
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5, tail_keep=1.0))
+    feed(s, 0.0, 5.0)
+    s.process()
+    (open_chunk,) = s.tail_chunks()  # [4, 5) s: frames at 4.0 and 4.5, one pair
+    assert open_chunk.frames is not None and len(open_chunk.frames) == 2
+    alone = newest_frame_alone(open_chunk)
+    assert alone.frames is not None
+    assert np.array_equal(alone.frames[0], open_chunk.frames[1]) and np.array_equal(
+        alone.frames[1], open_chunk.frames[1]
+    )
+    assert not np.array_equal(open_chunk.frames[0], open_chunk.frames[1])  # the test's frames differ
+    fresh = s.tail()
+    assert fresh is not None
+
+    def encoded(chunk: MediaChunk) -> torch.Tensor:
+        (prepared,) = model.prepare([IngestRequest(chunk, s.method, 1.0)])
+        return prepared.kept.embeds
+
+    assert torch.equal(fresh.tokens.embeds, encoded(alone))
+    assert not torch.equal(fresh.tokens.embeds, encoded(open_chunk))
+    # an odd frame count is left alone: the encoder already pairs the last frame with itself
+    odd = replace(open_chunk, frames=open_chunk.frames[:1], frame_times=open_chunk.frame_times[:1])
+    assert newest_frame_alone(odd) is odd
+    no_video = replace(open_chunk, frames=None, frame_times=None)
+    assert newest_frame_alone(no_video) is no_video

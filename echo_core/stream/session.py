@@ -44,7 +44,7 @@ from .answer import AnswerContext, AnswerStream
 from .cache import CachedTokens, JointTokenCache
 from .chunker import ChunkAssembler
 from .eviction import eviction_victims
-from .frames import AudioPacket, MediaChunk, VideoFrame
+from .frames import AudioPacket, MediaChunk, VideoFrame, newest_frame_alone
 from .kv import KVStore
 from .runtime import IngestRequest, PreparedChunk, StreamModel, time_id
 
@@ -418,13 +418,15 @@ class StreamSession:
     def tail(self) -> Tail | None:
         """The tail encoded and sieved now (to `tail_keep`), as a provisional block after the cache
         (None if there is no media beyond the cache). Its tokens carry their real stream times;
-        nothing is cached, so the chunks are ingested later exactly as if this had never run."""
+        nothing is cached, so the chunks are ingested later exactly as if this had never run.
+        The newest frame gets a temporal patch of its own (`newest_frame_alone`)."""
         chunks = self.tail_chunks()
         if not chunks:
             return None
         keep = self.config.tail_keep
         if keep is None:
             keep = self.config.keep
+        chunks[-1] = newest_frame_alone(chunks[-1])
         requests = [IngestRequest(c, self.method, keep) for c in chunks]
         kept = [p.kept for p in self.model.prepare(requests) if len(p.kept)]
         if not kept:
