@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_lab.train.cli import main
 from echo_lab.train.config import load_train_config
-from echo_lab.train.trainer import cosine_lr
+from echo_lab.train.trainer import cosine_lr, training_clips
 
 pytestmark = pytest.mark.integration
 
@@ -165,18 +166,30 @@ def test_spoken_continuation_trains_the_audio_encoder_from_a_given_thinker(tmp_p
     assert main([*config, "--out", str(tmp_path / "x"), f"init_from={tmp_path / 'nothing'}"]) == 2
 
 
+def test_live_share_cuts_that_share_of_the_training_clips() -> None:
+    whole = training_clips(0, 6, 0.0, random.Random(0))
+    rng = random.Random(0)
+    assert [c.spec.duration_s for c in training_clips(0, 6, 0.0, rng)] == [c.spec.duration_s for c in whole]
+    assert rng.random() == random.Random(0).random()  # share 0: the trainer's draws are untouched
+    cut = training_clips(0, 6, 1.0, random.Random(0))
+    assert all(c.spec.duration_s < w.spec.duration_s for c, w in zip(cut, whole, strict=True) if c is not w)
+    assert sum(c is not w for c, w in zip(cut, whole, strict=True)) >= 5  # live_cut may find no moment
+
+
 def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
-    """Clips cut at a live moment train both stages; stage 2 can select and rank by the head
-    over the salience prior, and the prior's weight is stored with the head."""
-    out = tmp_path / "model"
-    rc = main([
-        "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(out),
+    """Cut clips train both stages; ranking by the head over the salience prior changes what
+    stage 2 learns (same seeds otherwise), and the prior's weight is stored with the head."""
+    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
+    common = [
         "stage1.steps=1", "stage1.clips_per_step=2", "stage1.live_share=1.0", "stage2.steps=2",
         "stage2.clips_per_step=2", "stage2.full_share=0.0", "stage2.live_share=1.0",
-        "stage2.rank_with_prior=true", "stage2.prior_weight=0.5", "log_every=1",
-    ])  # fmt: skip
-    assert rc == 0
-    assert CS2.load_or_init(OmniBackend.load(out).lm, out).prior_weight == 0.5
+        "stage2.prior_weight=0.5", "stage2.seed=3", "log_every=1",
+    ]  # fmt: skip
+    plain, ranked = tmp_path / "plain", tmp_path / "ranked"
+    assert main([*config, "--out", str(plain), *common]) == 0
+    assert main([*config, "--out", str(ranked), *common, "stage2.rank_with_prior=true"]) == 0
+    assert CS2.load_or_init(OmniBackend.load(ranked).lm, ranked).prior_weight == 0.5
+    assert (plain / "cs2.safetensors").read_bytes() != (ranked / "cs2.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="live_share"):
         load_train_config(None, ["stage2.live_share=-0.1"])
     with pytest.raises(ConfigError, match="rank_with_prior"):

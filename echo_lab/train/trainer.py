@@ -52,6 +52,16 @@ from .provenance import machine_record
 TRAIN_ENV = "train_env.json"
 
 
+def training_clips(start: int, count: int, live_share: float, rng: random.Random) -> list[Clip]:
+    """Training clips start..start + count - 1, each cut at a live moment (world/cuts.py) with
+    probability `live_share`; `rng` is not drawn from at all when the share is 0."""
+    clips = [make_clip("train", start + j) for j in range(count)]
+    if live_share == 0:
+        return clips
+    cuts = [live_cut(clip, rng) if rng.random() < live_share else None for clip in clips]
+    return [cut or clip for cut, clip in zip(cuts, clips, strict=True)]
+
+
 def cosine_lr(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 10 %, as a multiplier."""
     if step < warmup:
@@ -117,18 +127,6 @@ class Trainer:
         self.started = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
-    def _clips(self, start: int, count: int, live_share: float) -> list[Clip]:
-        """Training clips start..start + count - 1, each cut at a live moment (world/cuts.py)
-        with probability `live_share`; no random draw at all when the share is 0."""
-        clips = [make_clip("train", start + j) for j in range(count)]
-        if live_share == 0:
-            return clips
-        out = []
-        for clip in clips:
-            cut = live_cut(clip, self.rng) if self.rng.random() < live_share else None
-            out.append(cut or clip)
-        return out
-
     def _suffixes(
         self, asked: list[tuple[Clip, Question]], spoken_share: float, *, grad: bool
     ) -> list[tuple[TokenSequence, int]]:
@@ -224,7 +222,7 @@ class Trainer:
         self.backend.model.train()
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            clips = self._clips(step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share)
+            clips = training_clips(step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng)
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
@@ -277,7 +275,9 @@ class Trainer:
         teacher = self._frozen_teacher() if dense else None
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            clips = self._clips(offset + step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share)
+            clips = training_clips(
+                offset + step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng
+            )
             with torch.no_grad():
                 encoded = encode_clips(self.backend, clips)
             sieve.rope = rope

@@ -29,11 +29,12 @@ _EPS = 1e-6
 
 
 def cut_spec(spec: ClipSpec, now_s: float, frame_times: list[float]) -> ClipSpec:
-    """`spec` as the media up to `now_s` show it (see the module docstring)."""
+    """`spec` as the media up to `now_s` show it, `frame_times` being the kept frames' times
+    (see the module docstring)."""
     shapes = tuple(
         replace(s, t_off=min(s.t_off, now_s))
         for s in spec.shapes
-        if any(s.t_on <= t < s.t_off for t in frame_times if t <= now_s + _EPS)
+        if any(s.t_on <= t < s.t_off for t in frame_times)
     )
     sounds = tuple(replace(s, t_off=min(s.t_off, now_s)) for s in spec.sounds if s.t_on < now_s - _EPS)
     return replace(spec, duration_s=now_s, shapes=shapes, sounds=sounds)
