@@ -10,6 +10,7 @@ from aiortc.sdp import candidate_from_sdp
 from .config import IceServer
 from .errors import ServiceError
 from .live import LiveSession
+from .rtc_latency import low_latency_audio
 
 #: An offer must carry at least one audio or video section (aiortc accepts an SDP without any).
 MEDIA_LINE = re.compile(r"^m=(audio|video) ", re.MULTILINE)
@@ -27,6 +28,7 @@ async def answer_sdp(live: LiveSession, offer_sdp: str) -> str:
         raise ServiceError("bad_sdp", "the SDP offer has no audio or video m-line")
     try:
         await live.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        low_latency_audio(live.pc)
         live.offer_answer_track()
         await live.pc.setLocalDescription(await live.pc.createAnswer())
     except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
