@@ -107,6 +107,9 @@ class EngineWorker:
                 self._answer(job)
 
     def _answer(self, job: AskJob) -> None:
+        if job.cancelled.is_set():  # cancelled while queued (a prepared answer no longer wanted)
+            job.emit(_DONE)
+            return
         try:
             job.session.drain()
             stream = job.session.ask(job.question, job.window_s)

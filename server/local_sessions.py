@@ -52,7 +52,7 @@ from .protocol import (
 )
 from .session_host import InputAudioAction, WireEvent
 from .store import HistoryRecord, MemoryStore, Store
-from .voice import VoiceInput
+from .voice import Prepared, VoiceInput
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,13 @@ class LocalSessions:
                 session = await asyncio.to_thread(StreamSession, model, stream, session_id=session_id)
                 pc = peer_connection(self.config.server.ice_servers)
                 live = LiveSession(session, key_id, pc, speech_executor=self.speech_executor)
+                held = weakref.ref(live)
                 live.voice = VoiceInput(
-                    session_id, live.events, partial(self.ask_spoken, weakref.ref(live)), live.interrupt
+                    session_id,
+                    live.events,
+                    partial(self.ask_spoken, held),
+                    live.interrupt,
+                    prepare=partial(self.prepare_spoken, held),
                 )
                 self.apply_settings(live, settings)
             except BaseException:
@@ -427,21 +432,30 @@ class LocalSessions:
 
     # ------------------------------------------------------------- questions
     async def answer(
-        self, live: LiveSession, question: Question, window_s: float | None
+        self,
+        live: LiveSession,
+        question: Question,
+        window_s: float | None,
+        prepared: AskJob | None = None,
     ) -> AsyncIterator[ServerEvent]:
         """Rate-limit, queue and stream one answer (to a typed or spoken question) as protocol
         events; the history records it (a spoken question as "(spoken, 1.8 s)").
+
+        `prepared`: the engine's job for this question, submitted earlier and not yet announced
+        (a spoken turn answered while its silence window ran out); it is used instead of a new one.
 
         When the session's answers are spoken, the answer's `response.output_audio.*` events come
         between its text deltas and `response.done` waits for the speech to end (a cancel stops both).
         """
         if not await self.within_rate(live.key_id):
+            if prepared is not None:
+                prepared.cancel("rate_limited")
             raise ServiceError(
                 "rate_limited", f"more than {self.config.server.questions_per_minute} questions per minute"
             )
         assert self.engine is not None
         response_id = uuid.uuid4().hex[:12]
-        job: AskJob = self.engine.submit(live.session, question, window_s)
+        job = prepared if prepared is not None else self.engine.submit(live.session, question, window_s)
         live.jobs[response_id] = job
         self.metrics.questions.inc()
         spoken = isinstance(question, SpokenQuestion)
@@ -490,14 +504,49 @@ class LocalSessions:
             )
         yield ResponseDone(response_id=response_id, answer=answer, status=status, reason=reason, usage=usage)
 
-    async def ask_spoken(self, ref: weakref.ref[LiveSession], utterance: Utterance) -> None:
+    async def prepare_spoken(self, ref: weakref.ref[LiveSession], utterance: Utterance) -> AskJob | None:
+        """Start answering an utterance the turn will likely end with, announcing nothing yet.
+
+        The utterance's audio leaves the scene as `ask_spoken` would take it out. None when it
+        cannot be prepared (the session ended, the audio is not a valid question): `ask_spoken`
+        then asks afresh and reports why.
+        """
+        live = ref()
+        if live is None or live.closed or self.engine is None:
+            return None
+        try:
+            question = utterance.question()
+        except EchoError:
+            return None
+        if not live.keep_spoken_in_scene:
+            await asyncio.to_thread(live.session.forget_audio, utterance.start_s, utterance.end_s)
+        if live.closed:
+            return None
+        return self.engine.submit(live.session, question, None)
+
+    async def ask_spoken(
+        self,
+        ref: weakref.ref[LiveSession],
+        utterance: Utterance,
+        prepared: asyncio.Task[Prepared | None] | None = None,
+    ) -> None:
         """Ask a committed utterance; its events (refusals as `error`) go to the session's listeners.
 
         Unless `keep_spoken_in_scene`, the utterance's span of audio is taken out of the scene
         first, so the question is not also remembered as something the camera heard.
+        `prepared`: `prepare_spoken`'s task for this utterance, whose answer is used when it has one.
         """
+        job = None
+        if prepared is not None:
+            try:
+                job = await prepared
+            except Exception:  # preparing failed (a bug): ask afresh
+                log.exception("preparing a spoken answer failed; asking afresh")
+        assert job is None or isinstance(job, AskJob)
         live = ref()
         if live is None or live.closed:
+            if job is not None:
+                job.cancel("client")
             return
         try:
             question = utterance.question()
@@ -505,10 +554,10 @@ class LocalSessions:
             self.metrics.count_error("invalid_audio")
             live.events.publish(Error(code="invalid_audio", message=str(exc)))
             return
-        if not live.keep_spoken_in_scene:
+        if job is None and not live.keep_spoken_in_scene:
             await asyncio.to_thread(live.session.forget_audio, utterance.start_s, utterance.end_s)
         try:
-            async for event in self.answer(live, question, None):
+            async for event in self.answer(live, question, None, job):
                 if isinstance(event, Error):
                     self.metrics.count_error(event.code)
                 live.events.publish(event)

@@ -11,6 +11,12 @@ the `voice-{id}` task turns them into protocol events on the session's `EventFee
 - `input_audio.committed`, then the utterance is asked (`ask` callback: the server's
   question path, through the same engine queue as typed questions).
 
+Answers are prepared while the silence window runs out: at the detector's `LikelyEnd` (a few
+hundred ms into the pause) the `prepare` callback starts answering that utterance without
+announcing it; when the turn then ends with the same utterance, `ask` is handed the prepared
+answer and its text is already there. Speech that resumes first (`SpeechResumed`) cancels the
+prepared answer unseen, as does a turn that ends with a different utterance.
+
 With turn detection `none` no VAD runs; `start` / `commit` / `clear` mark push-to-talk spans.
 """
 
@@ -20,10 +26,12 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from echo_core.stream.frames import AudioPacket
 from echo_core.stream.turns import (
+    LikelyEnd,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
@@ -45,6 +53,16 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 64
 
 
+class Prepared(Protocol):
+    """An answer started before its turn was confirmed (the engine's `AskJob`)."""
+
+    def cancel(self, reason: str) -> None: ...
+
+
+#: `prepare`'s task: the prepared answer, or None when it could not be prepared.
+PreparedTask = asyncio.Task[Prepared | None]
+
+
 def turn_settings(td: TurnDetection) -> TurnSettings:
     return TurnSettings(td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
 
@@ -60,17 +78,22 @@ class VoiceInput:
         self,
         session_id: str,
         events: EventFeed,
-        ask: Callable[[Utterance], Coroutine[Any, Any, None]],
+        ask: Callable[[Utterance, PreparedTask | None], Coroutine[Any, Any, None]],
         interrupt: Callable[[str], object],  # a bound method: held weakly (it belongs to the session)
         settings: TurnDetection | None = None,
+        prepare: Callable[[Utterance], Coroutine[Any, Any, Prepared | None]] | None = None,
     ) -> None:
         self.session_id = session_id
         self.events = events
         self._ask = ask
+        self._prepare = prepare
+        self._draft: tuple[Utterance, PreparedTask] | None = None  # the answer being prepared
+        self.prepared_used = 0  # turns answered from a prepared answer
+        self.prepared_void = 0  # prepared answers cancelled (speech resumed, or another utterance)
         self._interrupt = weakref.WeakMethod(interrupt)  # type: ignore[arg-type]
         self._loop = asyncio.get_running_loop()
         self._pending: asyncio.Queue[TurnEvent] = asyncio.Queue(MAX_PENDING)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.settings = settings or TurnDetection()
         self._detector: TurnDetector | None = None
         self.errors = 0
@@ -125,6 +148,10 @@ class VoiceInput:
                     interrupt("barge_in")
             elif isinstance(event, SpeechStopped):
                 self.events.publish(SpeechStoppedEvent(audio_end_ms=ms(event.end_s)))
+            elif isinstance(event, LikelyEnd):
+                self._start_draft(event.utterance)
+            elif isinstance(event, SpeechResumed):
+                self._void_draft()
             elif isinstance(event, Utterance):
                 self.commit_utterance(event)
 
@@ -133,9 +160,40 @@ class VoiceInput:
         self.events.publish(
             InputAudioCommitted(audio_start_ms=ms(utterance.start_s), audio_end_ms=ms(utterance.end_s))
         )
-        task = asyncio.create_task(self._ask(utterance), name=f"spoken-{self.session_id}")
+        prepared = self._take_draft(utterance)
+        task = asyncio.create_task(self._ask(utterance, prepared), name=f"spoken-{self.session_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------- prepared answers
+    def _start_draft(self, utterance: Utterance) -> None:
+        self._void_draft()
+        if self._prepare is None:
+            return
+        task = asyncio.create_task(self._prepare(utterance), name=f"prepare-{self.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._draft = (utterance, task)
+
+    def _take_draft(self, utterance: Utterance) -> PreparedTask | None:
+        """The task preparing `utterance` (same span), if any; any other draft is void."""
+        if self._draft is not None:
+            drafted, task = self._draft
+            if (drafted.start_s, drafted.end_s) == (utterance.start_s, utterance.end_s):
+                self._draft = None
+                self.prepared_used += 1
+                return task
+        self._void_draft()
+        return None
+
+    def _void_draft(self) -> None:
+        """Cancel the answer being prepared (now, or as soon as its preparation finishes)."""
+        if self._draft is None:
+            return
+        _, task = self._draft
+        self._draft = None
+        self.prepared_void += 1
+        task.add_done_callback(cancel_prepared)
 
     # ------------------------------------------------------------ push-to-talk
     def _push_to_talk(self) -> TurnDetector:
@@ -181,6 +239,7 @@ class VoiceInput:
         return detector is not None and detector.speaking
 
     async def close(self) -> None:
+        self._void_draft()
         tasks = [*([self._runner] if self._runner is not None else []), *self._tasks]
         for task in tasks:
             task.cancel()
@@ -188,3 +247,12 @@ class VoiceInput:
         # a cancelled task keeps its traceback (and so this object): let go of it
         self._runner, self._detector = None, None
         self._tasks.clear()
+
+
+def cancel_prepared(task: PreparedTask) -> None:
+    """Done callback of a void draft: cancel the answer it prepared (unseen by any client)."""
+    if task.cancelled() or task.exception() is not None:
+        return
+    prepared = task.result()
+    if prepared is not None:
+        prepared.cancel("superseded")

@@ -8,6 +8,8 @@ import pytest
 from echo_core.errors import ConfigError
 from echo_core.speech import MAX_SPOKEN_S, SpokenQuestion
 from echo_core.stream.turns import (
+    LikelyEnd,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     TurnDetector,
@@ -55,8 +57,12 @@ def test_speech_started_stopped_and_utterance_at_the_truth(voice: Voice) -> None
     settings = TurnSettings(prefix_padding_ms=300, silence_duration_ms=500)
     events = feed(TurnDetector(SileroVad(), settings), audio, t0)
     kinds = [type(e) for e in events]
-    assert kinds == [SpeechStarted, SpeechStopped, Utterance], events
-    started, stopped, utterance = events
+    assert kinds == [SpeechStarted, LikelyEnd, SpeechStopped, Utterance], events
+    started, likely, stopped, utterance = events
+    # the likely end, announced while the silence window ran, held the same utterance
+    assert isinstance(likely, LikelyEnd) and isinstance(utterance, Utterance)
+    assert (likely.utterance.start_s, likely.utterance.end_s) == (utterance.start_s, utterance.end_s)
+    np.testing.assert_array_equal(likely.utterance.samples, utterance.samples)
     assert isinstance(started, SpeechStarted) and isinstance(stopped, SpeechStopped)
     assert isinstance(utterance, Utterance)
     onset = t0 + lead + PAD_S
@@ -80,7 +86,7 @@ def test_two_questions_give_two_utterances() -> None:
     second, _ = spoken("how many shapes appeared", Voice("en-gb", 160, 40))
     audio = np.concatenate([hum(1.0), first, hum(1.2, 1), second, hum(1.0, 2)])
     events = feed(TurnDetector(SileroVad()), audio)
-    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped, Utterance] * 2
+    assert [type(e) for e in events] == [SpeechStarted, LikelyEnd, SpeechStopped, Utterance] * 2
 
 
 @pytest.mark.parametrize("split_index", [("val", 1), ("val", 2), ("test", 0), ("test", 3)])
@@ -120,7 +126,9 @@ def test_silence_duration_sets_when_speech_stops(lag_frames: int) -> None:
     for at in range(0, len(audio), 320):
         for e in detector.feed(audio[at : at + 320], at / SAMPLE_RATE):
             seen.append(((at + 320) / SAMPLE_RATE, e))
-    (t_start, started), (t_stop, stopped), (_, utterance) = seen
+    (t_start, started), (t_likely, likely), (t_stop, stopped), (_, utterance) = seen
+    assert isinstance(likely, LikelyEnd)
+    assert t_likely == pytest.approx(2.0 + 0.2, abs=0.021)  # prepare_ms (200) into the window
     assert isinstance(started, SpeechStarted) and started.start_s == pytest.approx(1.0)
     assert isinstance(stopped, SpeechStopped) and stopped.end_s == pytest.approx(2.0)
     assert t_stop == pytest.approx(2.0 + 0.7, abs=0.021)  # reported once the silence window passed
@@ -130,6 +138,57 @@ def test_silence_duration_sets_when_speech_stops(lag_frames: int) -> None:
     # the utterance keeps the audio up to the uncorrected end (no trailing phoneme lost)
     assert (utterance.start_s, utterance.end_s) == pytest.approx((0.8, 2.0 + lag))
     assert len(utterance.samples) == round((1.2 + lag) * SAMPLE_RATE)
+
+
+class Loud:
+    """A stand-in VAD: 'speech' wherever a 20 ms frame is loud, no lag."""
+
+    frame_samples = 320
+    lag_s = 0.0
+
+    def probability(self, frame: np.ndarray) -> float:
+        return 1.0 if float(np.abs(frame).max()) > 0.2 else 0.0
+
+    def reset(self) -> None:
+        pass
+
+
+def timed(detector: TurnDetector, audio: np.ndarray) -> list[tuple[float, TurnEvent]]:
+    """Each event with the stream time of the end of the packet that produced it."""
+    seen: list[tuple[float, TurnEvent]] = []
+    for at in range(0, len(audio), 320):
+        for e in detector.feed(audio[at : at + 320], at / SAMPLE_RATE):
+            seen.append(((at + 320) / SAMPLE_RATE, e))
+    return seen
+
+
+def test_a_pause_shorter_than_the_window_is_a_likely_end_then_resumed() -> None:
+    audio = np.zeros(5 * SAMPLE_RATE, np.float32)
+    audio[SAMPLE_RATE : 2 * SAMPLE_RATE] = 0.5  # "speech" over [1, 2) s, a 0.4 s pause,
+    audio[round(2.4 * SAMPLE_RATE) : 3 * SAMPLE_RATE] = 0.5  # then more over [2.4, 3) s
+    settings = TurnSettings(prefix_padding_ms=200, silence_duration_ms=700, prepare_ms=250)
+    seen = timed(TurnDetector(Loud(), settings), audio)
+    kinds = [type(e) for _, e in seen]
+    assert kinds == [SpeechStarted, LikelyEnd, SpeechResumed, LikelyEnd, SpeechStopped, Utterance]
+    (t1, first), (t_resumed, _), (t2, second) = seen[1], seen[2], seen[3]
+    assert isinstance(first, LikelyEnd) and isinstance(second, LikelyEnd)
+    assert t1 == pytest.approx(2.25, abs=0.021) and t_resumed == pytest.approx(2.42, abs=0.021)
+    assert (first.utterance.start_s, first.utterance.end_s) == pytest.approx((0.8, 2.0))
+    assert t2 == pytest.approx(3.25, abs=0.021)
+    final = seen[5][1]
+    assert isinstance(final, Utterance)
+    assert (second.utterance.start_s, second.utterance.end_s) == (final.start_s, final.end_s)
+    assert (final.start_s, final.end_s) == pytest.approx((0.8, 3.0))
+
+
+def test_no_likely_end_when_prepare_is_not_shorter_than_the_window() -> None:
+    audio = np.zeros(4 * SAMPLE_RATE, np.float32)
+    audio[SAMPLE_RATE : 2 * SAMPLE_RATE] = 0.5
+    settings = TurnSettings(silence_duration_ms=500, prepare_ms=500)
+    kinds = [type(e) for _, e in timed(TurnDetector(Loud(), settings), audio)]
+    assert kinds == [SpeechStarted, SpeechStopped, Utterance]
+    with pytest.raises(ConfigError, match="prepare_ms"):
+        TurnSettings(prepare_ms=-1)
 
 
 def test_an_utterance_longer_than_the_limit_is_cut_and_the_buffer_stays_bounded() -> None:

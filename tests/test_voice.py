@@ -126,6 +126,39 @@ async def test_a_clip_ending_in_a_spoken_question_is_heard_and_asked(server: Ech
         assert [i["question"] for i in history["items"]] == [created["question"]]
         live = server.sessions.live[client.session_id]
         assert live.session.stats.forgotten_audio >= 0  # forget_audio ran (tokens dropped if cached)
+        # the answer was prepared while the silence window ran out, and that answer was sent
+        assert live.voice is not None and (live.voice.prepared_used, live.voice.prepared_void) == (1, 0)
+        await pc.close()
+        await client.ws.close()
+
+
+@pytest.mark.asyncio
+async def test_a_pause_inside_a_question_voids_the_prepared_answer_unseen(server: EchoServer) -> None:
+    """Two phrases 0.3 s apart are one turn: the answer prepared in the pause is never sent."""
+    async with aiohttp.ClientSession() as http:
+        client = await voice_session(http, server, turn_detection=SERVER_VAD)
+        track = SpeakingTrack()
+        pc = await connect(client, track)
+        first, _ = question_audio(1)
+        second, second_s = question_audio(3)  # each carries PAD_S of quiet either side
+        track.say(np.zeros(SAMPLE_RATE, np.float32))  # room for the prefix padding
+        at = track.say(np.concatenate([first, second]))
+        end_ms = 1000 * (at / SAMPLE_RATE + len(first) / SAMPLE_RATE + PAD_S + second_s)
+        started = await until(client, "input_audio.speech_started")
+        stopped = await until(client, "input_audio.speech_stopped")
+        assert abs(stopped["audio_end_ms"] - end_ms) <= TOL_MS, (stopped, end_ms)
+        committed = await until(client, "input_audio.committed")
+        assert committed["audio_start_ms"] == pytest.approx(started["audio_start_ms"] - 300, abs=1)
+        created = await until(client, "response.created")
+        spoken_s = (committed["audio_end_ms"] - committed["audio_start_ms"]) / 1000
+        assert created["spoken_s"] == pytest.approx(spoken_s, abs=0.01)  # the whole turn was asked
+        done = await until(client, "response.done", 60)
+        assert done["response_id"] == created["response_id"] and done["status"] == "completed"
+        await client.send(type="history.get", token=client.token)
+        history = await until(client, "history")
+        assert [i["response_id"] for i in history["items"]] == [created["response_id"]]
+        live = server.sessions.live[client.session_id]
+        assert live.voice is not None and (live.voice.prepared_used, live.voice.prepared_void) == (1, 1)
         await pc.close()
         await client.ws.close()
 

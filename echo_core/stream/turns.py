@@ -9,7 +9,11 @@ samples and clock the session ingests) and returns typed events:
   last confident speech frame (the detector's lag corrected) with the newest frame silent,
   or when the utterance reaches `MAX_SPOKEN_S` (it is cut there);
 - `Utterance(samples, start_s, end_s)`: the audio from `prefix_padding_ms` before the onset
-  to the end of the last confident speech frame, ready to ask as a `SpokenQuestion`.
+  to the end of the last confident speech frame, ready to ask as a `SpokenQuestion`;
+- `LikelyEnd(utterance)` once `prepare_ms` (< the silence window) of that silence have passed:
+  the `Utterance` the turn will end with unless speech comes back, so a listener can start
+  answering while the window runs out; `SpeechResumed()` when confident speech comes back
+  after a `LikelyEnd` (the pause was not the end; what was started for it is void).
 
 A detector whose probability trails the audio (`VoiceActivity.lag_s`, measured by
 benchmarks/vad_choice.py) has its onset and end times reported that much earlier; the
@@ -52,6 +56,7 @@ class TurnSettings:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     min_speech_ms: int = 160  # shorter runs (clicks, noise bursts) are not onsets
+    prepare_ms: int = 200  # silence after which `LikelyEnd` is emitted (none if ≥ silence_duration_ms)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -62,6 +67,8 @@ class TurnSettings:
             raise ConfigError(f"silence_duration_ms must be in [100, 5000], got {self.silence_duration_ms}")
         if not 0 <= self.min_speech_ms <= 1000:
             raise ConfigError(f"min_speech_ms must be in [0, 1000], got {self.min_speech_ms}")
+        if self.prepare_ms < 0:
+            raise ConfigError(f"prepare_ms must be ≥ 0, got {self.prepare_ms}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,19 @@ class Utterance:
         return SpokenQuestion(self.samples, self.sample_rate)
 
 
-TurnEvent = SpeechStarted | SpeechStopped | Utterance
+@dataclass(frozen=True, eq=False)
+class LikelyEnd:
+    """The turn ends with `utterance` unless speech resumes before the silence window runs out."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Confident speech after a `LikelyEnd`: that utterance is not the turn's."""
+
+
+TurnEvent = SpeechStarted | SpeechStopped | Utterance | LikelyEnd | SpeechResumed
 
 
 class TurnDetector:
@@ -109,6 +128,7 @@ class TurnDetector:
         sr = SAMPLE_RATE
         self._prefix = round(settings.prefix_padding_ms * sr / 1000)
         self._silence = round(settings.silence_duration_ms * sr / 1000)  # samples
+        self._prepare = round(settings.prepare_ms * sr / 1000)
         self._confirm_frames = max(1, -(-round(settings.min_speech_ms * sr / 1000) // self.frame))
         self._max = round(MAX_SPOKEN_S * sr)
         self._lag = round(vad.lag_s * sr) if vad is not None else 0
@@ -124,6 +144,7 @@ class TurnDetector:
         self._confirmed = False
         self._run = 0  # consecutive speech frames before confirmation
         self._last_speech_end = 0  # end of the last speech frame
+        self._likely_end = False  # a LikelyEnd was emitted for the current pause
         self._ptt: int | None = None  # push-to-talk span start
         self.frames = 0
         self.dropped_s = 0.0  # audio let go because the buffer was full
@@ -214,17 +235,29 @@ class TurnDetector:
                 return []
             self._confirmed = True
             return [SpeechStarted(round(self._time(max(0, self._onset - self._lag)), 4))]
+        events: list[TurnEvent] = []
+        # the window runs from where the speech ended, not from where the trailing
+        # probability fell: the detector's lag is not waited out twice
+        quiet = self._scan - (self._last_speech_end - self._lag)
         if speech:
             if p >= s.threshold:  # the end is where the probability was last confident
                 self._last_speech_end = self._scan
-        elif self._scan - (self._last_speech_end - self._lag) >= self._silence:
-            # the window runs from where the speech ended, not from where the trailing
-            # probability fell: the detector's lag is not waited out twice
+                if self._likely_end:
+                    self._likely_end = False
+                    events.append(SpeechResumed())
+        elif quiet >= self._silence:
             return self._end(self._last_speech_end, cut=False)
+        elif quiet >= self._prepare and not self._likely_end and self._prepare < self._silence:
+            self._likely_end = True
+            assert self._onset is not None
+            begin = max(0, self._onset - self._lag - self._prefix)
+            utterance = self._utterance(begin, min(self._last_speech_end, begin + self._max))
+            if utterance is not None:
+                events.append(LikelyEnd(utterance))
         assert self._onset is not None
         if self._last_speech_end - max(0, self._onset - self._lag - self._prefix) >= self._max:
-            return self._end(self._last_speech_end, cut=True)
-        return []
+            return events + self._end(self._last_speech_end, cut=True)
+        return events
 
     def _end(self, end: int, *, cut: bool) -> list[TurnEvent]:
         assert self._onset is not None
@@ -234,7 +267,7 @@ class TurnDetector:
         utterance = self._utterance(begin, end)
         if utterance is not None:
             events.append(utterance)
-        self._onset, self._confirmed, self._run = None, False, 0
+        self._onset, self._confirmed, self._run, self._likely_end = None, False, 0, False
         if self.vad is not None and not cut:
             self.vad.reset()
         return events
