@@ -10,7 +10,7 @@ import torch
 from echo_core.model.backend import OmniBackend
 from echo_core.model.rope import RopeMode
 from echo_core.model.tokens import TokenLayout, TokenSequence
-from echo_lab.train.importance import listwise_loss, teacher_importance
+from echo_lab.train.importance import distillation_loss, listwise_loss, teacher_importance
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +25,20 @@ def test_listwise_loss_by_hand_and_its_minimum() -> None:
     entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert math.isclose(float(listwise_loss(best, torch.tensor([3.0, 1.0]))), entropy, rel_tol=1e-6)
     assert float(listwise_loss(torch.zeros(3), torch.zeros(3))) == 0.0
+
+
+def test_distillation_loss_by_hand() -> None:
+    teacher = torch.tensor([[math.log(3.0), 0.0]])  # p = (0.75, 0.25)
+    student = torch.zeros(1, 2, requires_grad=True)  # q = (0.5, 0.5)
+    loss = distillation_loss(student, teacher)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-6)
+    loss.backward()
+    assert student.grad is not None and float(student.grad[0, 0]) < 0 < float(student.grad[0, 1])
+    assert float(distillation_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-7)
+    # averaged over target positions: two copies of the row give the same value
+    twice = distillation_loss(student.detach().repeat(2, 1), teacher.repeat(2, 1))
+    assert math.isclose(float(twice), expected, rel_tol=1e-6)
 
 
 def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequence: TokenSequence) -> None:

@@ -196,3 +196,20 @@ def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
         load_train_config(None, ["stage2.rank_with_prior=true", "stage2.prior_weight=0"])
     with pytest.raises(ConfigError, match="rank_with_prior"):
         load_train_config(None, ["stage2.rank_with_prior=true", "stage2.estimator=ste"])
+
+
+def test_distillation_from_the_teacher_changes_what_the_llm_learns(tmp_path: Path) -> None:
+    """stage2.distill_weight adds KL(teacher ‖ sieved model) on the answers: same seeds, other weights."""
+    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
+    common = [
+        "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "stage2.full_share=0.0", "stage2.llm_frozen_steps=0", "stage2.seed=3", "log_every=1",
+    ]  # fmt: skip
+    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
+    assert main([*config, "--out", str(plain), *common]) == 0
+    assert main([*config, "--out", str(distilled), *common, "stage2.distill_weight=1.0"]) == 0
+    assert (plain / "model.safetensors").read_bytes() != (distilled / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="distill_weight"):
+        load_train_config(None, ["stage2.distill_weight=1.0", "stage2.estimator=ste"])
+    with pytest.raises(ConfigError, match="distill_weight"):
+        load_train_config(None, ["stage2.distill_weight=-1"])

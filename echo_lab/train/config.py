@@ -55,6 +55,9 @@ class Stage2Config:
     # and the answer loss trains only the LLM.
     estimator: str = "ste"
     importance_weight: float = 1.0
+    # Importance estimator only: weight of KL(full-token teacher ‖ sieved model) on the answer
+    # tokens of sieved examples, added to the answer loss (0: none).
+    distill_weight: float = 0.0
     # What the LLM reads for sieved examples (stored in cs2.json; see echo_core/sieve/cs2.py).
     feed: str = "embeddings"
     spoken_share: float = 0.0  # as stage1.spoken_share
@@ -78,6 +81,10 @@ class Stage2Config:
             raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
         if self.rank_with_prior and (self.estimator != "importance" or self.prior_weight == 0):
             raise ConfigError("stage2.rank_with_prior needs estimator importance and prior_weight > 0")
+        if self.distill_weight < 0:
+            raise ConfigError(f"stage2.distill_weight must be ≥ 0, got {self.distill_weight}")
+        if self.distill_weight > 0 and self.estimator != "importance":
+            raise ConfigError("stage2.distill_weight needs estimator importance (its teacher)")
         if self.importance_weight < 0:
             raise ConfigError(f"stage2.importance_weight must be ≥ 0, got {self.importance_weight}")
 

@@ -78,20 +78,32 @@ def padded_batch(
     return embeds, torch.stack(rows, dim=1)
 
 
+@dataclass(frozen=True)
+class AnswerLogits:
+    """The logits predicting each target token, all sequences' targets stacked in order."""
+
+    logits: torch.Tensor  # [T, V] float32
+    targets: torch.Tensor  # [T] token ids
+    n_targets: list[int]  # targets per sequence
+
+    def loss(self) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy, and the sequences whose first target token is the argmax."""
+        loss = F.cross_entropy(self.logits, self.targets)
+        firsts = torch.tensor([0, *self.n_targets[:-1]]).cumsum(0).to(self.logits.device)
+        return loss, int((self.logits[firsts].argmax(-1) == self.targets[firsts]).sum())
+
+
 def target_logits(
     lm: LanguageModel, hidden: torch.Tensor, seqs: list[TokenSequence], n_targets: list[int]
-) -> tuple[torch.Tensor, int]:
-    """Cross-entropy over the last n_targets tokens of each sequence, and first-token hits."""
+) -> AnswerLogits:
+    """The logits over the last n_targets tokens of each sequence, with their targets."""
     logits, targets = [], []
     for i, (s, t) in enumerate(zip(seqs, n_targets, strict=True)):
         n = len(s)
         logits.append(lm.logits(hidden[i, n - t - 1 : n - 1]))
         targets.append(s.layout.input_ids[n - t :])
     flat_logits = torch.cat(logits).float()
-    flat_targets = torch.cat(targets).to(flat_logits.device)
-    loss = F.cross_entropy(flat_logits, flat_targets)
-    firsts = torch.tensor([0, *[int(t) for t in n_targets[:-1]]]).cumsum(0).to(flat_logits.device)
-    return loss, int((flat_logits[firsts].argmax(-1) == flat_targets[firsts]).sum())
+    return AnswerLogits(flat_logits, torch.cat(targets).to(flat_logits.device), [int(t) for t in n_targets])
 
 
 def shared_prefix_loss(
@@ -100,7 +112,17 @@ def shared_prefix_loss(
     questions: list[tuple[int, TokenSequence, int]],
     rope: RopeMode,
 ) -> tuple[torch.Tensor, int]:
-    """Answer loss where every question reuses its clip's AV prefix KV.
+    """Answer loss (and first-token hits) where every question reuses its clip's AV prefix KV."""
+    return shared_prefix_logits(lm, prefixes, questions, rope).loss()
+
+
+def shared_prefix_logits(
+    lm: LanguageModel,
+    prefixes: list[TokenSequence],
+    questions: list[tuple[int, TokenSequence, int]],
+    rope: RopeMode,
+) -> AnswerLogits:
+    """Answer logits where every question reuses its clip's AV prefix KV.
 
     In a causal LM the prefix states do not depend on what follows, so each clip's
     prefix (chat header + AV block) runs once and its questions (clip index, text
@@ -146,4 +168,4 @@ def answer_loss(
     """
     embeds, positions = padded_batch(seqs, rope)
     hidden = lm.forward(embeds, positions, lm.split(rope)).hidden
-    return target_logits(lm, hidden, seqs, n_targets)
+    return target_logits(lm, hidden, seqs, n_targets).loss()

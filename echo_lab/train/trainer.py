@@ -42,10 +42,11 @@ from .config import TrainConfig
 from .examples import (
     clip_prefix,
     encode_clips,
+    shared_prefix_logits,
     shared_prefix_loss,
     world_vocabulary,
 )
-from .importance import listwise_loss, teacher_importance
+from .importance import distillation_loss, listwise_loss, teacher_view
 from .plots import plot_training_log
 from .provenance import machine_record
 
@@ -286,6 +287,7 @@ class Trainer:
             shares: list[float] = []
             pools: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (clip, AV indices, scores)
             teacher_q: list[tuple[int, TokenSequence, int]] = []
+            distilled: list[bool] = []  # per question: the teacher sees it (a sieved example)
             full_prefixes: list[TokenSequence] = []
             for enc in encoded:
                 asked = list(enc.clip.questions)
@@ -335,17 +337,24 @@ class Trainer:
                         answer = suffix.embeds[len(question_states) :]
                         suffix = TokenSequence(torch.cat([question_states, answer]), suffix.layout)
                     questions.append((c, suffix, n_t))
-                    if dense and draw >= cfg.full_share:
+                    distilled.append(dense and draw >= cfg.full_share)
+                    if distilled[-1]:
                         teacher_q.append((len(full_prefixes), suffix, n_t))
                 if dense and draw >= cfg.full_share:
                     full_prefixes.append(raw_prefix)
-            loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
-            if teacher is not None and pools:
-                targets = teacher_importance(teacher, full_prefixes, teacher_q, rope)
-                ranking = torch.stack(
-                    [listwise_loss(sc, targets[i][av].to(sc.device)) for i, av, sc in pools]
-                )
-                loss = loss + cfg.importance_weight * ranking.mean()
+            answers = shared_prefix_logits(self.lm, prefixes, questions, rope)
+            loss, correct = answers.loss()
+            if teacher is not None and teacher_q:
+                targets, teacher_logits = teacher_view(teacher, full_prefixes, teacher_q, rope)
+                if pools:
+                    ranking = torch.stack(
+                        [listwise_loss(sc, targets[i][av].to(sc.device)) for i, av, sc in pools]
+                    )
+                    loss = loss + cfg.importance_weight * ranking.mean()
+                if cfg.distill_weight > 0:
+                    rows = torch.tensor(distilled).repeat_interleave(torch.tensor(answers.n_targets))
+                    student = answers.logits[rows.to(answers.logits.device)]
+                    loss = loss + cfg.distill_weight * distillation_loss(student, teacher_logits)
             return StepOutcome(loss, correct, len(questions), shares)
 
         self._loop("stage2", cfg.steps, step_fn, optimizer, cfg.warmup, {0: cfg.llm_frozen_steps})
