@@ -134,7 +134,8 @@ async def test_a_clip_ending_in_a_spoken_question_is_heard_and_asked(server: Ech
 
 @pytest.mark.asyncio
 async def test_a_pause_inside_a_question_voids_the_prepared_answer_unseen(server: EchoServer) -> None:
-    """Two phrases 0.3 s apart are one turn: the answer prepared in the pause is never sent."""
+    """Two phrases ~0.36 s apart are one turn (window 500 ms): the answer prepared 200 ms into
+    the pause is never sent."""
     async with aiohttp.ClientSession() as http:
         client = await voice_session(http, server, turn_detection=SERVER_VAD)
         track = SpeakingTrack()
@@ -142,8 +143,9 @@ async def test_a_pause_inside_a_question_voids_the_prepared_answer_unseen(server
         first, _ = question_audio(1)
         second, second_s = question_audio(3)  # each carries PAD_S of quiet either side
         track.say(np.zeros(SAMPLE_RATE, np.float32))  # room for the prefix padding
-        at = track.say(np.concatenate([first, second]))
-        end_ms = 1000 * (at / SAMPLE_RATE + len(first) / SAMPLE_RATE + PAD_S + second_s)
+        gap = np.zeros(SAMPLE_RATE // 10, np.float32)  # with the padding, ~0.36 s of quiet after the words
+        at = track.say(np.concatenate([first, gap, second]))
+        end_ms = 1000 * ((at + len(first) + len(gap)) / SAMPLE_RATE + PAD_S + second_s)
         started = await until(client, "input_audio.speech_started")
         stopped = await until(client, "input_audio.speech_stopped")
         assert abs(stopped["audio_end_ms"] - end_ms) <= TOL_MS, (stopped, end_ms)

@@ -9,7 +9,7 @@ from echo_core.config import apply_overrides, build, read_yaml
 from echo_core.errors import ConfigError
 from echo_core.sieve.cs2 import FEEDS
 
-ESTIMATORS = ("ste", "importance")
+ESTIMATORS = ("ste", "importance", "soft")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,10 @@ class Stage2Config:
     # How the score head learns. "ste": straight-through top-k on the answer loss (the reference
     # estimator). "importance": the head learns a listwise ranking of the frozen full-token
     # teacher's gradient × input over each pool (train/importance.py), selection is hard top-k
-    # and the answer loss trains only the LLM.
+    # and the answer loss trains only the LLM. "soft": no token is dropped while training; each
+    # AV token's attention key is biased by log of a relaxed keep gate (train/soft_mask.py,
+    # sharpness `tau` in standard deviations of the pool's scores), so the answer loss reaches
+    # every score; hard top-k at inference. Feed "embeddings" only.
     estimator: str = "ste"
     importance_weight: float = 1.0
     # Importance estimator only: weight of KL(full-token teacher ‖ sieved model) on the answer
@@ -81,6 +84,8 @@ class Stage2Config:
             raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
         if self.rank_with_prior and (self.estimator != "importance" or self.prior_weight == 0):
             raise ConfigError("stage2.rank_with_prior needs estimator importance and prior_weight > 0")
+        if self.estimator == "soft" and self.feed != "embeddings":
+            raise ConfigError("stage2.estimator soft needs feed embeddings")
         if self.distill_weight < 0:
             raise ConfigError(f"stage2.distill_weight must be ≥ 0, got {self.distill_weight}")
         if self.distill_weight > 0 and self.estimator != "importance":

@@ -121,17 +121,27 @@ def shared_prefix_logits(
     prefixes: list[TokenSequence],
     questions: list[tuple[int, TokenSequence, int]],
     rope: RopeMode,
+    key_bias: list[torch.Tensor] | None = None,
 ) -> AnswerLogits:
     """Answer logits where every question reuses its clip's AV prefix KV.
 
     In a causal LM the prefix states do not depend on what follows, so each clip's
     prefix (chat header + AV block) runs once and its questions (clip index, text
     sequence with answer, number of targets) attend to that cached prefix, padding hidden.
+    `key_bias`: one [L_i] additive bias per prefix, added wherever a query (of the prefix or
+    of a question) attends to that prefix token (soft masking, train/soft_mask.py).
     """
     split = lm.split(rope)
     p_embeds, p_pos = padded_batch(prefixes, rope)
+    bias: torch.Tensor | None = None
+    prefix_mask: torch.Tensor | None = None
+    if key_bias is not None:
+        p_len = p_embeds.shape[1]
+        bias = torch.stack([F.pad(b, (0, p_len - len(b))) for b in key_bias]).to(p_embeds.dtype)
+        causal = additive_mask(p_len, 0, causal=True, dtype=p_embeds.dtype, device=p_embeds.device)
+        prefix_mask = causal + bias[:, None, None, :].to(p_embeds.device)
     cache = lm.new_cache()
-    lm.forward(p_embeds, p_pos, split, cache=cache)
+    lm.forward(p_embeds, p_pos, split, cache=cache, attention_mask=prefix_mask)
     owner = torch.tensor([c for c, _, _ in questions])
     q_cache = lm.new_cache()
     for i, layer in enumerate(cache.layers):
@@ -149,6 +159,9 @@ def shared_prefix_logits(
     mask[:, 0, :, :p_len] = mask[:, 0, :, :p_len].masked_fill(
         pad_keys[:, None, :].to(mask.device), torch.finfo(mask.dtype).min
     )
+    if bias is not None:
+        per_question = bias.index_select(0, owner)[:, None, :].to(mask.device)
+        mask[:, 0, :, :p_len] = mask[:, 0, :, :p_len] + per_question
     hidden = lm.forward(q_embeds, q_pos, split, cache=q_cache, attention_mask=mask).hidden
     return target_logits(lm, hidden, q_seqs, n_targets=[t for _, _, t in questions])
 

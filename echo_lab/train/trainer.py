@@ -49,6 +49,7 @@ from .examples import (
 from .importance import distillation_loss, listwise_loss, teacher_view
 from .plots import plot_training_log
 from .provenance import machine_record
+from .soft_mask import key_bias, soft_keep
 
 TRAIN_ENV = "train_env.json"
 
@@ -273,6 +274,7 @@ class Trainer:
         offset = cfg.clips_per_step * 1_000_000  # fresh clips, distinct from stage 1's
         cs2.train()
         dense = cfg.estimator == "importance"
+        soft = cfg.estimator == "soft"
         teacher = self._frozen_teacher() if dense else None
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
@@ -288,6 +290,7 @@ class Trainer:
             pools: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (clip, AV indices, scores)
             teacher_q: list[tuple[int, TokenSequence, int]] = []
             distilled: list[bool] = []  # per question: the teacher sees it (a sieved example)
+            biases: list[torch.Tensor] = []  # soft masking: per prefix, its keys' attention bias
             full_prefixes: list[TokenSequence] = []
             for enc in encoded:
                 asked = list(enc.clip.questions)
@@ -300,6 +303,12 @@ class Trainer:
                 keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
+                    biases.append(torch.zeros(len(prefix)))
+                elif soft and draw < cfg.full_share + cfg.chunk_share:
+                    bias, kept_idx = self._chunk_soft(sieve, prefix, keep, cfg.tau)
+                    prefixes.append(prefix)
+                    biases.append(bias)
+                    shares.append(audio_share(prefix, kept_idx))
                 elif draw < cfg.full_share + cfg.chunk_share:
                     gated, gate, fed = self._chunk_select(
                         sieve, prefix, keep, cfg.tau, cfg.gumbel, pools, len(full_prefixes)
@@ -323,14 +332,20 @@ class Trainer:
                     k = av_budget(len(av), keep)
                     if cfg.rank_with_prior:
                         scores = cs2.ranked(scores, raw_prefix)
-                    if dense:
-                        pools.append((len(full_prefixes), av, scores))
-                        chosen, gate = top_k(scores.detach(), k).to(scores.device), torch.ones_like(scores)
+                    if soft:
+                        biases.append(key_bias(len(prefix), av, soft_keep(scores, k, cfg.tau)))
+                        prefixes.append(prefix)
+                        shares.append(audio_share(prefix, av[top_k(scores.detach(), k)]))
                     else:
-                        chosen, gate = straight_through_topk(scores, k, gumbel=cfg.gumbel, tau=cfg.tau)
-                    gated = av[chosen.cpu()]
-                    prefixes.append(apply_gates(prefix, gated, gate[chosen]))
-                    shares.append(audio_share(prefix, gated))
+                        if dense:
+                            pools.append((len(full_prefixes), av, scores))
+                            chosen = top_k(scores.detach(), k).to(scores.device)
+                            gate = torch.ones_like(scores)
+                        else:
+                            chosen, gate = straight_through_topk(scores, k, gumbel=cfg.gumbel, tau=cfg.tau)
+                        gated = av[chosen.cpu()]
+                        prefixes.append(apply_gates(prefix, gated, gate[chosen]))
+                        shares.append(audio_share(prefix, gated))
                 for suffix, n_t in suffixes:
                     if question_states is not None:
                         # Question tokens as refined, answer tokens raw (hidden from the refiner).
@@ -342,7 +357,7 @@ class Trainer:
                         teacher_q.append((len(full_prefixes), suffix, n_t))
                 if dense and draw >= cfg.full_share:
                     full_prefixes.append(raw_prefix)
-            answers = shared_prefix_logits(self.lm, prefixes, questions, rope)
+            answers = shared_prefix_logits(self.lm, prefixes, questions, rope, biases if soft else None)
             loss, correct = answers.loss()
             if teacher is not None and teacher_q:
                 targets, teacher_logits = teacher_view(teacher, full_prefixes, teacher_q, rope)
@@ -361,6 +376,26 @@ class Trainer:
         cs2.eval()
         self.backend.model.eval()
         return cs2
+
+    def _chunk_soft(
+        self, sieve: CS2Sieve, seq: TokenSequence, keep: float, tau: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft masking of each 2-s chunk on its own (AV tokens only, no question), as live ingest sieves.
+
+        Returns (the [L] attention bias of `seq`'s keys, the sequence indices hard top-k would keep).
+        """
+        av = av_indices(seq)
+        chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
+        members_all, gates_all, kept = [], [], []
+        for c in torch.unique(chunk).tolist():
+            members = av[chunk == c]
+            scores = sieve.cs2.head(sieve.refine(seq.select(members)))
+            k = av_budget(len(members), keep)
+            members_all.append(members)
+            gates_all.append(soft_keep(scores, k, tau))
+            kept.append(members[top_k(scores.detach(), k)])
+        bias = key_bias(len(seq), torch.cat(members_all), torch.cat(gates_all))
+        return bias, torch.cat(kept)
 
     def _frozen_teacher(self) -> LanguageModel:
         """A frozen copy of the thinker's LLM as it enters stage 2: the full-token teacher."""
