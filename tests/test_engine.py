@@ -15,7 +15,7 @@ from echo_core.stream.frames import AudioPacket, VideoFrame
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.scheduler import Scheduler
 from echo_core.stream.session import StreamSession
-from server.engine import EngineWorker
+from server.engine import AskJob, EngineWorker
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,14 @@ async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> Non
         with pytest.raises(EmptyAVError):
             _ = [p async for p in failing.pieces()]
         cancelled = worker.submit(session, "what colour", None)
-        cancelled.cancelled.set()
+        cancelled.cancelled.set()  # skipped if the worker had not taken it yet, else stopped at once
         assert [p async for p in cancelled.pieces()] == []
-        assert cancelled.answer is not None and cancelled.answer.text == ""
+        assert cancelled.answer is None or cancelled.answer.text == ""
+        # a job cancelled while queued is skipped: no ask runs (on `empty` it would raise EmptyAVError)
+        queued = AskJob(empty, "what colour", None, asyncio.get_running_loop())
+        queued.cancel("superseded")
+        worker._answer(queued)
+        assert [p async for p in queued.pieces()] == [] and queued.answer is None
     finally:
         worker.stop()
     assert worker.errors == 0

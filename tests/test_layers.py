@@ -18,8 +18,9 @@ FORBIDDEN = {
     "server": ("echo_lab", "client"),
     "client": ("echo_lab", "echo_core", "torch", "transformers", "scipy"),
 }
-#: The one server module the client may use: the wire protocol (torch-free).
-CLIENT_MAY_IMPORT = ("server.protocol",)
+#: The server modules the client may use, both torch-free: the wire protocol, and the WebRTC
+#: receive setting both ends of a session share.
+CLIENT_MAY_IMPORT = ("server.protocol", "server.rtc_latency")
 
 
 def imports(path: Path, package: str) -> set[str]:
