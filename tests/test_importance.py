@@ -15,6 +15,14 @@ from echo_lab.train.importance import distillation_loss, listwise_loss, teacher_
 pytestmark = pytest.mark.integration
 
 
+def prefix_and_answer(backend: OmniBackend, sequence: TokenSequence) -> tuple[TokenSequence, TokenSequence]:
+    """`sequence` up to its last AV token (the prefix), and a three-token text whose last two are targets."""
+    n_prefix = int(torch.nonzero(sequence.layout.av_mask).max()) + 1
+    answer = torch.tensor([5, 6, 7])
+    question = TokenSequence(backend.embed_ids(answer).detach(), TokenLayout.text(answer))
+    return sequence.select(torch.arange(n_prefix)), question
+
+
 def test_listwise_loss_by_hand_and_its_minimum() -> None:
     scores = torch.tensor([0.0, 0.0], requires_grad=True)
     loss = listwise_loss(scores, torch.tensor([3.0, 1.0]))
@@ -43,10 +51,8 @@ def test_distillation_loss_by_hand() -> None:
 
 def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequence: TokenSequence) -> None:
     lm = backend.lm
-    n_prefix = int(torch.nonzero(sequence.layout.av_mask).max()) + 1
-    prefix = sequence.select(torch.arange(n_prefix))
-    answer = torch.tensor([5, 6, 7])
-    question = TokenSequence(backend.embed_ids(answer).detach(), TokenLayout.text(answer))
+    prefix, question = prefix_and_answer(backend, sequence)
+    n_prefix = len(prefix)
     got = teacher_importance(lm, [prefix], [(0, question, 2)], RopeMode.SYNC)[0]
     assert got.shape == (n_prefix,) and bool((got >= 0).all()) and float(got.sum()) > 0
 

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from echo_core.errors import ConfigError
 from echo_core.model.backend import OmniBackend
 from echo_core.model.rope import RopeMode
-from echo_core.model.tokens import TokenLayout, TokenSequence
-from echo_lab.train.cli import main
-from echo_lab.train.config import load_train_config
+from echo_core.model.tokens import TokenSequence
 from echo_lab.train.examples import shared_prefix_logits
 from echo_lab.train.soft_mask import GATE_FLOOR, key_bias, soft_keep
+from tests.test_importance import prefix_and_answer
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_soft_keep_opens_exactly_k_gates_and_every_score_gets_a_gradient() -> None:
@@ -44,10 +39,8 @@ def test_key_bias_is_log_gate_at_the_members() -> None:
 
 def test_a_key_bias_reaches_every_prefix_token(backend: OmniBackend, sequence: TokenSequence) -> None:
     lm = backend.lm
-    n_prefix = int(torch.nonzero(sequence.layout.av_mask).max()) + 1
-    prefix = sequence.select(torch.arange(n_prefix))
-    answer = torch.tensor([5, 6, 7])
-    question = TokenSequence(backend.embed_ids(answer).detach(), TokenLayout.text(answer))
+    prefix, question = prefix_and_answer(backend, sequence)
+    n_prefix = len(prefix)
     questions = [(0, question, 2)]
     plain = shared_prefix_logits(lm, [prefix], questions, RopeMode.SYNC).logits
     bias = torch.zeros(n_prefix, requires_grad=True)
@@ -63,17 +56,3 @@ def test_a_key_bias_reaches_every_prefix_token(backend: OmniBackend, sequence: T
     masked[torch.nonzero(av).flatten()[::2]] = math.log(GATE_FLOOR)
     changed = shared_prefix_logits(lm, [prefix], questions, RopeMode.SYNC, [masked]).logits
     assert not torch.allclose(changed, plain, atol=1e-4)
-
-
-def test_soft_estimator_trains(tmp_path: Path) -> None:
-    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
-    common = [
-        "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
-        "stage2.full_share=0.0", "stage2.seed=3", "log_every=1", "stage2.tau=0.2",
-    ]  # fmt: skip
-    importance, soft = tmp_path / "importance", tmp_path / "soft"
-    assert main([*config, "--out", str(importance), *common]) == 0
-    assert main([*config, "--out", str(soft), *common, "stage2.estimator=soft"]) == 0
-    assert (importance / "cs2.safetensors").read_bytes() != (soft / "cs2.safetensors").read_bytes()
-    with pytest.raises(ConfigError, match="soft"):
-        load_train_config(None, ["stage2.estimator=soft", "stage2.feed=refined"])

@@ -176,18 +176,24 @@ def test_live_share_cuts_that_share_of_the_training_clips() -> None:
     assert sum(c is not w for c, w in zip(cut, whole, strict=True)) >= 5  # live_cut may find no moment
 
 
+def train_with_and_without(tmp_path: Path, overrides: list[str], option: str) -> tuple[Path, Path]:
+    """Two tiny runs of the shipped config (1 + 2 steps, the same seeds), the second with `option`."""
+    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
+    common = [
+        "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
+        "stage2.full_share=0.0", "stage2.seed=3", "log_every=1", *overrides,
+    ]  # fmt: skip
+    without, with_option = tmp_path / "without", tmp_path / "with"
+    assert main([*config, "--out", str(without), *common]) == 0
+    assert main([*config, "--out", str(with_option), *common, option]) == 0
+    return without, with_option
+
+
 def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
     """Cut clips train both stages; ranking by the head over the salience prior changes what
     stage 2 learns (same seeds otherwise), and the prior's weight is stored with the head."""
-    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
-    common = [
-        "stage1.steps=1", "stage1.clips_per_step=2", "stage1.live_share=1.0", "stage2.steps=2",
-        "stage2.clips_per_step=2", "stage2.full_share=0.0", "stage2.live_share=1.0",
-        "stage2.prior_weight=0.5", "stage2.seed=3", "log_every=1",
-    ]  # fmt: skip
-    plain, ranked = tmp_path / "plain", tmp_path / "ranked"
-    assert main([*config, "--out", str(plain), *common]) == 0
-    assert main([*config, "--out", str(ranked), *common, "stage2.rank_with_prior=true"]) == 0
+    common = ["stage1.live_share=1.0", "stage2.live_share=1.0", "stage2.prior_weight=0.5"]
+    plain, ranked = train_with_and_without(tmp_path, common, "stage2.rank_with_prior=true")
     assert CS2.load_or_init(OmniBackend.load(ranked).lm, ranked).prior_weight == 0.5
     assert (plain / "cs2.safetensors").read_bytes() != (ranked / "cs2.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="live_share"):
@@ -200,16 +206,19 @@ def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
 
 def test_distillation_from_the_teacher_changes_what_the_llm_learns(tmp_path: Path) -> None:
     """stage2.distill_weight adds KL(teacher ‖ sieved model) on the answers: same seeds, other weights."""
-    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
-    common = [
-        "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
-        "stage2.full_share=0.0", "stage2.llm_frozen_steps=0", "stage2.seed=3", "log_every=1",
-    ]  # fmt: skip
-    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
-    assert main([*config, "--out", str(plain), *common]) == 0
-    assert main([*config, "--out", str(distilled), *common, "stage2.distill_weight=1.0"]) == 0
+    plain, distilled = train_with_and_without(
+        tmp_path, ["stage2.llm_frozen_steps=0"], "stage2.distill_weight=1.0"
+    )
     assert (plain / "model.safetensors").read_bytes() != (distilled / "model.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="distill_weight"):
         load_train_config(None, ["stage2.distill_weight=1.0", "stage2.estimator=ste"])
     with pytest.raises(ConfigError, match="distill_weight"):
         load_train_config(None, ["stage2.distill_weight=-1"])
+
+
+def test_soft_masking_trains(tmp_path: Path) -> None:
+    """stage2.estimator soft (train/soft_mask.py) trains the score head: same seeds, other weights."""
+    importance, soft = train_with_and_without(tmp_path, ["stage2.tau=0.2"], "stage2.estimator=soft")
+    assert (importance / "cs2.safetensors").read_bytes() != (soft / "cs2.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="soft"):
+        load_train_config(None, ["stage2.estimator=soft", "stage2.feed=refined"])
