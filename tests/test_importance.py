@@ -10,7 +10,7 @@ import torch
 from echo_core.model.backend import OmniBackend
 from echo_core.model.rope import RopeMode
 from echo_core.model.tokens import TokenLayout, TokenSequence
-from echo_lab.train.importance import distillation_loss, listwise_loss, teacher_importance
+from echo_lab.train.importance import distillation_loss, listwise_loss, teacher_view
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +49,12 @@ def test_distillation_loss_by_hand() -> None:
     assert math.isclose(float(twice), expected, rel_tol=1e-6)
 
 
-def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequence: TokenSequence) -> None:
+def test_teacher_view_is_gradient_times_input(backend: OmniBackend, sequence: TokenSequence) -> None:
     lm = backend.lm
     prefix, question = prefix_and_answer(backend, sequence)
     n_prefix = len(prefix)
-    got = teacher_importance(lm, [prefix], [(0, question, 2)], RopeMode.SYNC)[0]
+    importance, logits = teacher_view(lm, [prefix], [(0, question, 2)], RopeMode.SYNC)
+    got = importance[0]
     assert got.shape == (n_prefix,) and bool((got >= 0).all()) and float(got.sum()) > 0
 
     # The same by hand, with plain autograd on a sequence of prefix + question.
@@ -65,3 +66,7 @@ def test_teacher_importance_is_gradient_times_input(backend: OmniBackend, sequen
     (grad,) = torch.autograd.grad(loss, x)
     expected = (grad * x.detach()).sum(-1).abs()
     assert torch.allclose(got, expected, rtol=1e-3, atol=1e-7)
+    # the logits it returns are the teacher's for the two answer targets (6, 7), detached
+    assert logits.shape[0] == 2 and not logits.requires_grad
+    by_logits = torch.nn.functional.cross_entropy(logits, torch.tensor([6, 7]))
+    assert torch.allclose(by_logits, loss.detach(), rtol=1e-4)

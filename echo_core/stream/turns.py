@@ -249,20 +249,22 @@ class TurnDetector:
             return self._end(self._last_speech_end, cut=False)
         elif quiet >= self._prepare and not self._likely_end and self._prepare < self._silence:
             self._likely_end = True
-            assert self._onset is not None
-            begin = max(0, self._onset - self._lag - self._prefix)
-            utterance = self._utterance(begin, min(self._last_speech_end, begin + self._max))
+            utterance = self._utterance(*self._span(self._last_speech_end))
             if utterance is not None:
                 events.append(LikelyEnd(utterance))
-        assert self._onset is not None
-        if self._last_speech_end - max(0, self._onset - self._lag - self._prefix) >= self._max:
+        if self._last_speech_end - self._span(self._last_speech_end)[0] >= self._max:
             return events + self._end(self._last_speech_end, cut=True)
         return events
 
-    def _end(self, end: int, *, cut: bool) -> list[TurnEvent]:
+    def _span(self, end: int) -> tuple[int, int]:
+        """The open utterance's [begin, end): from the prefix padding before the (lag-corrected)
+        onset to `end`, at most MAX_SPOKEN_S long."""
         assert self._onset is not None
         begin = max(0, self._onset - self._lag - self._prefix)
-        end = min(end, begin + self._max)
+        return begin, min(end, begin + self._max)
+
+    def _end(self, end: int, *, cut: bool) -> list[TurnEvent]:
+        begin, end = self._span(end)
         events: list[TurnEvent] = [SpeechStopped(round(self._time(max(begin, end - self._lag)), 4), cut)]
         utterance = self._utterance(begin, end)
         if utterance is not None:
@@ -290,7 +292,7 @@ class TurnDetector:
         """Let go of samples no open span needs (keeping the prefix padding before the scan point)."""
         keep_from = self._scan - self._prefix - self._lag
         if self._onset is not None:
-            keep_from = min(keep_from, self._onset - self._lag - self._prefix)
+            keep_from = min(keep_from, self._span(self._scan)[0])
         if self._ptt is not None:
             keep_from = min(keep_from, self._ptt)
         keep_from = max(0, keep_from)

@@ -25,13 +25,13 @@ from echo_core.model.tokens import TokenSequence
 from .examples import shared_prefix_logits
 
 
-def teacher_importance(
+def teacher_view(
     teacher: LanguageModel,
     prefixes: list[TokenSequence],
     questions: list[tuple[int, TokenSequence, int]],
     rope: RopeMode,
-) -> list[torch.Tensor]:
-    """Gradient × input of the teacher's answer loss for every token of every prefix.
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """What the frozen full-token teacher says of every prefix token and of the answers.
 
     Args:
         teacher: the frozen full-token language model.
@@ -39,18 +39,9 @@ def teacher_importance(
         questions: (prefix index, question + answer sequence, number of targets), as for
             `shared_prefix_logits`; a prefix's importance sums over its questions.
     Returns:
-        one [L_i] float32 tensor per prefix, ≥ 0.
+        (one [L_i] float32 tensor per prefix: gradient × input of the teacher's answer loss,
+        |⟨∂loss/∂x_i, x_i⟩| ≥ 0; the teacher's answer logits [T, V], detached).
     """
-    return teacher_view(teacher, prefixes, questions, rope)[0]
-
-
-def teacher_view(
-    teacher: LanguageModel,
-    prefixes: list[TokenSequence],
-    questions: list[tuple[int, TokenSequence, int]],
-    rope: RopeMode,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """`teacher_importance`, and the teacher's answer logits [T, V] (detached) from the same forward."""
     leaves = [p.embeds.detach().requires_grad_(True) for p in prefixes]
     inputs = [TokenSequence(x, p.layout) for x, p in zip(leaves, prefixes, strict=True)]
     detached_q = [(c, TokenSequence(q.embeds.detach(), q.layout), t) for c, q, t in questions]

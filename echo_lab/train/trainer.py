@@ -64,6 +64,13 @@ def training_clips(start: int, count: int, live_share: float, rng: random.Random
     return [cut or clip for cut, clip in zip(cuts, clips, strict=True)]
 
 
+def chunk_members(seq: TokenSequence) -> list[torch.Tensor]:
+    """`seq`'s AV token indices grouped by 2-s chunk, oldest chunk first: the pools live ingest sieves."""
+    av = av_indices(seq)
+    chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
+    return [av[chunk == c] for c in torch.unique(chunk).tolist()]
+
+
 def cosine_lr(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 10 %, as a multiplier."""
     if step < warmup:
@@ -303,7 +310,8 @@ class Trainer:
                 keep = self.rng.uniform(cfg.keep_min, cfg.keep_max)
                 if draw < cfg.full_share:
                     prefixes.append(prefix)
-                    biases.append(torch.zeros(len(prefix)))
+                    if soft:
+                        biases.append(torch.zeros(len(prefix)))
                 elif soft and draw < cfg.full_share + cfg.chunk_share:
                     bias, kept_idx = self._chunk_soft(sieve, prefix, keep, cfg.tau)
                     prefixes.append(prefix)
@@ -332,20 +340,22 @@ class Trainer:
                     k = av_budget(len(av), keep)
                     if cfg.rank_with_prior:
                         scores = cs2.ranked(scores, raw_prefix)
-                    if soft:
+                    if soft:  # every token stays; the keys are masked by the relaxed gates
                         biases.append(key_bias(len(prefix), av, soft_keep(scores, k, cfg.tau)))
                         prefixes.append(prefix)
-                        shares.append(audio_share(prefix, av[top_k(scores.detach(), k)]))
+                        gated = av[top_k(scores.detach(), k)]
                     else:
                         if dense:
                             pools.append((len(full_prefixes), av, scores))
-                            chosen = top_k(scores.detach(), k).to(scores.device)
-                            gate = torch.ones_like(scores)
+                            chosen, gate = (
+                                top_k(scores.detach(), k).to(scores.device),
+                                torch.ones_like(scores),
+                            )
                         else:
                             chosen, gate = straight_through_topk(scores, k, gumbel=cfg.gumbel, tau=cfg.tau)
                         gated = av[chosen.cpu()]
                         prefixes.append(apply_gates(prefix, gated, gate[chosen]))
-                        shares.append(audio_share(prefix, gated))
+                    shares.append(audio_share(prefix, gated))
                 for suffix, n_t in suffixes:
                     if question_states is not None:
                         # Question tokens as refined, answer tokens raw (hidden from the refiner).
@@ -384,18 +394,14 @@ class Trainer:
 
         Returns (the [L] attention bias of `seq`'s keys, the sequence indices hard top-k would keep).
         """
-        av = av_indices(seq)
-        chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
-        members_all, gates_all, kept = [], [], []
-        for c in torch.unique(chunk).tolist():
-            members = av[chunk == c]
+        pools = chunk_members(seq)
+        gates, kept = [], []
+        for members in pools:
             scores = sieve.cs2.head(sieve.refine(seq.select(members)))
             k = av_budget(len(members), keep)
-            members_all.append(members)
-            gates_all.append(soft_keep(scores, k, tau))
+            gates.append(soft_keep(scores, k, tau))
             kept.append(members[top_k(scores.detach(), k)])
-        bias = key_bias(len(seq), torch.cat(members_all), torch.cat(gates_all))
-        return bias, torch.cat(kept)
+        return key_bias(len(seq), torch.cat(pools), torch.cat(gates)), torch.cat(kept)
 
     def _frozen_teacher(self) -> LanguageModel:
         """A frozen copy of the thinker's LLM as it enters stage 2: the full-token teacher."""
@@ -424,12 +430,9 @@ class Trainer:
         feed "refined" `seq` whose AV rows are each chunk's refiner output; text stays raw).
         """
         dense = self.config.stage2.estimator == "importance"
-        av = av_indices(seq)
-        chunk = seq.layout.time_ids[av] // TIME_IDS_PER_CHUNK
         gated, gates = [], []
         fed = seq.embeds
-        for c in torch.unique(chunk).tolist():
-            members = av[chunk == c]
+        for members in chunk_members(seq):
             refined = sieve.refine(seq.select(members))  # [M, D], a chunk is all AV tokens
             scores = sieve.cs2.head(refined)
             if self.config.stage2.rank_with_prior:
