@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,8 +55,11 @@ async def server(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
 
 @pytest_asyncio.fixture
 async def long_answers(backend: OmniBackend, cs2: CS2) -> AsyncIterator[EchoServer]:
-    """Answers of up to 20,000 tokens: one is still being generated when the user speaks."""
-    srv = await running(backend, cs2, max_new_tokens=20_000)
+    """Answers of 20,000 tokens that never end on their own (no end-of-answer token): one is
+    still being generated when the user speaks, whatever the tiny model's greedy choice."""
+    endless = copy.copy(backend)
+    endless.special = dataclasses.replace(backend.special, eos_ids=())
+    srv = await running(endless, cs2, max_new_tokens=20_000)
     yield srv
     await srv.stop()
 
