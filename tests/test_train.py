@@ -56,6 +56,8 @@ def test_config_errors() -> None:
         load_train_config(None, ["stage2.keep_min=0.5", "stage2.keep_max=0.2"])
     with pytest.raises(ConfigError, match="unknown keys"):
         load_train_config(None, ["stage1.stepz=3"])
+    with pytest.raises(ConfigError, match="voices must be one of base, wide"):
+        load_train_config(None, ["voices=many"])
 
 
 def test_schedule() -> None:

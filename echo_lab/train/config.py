@@ -9,6 +9,8 @@ from echo_core.config import apply_overrides, build, read_yaml
 from echo_core.errors import ConfigError
 from echo_core.sieve.cs2 import FEEDS
 
+from ..world.speech import TRAINING_POOLS
+
 ESTIMATORS = ("ste", "importance", "soft")
 
 
@@ -107,10 +109,15 @@ class TrainConfig:
     refiner_layers: int = 2
     ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
     log_every: int = 10
+    # The training voice pool of spoken questions (world/speech.py TRAINING_POOLS): "base" (8
+    # voices) or "wide" (70 voices, wider rates and pitches); benchmarks always hear HELD_OUT.
+    voices: str = "base"
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
 
     def __post_init__(self) -> None:
+        if self.voices not in TRAINING_POOLS:
+            raise ConfigError(f"voices must be one of {', '.join(TRAINING_POOLS)}, got {self.voices!r}")
         if not 0 < self.stage2.keep_min <= self.stage2.keep_max <= 1:
             raise ConfigError(
                 f"need 0 < keep_min ≤ keep_max ≤ 1, got {self.stage2.keep_min}, {self.stage2.keep_max}"

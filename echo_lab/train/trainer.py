@@ -140,11 +140,14 @@ class Trainer:
         self, asked: list[tuple[Clip, Question]], spoken_share: float, *, grad: bool
     ) -> list[tuple[TokenSequence, int]]:
         """Each question + assistant header + answer, and its target count: asked aloud (in its
-        split's voices, world/speech.py) with probability `spoken_share`, else typed. Utterances are
-        encoded in one batch; with `grad` the audio encoder learns from them."""
+        split's voices, for `train` the config's pool; world/speech.py) with probability
+        `spoken_share`, else typed. Utterances are encoded in one batch; with `grad` the audio
+        encoder learns from them."""
         aloud = [spoken_share > 0 and self.rng.random() < spoken_share for _ in asked]
         utterances = [
-            SpokenQuestion(spoken_question(c.spec, q)) for (c, q), a in zip(asked, aloud, strict=True) if a
+            SpokenQuestion(spoken_question(c.spec, q, self.config.voices))
+            for (c, q), a in zip(asked, aloud, strict=True)
+            if a
         ]
         tokens = iter(encode_spoken(self.backend, utterances, grad=grad))
         spoken = iter(utterances)
