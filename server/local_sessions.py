@@ -399,7 +399,7 @@ class LocalSessions:
             raise ServiceError(
                 "invalid_settings",
                 f"voice {settings.voice!r} is not an espeak-ng voice of this server"
-                " (`espeak-ng --voices`; e.g. en-us, en-gb+f3)",
+                " (`espeak-ng --voices`; e.g. en-us, en-us+f3)",
             )
 
     def settings_of(self, live: LiveSession) -> SessionSettings:

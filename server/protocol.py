@@ -101,7 +101,7 @@ class SessionSettings:
     ask_budget: int | None = None
     turn_detection: TurnDetection | None = None
     modalities: list[str] | None = None  # of MODALITIES; "audio" speaks answers on the peer connection
-    voice: str | None = None  # espeak-ng voice of spoken answers, e.g. "en-us" or "en-gb+f3"
+    voice: str | None = None  # espeak-ng voice of spoken answers, e.g. "en-us" or "en-us+f3"
     keep_spoken_in_scene: bool | None = None  # the utterance's audio stays in the scene cache
 
     def __post_init__(self) -> None:
@@ -111,7 +111,7 @@ class SessionSettings:
             raise ConfigError(f"modalities must be ['text'] or ['text', 'audio'], got {self.modalities}")
         if self.voice is not None and not VOICE_NAME.fullmatch(self.voice):
             raise ConfigError(
-                f"voice must be an espeak-ng voice name like 'en-us' or 'en-gb+f3', got {self.voice!r}"
+                f"voice must be an espeak-ng voice name like 'en-us' or 'en-us+f3', got {self.voice!r}"
             )
 
 
