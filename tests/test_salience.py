@@ -11,6 +11,7 @@ from echo_core.model.tokens import Modality, TokenLayout, TokenSequence
 from echo_core.sieve import CS2, make_sieve
 from echo_core.sieve.base import av_indices
 from echo_core.sieve.salience import JointSalienceSieve, distinctiveness, modality_zscore
+from echo_core.sieve.saliency import context_novelty, predecessor, successor
 from echo_core.stream.runtime import StreamModel
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,45 @@ def test_distinctiveness_is_distance_from_the_groups_mean() -> None:
     assert torch.allclose(d[:3], torch.tensor([1 - cos(embeds[0]), 1 - cos(embeds[1]), 1 - cos(embeds[2])]))
     assert float(d[3]) < 1e-6  # its own mean
     assert float(d[2]) > float(d[0])  # the odd patch out stands out
+
+
+def test_context_novelty_is_the_mean_change_to_the_neighbours_on_both_sides() -> None:
+    # One audio stream of 9 tokens: silence (0-1), a tone (2-6), silence (7-8); and one video
+    # patch over 3 frames with a different patch at frame 1 (its own chain, a single token).
+    quiet, tone = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    audio = [quiet] * 2 + [tone] * 5 + [quiet] * 2
+    video = [[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    embeds = torch.tensor(audio + video)
+    n = len(audio) + len(video)
+    layout = TokenLayout(
+        input_ids=torch.zeros(n, dtype=torch.long),
+        modality=torch.tensor([A] * 9 + [V] * 4),
+        time_ids=torch.tensor([*range(9), 0, 1, 2, 1]),
+        grid_h=torch.zeros(n, dtype=torch.long),
+        grid_w=torch.tensor([0] * 12 + [1]),
+        shares_prev=torch.zeros(n, dtype=torch.bool),
+    )
+    prev = predecessor(layout, torch.arange(n))
+    assert prev.tolist() == [-1, 0, 1, 2, 3, 4, 5, 6, 7, -1, 9, 10, -1]
+    assert successor(prev).tolist() == [1, 2, 3, 4, 5, 6, 7, 8, -1, 10, 11, -1, -1]
+    novelty = context_novelty(embeds, prev, radius=2)
+
+    # By hand: each token's neighbours within two steps on its own chain, both sides.
+    chains = [list(range(9)), [9, 10, 11], [12]]
+    expected = torch.ones(n)
+    for chain in chains:
+        for pos, i in enumerate(chain):
+            near = [chain[q] for q in range(max(0, pos - 2), min(len(chain), pos + 3)) if q != pos]
+            if near:
+                d = [1 - torch.nn.functional.cosine_similarity(embeds[i], embeds[j], dim=0) for j in near]
+                expected[i] = torch.stack(d).mean()
+    assert torch.allclose(novelty, expected, atol=1e-6)
+    # The tone's last token stands out as much as its first: the end of an event counts.
+    assert torch.isclose(novelty[6], novelty[2]) and float(novelty[2]) == pytest.approx(0.5)
+    assert float(novelty[4]) == pytest.approx(0.0)  # the tone's middle does not change
+    assert float(novelty[12]) == 1.0  # no neighbour at all
+    # A neighbour missing at the edge drops out of the mean instead of counting as a change.
+    assert float(novelty[0]) == pytest.approx(0.5) and float(novelty[8]) == pytest.approx(0.5)
 
 
 @torch.no_grad()

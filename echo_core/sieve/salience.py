@@ -3,8 +3,11 @@
 For public weights with no trained CS2 head. Every AV token gets cues computed from the
 encoder outputs x (no LLM layer needed, so the live ingest pays almost nothing):
 
-    n_i = 1 − cos(x_i, x_prev(i))     temporal novelty: prev = the same (h, w) patch at the
-                                      previous time (video), the previous audio token (audio)
+    n_i = mean_j (1 − cos(x_i, x_j))  temporal novelty: j runs over i's neighbours up to
+                                      2 steps before and after it (the same (h, w) patch at
+                                      the neighbouring times for video, the neighbouring
+                                      audio tokens for audio), so an event's end stands out
+                                      like its start
     d_i = 1 − cos(x_i, x̄_g(i))       distinctiveness: x̄_g = mean of the token's own modality in
                                       its 2-s chunk (a shape against its background, a tone
                                       against the noise floor)
@@ -29,9 +32,10 @@ from ..model.positions import build_positions
 from ..model.rope import RopeMode
 from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from .base import Sieve, SieveResult, av_budget, av_indices, finish, top_k
-from .saliency import predecessor, question_indices, temporal_novelty
+from .saliency import context_novelty, predecessor, question_indices
 
-#: Cue weights, chosen on `val` (docs/results.md): the question cue is measured but off.
+#: Cue settings, chosen on `val` (docs/experiments.md): the question cue is measured but off.
+NOVELTY_RADIUS = 2
 DISTINCT_WEIGHT = 1.0
 QUESTION_WEIGHT = 0.0
 
@@ -84,7 +88,7 @@ def encoder_cues(seq: TokenSequence, av: torch.Tensor) -> dict[str, torch.Tensor
     """Novelty and distinctiveness of the AV tokens `av` of `seq`: name → [N] float32."""
     x = seq.embeds[av.to(seq.embeds.device)].detach()
     return {
-        "novelty": temporal_novelty(x, predecessor(seq.layout, av)).float().cpu(),
+        "novelty": context_novelty(x, predecessor(seq.layout, av), NOVELTY_RADIUS),
         "distinct": distinctiveness(x, seq.layout, av),
     }
 

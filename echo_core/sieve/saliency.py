@@ -71,6 +71,39 @@ def temporal_novelty(hidden: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     return (1.0 - sim).clamp_min(0.0)
 
 
+def successor(prev: torch.Tensor) -> torch.Tensor:
+    """The inverse of `predecessor`: each token's temporal successor in the pool, or -1: [N] long."""
+    nxt = torch.full_like(prev, -1)
+    has = prev >= 0
+    nxt[prev[has]] = has.nonzero().flatten()
+    return nxt
+
+
+def context_novelty(hidden: torch.Tensor, prev: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """How much token i differs from its temporal context: [N, D], [N] → [N] float32.
+
+    The mean of 1 − cos(h_i, h_j) over the neighbours j up to `radius` steps before and after i
+    along `prev`'s chains (the same patch for video, the neighbouring audio tokens for audio);
+    1 where i has none. Counting the steps after i as well as those before makes an event's
+    end stand out like its start (a tone that stops, a shape that leaves), and a neighbour
+    missing at the pool's edge (a chunk's last frame, whose successor has not arrived) simply
+    drops out of the mean.
+    """
+    n = int(prev.shape[0])
+    total = torch.zeros(n)
+    count = torch.zeros(n)
+    for chain in (prev, successor(prev)):
+        cur = chain.clone()
+        for _ in range(radius):
+            has = cur >= 0
+            if not bool(has.any()):
+                break
+            total += torch.where(has, temporal_novelty(hidden, cur).float().cpu(), 0.0)
+            count += has.float()
+            cur = torch.where(has, chain[cur.clamp_min(0)], cur)
+    return torch.where(count > 0, total / count.clamp_min(1), 1.0)
+
+
 @torch.no_grad()
 def training_free_scores(
     layer: nn.Module,
