@@ -86,6 +86,31 @@ def test_context_novelty_is_the_mean_change_to_the_neighbours_on_both_sides() ->
     assert float(novelty[0]) == pytest.approx(0.5) and float(novelty[8]) == pytest.approx(0.5)
 
 
+def test_predecessor_is_the_latest_earlier_token_of_the_same_track() -> None:
+    # A shuffled pool: audio tokens (several per time id) and video patches on a 3 × 4 grid.
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    modality = torch.where(torch.rand(n, generator=g) < 0.4, A, V)
+    is_video = modality == V
+    layout = TokenLayout(
+        input_ids=torch.zeros(n, dtype=torch.long),
+        modality=modality,
+        time_ids=torch.randint(0, 12, (n,), generator=g),
+        grid_h=torch.where(is_video, torch.randint(0, 3, (n,), generator=g), 0),
+        grid_w=torch.where(is_video, torch.randint(0, 4, (n,), generator=g), 0),
+        shares_prev=torch.zeros(n, dtype=torch.bool),
+    )
+    av = torch.arange(n)
+    expected = [-1] * n
+    last: dict[tuple[int, ...], int] = {}
+    for i in sorted(range(n), key=lambda i: (int(layout.time_ids[i]), i)):  # time, then pool order
+        track = (V, int(layout.grid_h[i]), int(layout.grid_w[i])) if is_video[i] else (A,)
+        expected[i] = last.get(track, -1)
+        last[track] = i
+    assert predecessor(layout, av).tolist() == expected
+    assert predecessor(layout, av[:0]).numel() == 0
+
+
 @torch.no_grad()
 def test_one_top_k_over_both_modalities(backend: OmniBackend, cs2: CS2, sequence: TokenSequence) -> None:
     sieve = make_sieve("joint_salience", backend.lm, cs2)

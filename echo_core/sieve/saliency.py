@@ -42,20 +42,21 @@ def predecessor(layout: TokenLayout, av: torch.Tensor) -> torch.Tensor:
     """For each AV token, the AV-pool index of its temporal predecessor, or -1: [N] long.
 
     Video: the same (h, w) patch at the latest earlier time. Audio: the previous audio token.
+    Tokens of one track at the same time follow each other in pool order.
     """
-    mod = layout.modality[av]
-    t = layout.time_ids[av]
-    h = layout.grid_h[av]
-    w = layout.grid_w[av]
     prev = torch.full((av.shape[0],), -1, dtype=torch.long)
-    last: dict[tuple[int, int, int], int] = {}
-    order = torch.sort(t, stable=True).indices.tolist()
-    mod_l, h_l, w_l = mod.tolist(), h.tolist(), w.tolist()
-    for i in order:
-        key = (mod_l[i], h_l[i], w_l[i]) if mod_l[i] == Modality.VIDEO else (mod_l[i], -1, -1)
-        if key in last:
-            prev[i] = last[key]
-        last[key] = i
+    if av.numel() == 0:
+        return prev
+    mod = layout.modality[av].long()
+    is_video = mod == Modality.VIDEO
+    h = torch.where(is_video, layout.grid_h[av].long(), 0)
+    w = torch.where(is_video, layout.grid_w[av].long(), 0)
+    # One integer per track: the modality, and for video the patch position.
+    track = (mod * (int(h.max()) + 1) + h) * (int(w.max()) + 1) + w
+    order = torch.sort(layout.time_ids[av], stable=True).indices
+    order = order[torch.sort(track[order], stable=True).indices]  # by track, then time, then index
+    same = track[order[1:]] == track[order[:-1]]
+    prev[order[1:][same]] = order[:-1][same]
     return prev
 
 
@@ -89,16 +90,17 @@ def context_novelty(hidden: torch.Tensor, prev: torch.Tensor, radius: int = 2) -
     missing at the pool's edge (a chunk's last frame, whose successor has not arrived) simply
     drops out of the mean.
     """
-    n = int(prev.shape[0])
-    total = torch.zeros(n)
-    count = torch.zeros(n)
+    unit = F.normalize(hidden.detach().float(), dim=-1).cpu()
+    total = torch.zeros(unit.shape[0])
+    count = torch.zeros(unit.shape[0])
     for chain in (prev, successor(prev)):
         cur = chain.clone()
         for _ in range(radius):
             has = cur >= 0
             if not bool(has.any()):
                 break
-            total += torch.where(has, temporal_novelty(hidden, cur).float().cpu(), 0.0)
+            change = (1.0 - (unit * unit[cur.clamp_min(0)]).sum(-1)).clamp_min(0.0)
+            total += torch.where(has, change, 0.0)
             count += has.float()
             cur = torch.where(has, chain[cur.clamp_min(0)], cur)
     return torch.where(count > 0, total / count.clamp_min(1), 1.0)
