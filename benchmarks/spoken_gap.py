@@ -1,8 +1,8 @@
 """Where spoken questions lose accuracy on the way from the offline bench to the service.
 
 In-process, on the clips `echo-bench voice` uses (the first N test clips with the six question
-families in turn, held-out voices), with the demo config's stream settings, four ways to ask
-the same question after streaming the clip through a `StreamSession`:
+families in turn, held-out voices), with the demo config's stream settings, ways to ask the
+same question after streaming the clip through a `StreamSession`:
 
 - `service`: as the server does it — the spoken words (with a second of room tone after them)
   follow the clip in the scene audio, server VAD (silero) finds the utterance, its span is
@@ -11,13 +11,23 @@ the same question after streaming the clip through a `StreamSession`:
 - `exact`: the scene is the clip alone; the rendered words are asked as they are;
 - `typed`: the scene is the clip alone; the question's text is asked.
 
-Greedy first answer token against the one-word truth. Usage:
-`python benchmarks/spoken_gap.py --clips 24 --json benchmarks/results/experiments/spoken_gap.json`.
+`--ablations` adds scenes that take the service's way apart (each asks the utterance):
+- `tone`: the clip, then room tone as long as the words and the second after them (no speech);
+- `tone_held`: the same with the clip's last frame held, as a camera keeps sending;
+- `zero`: the clip, then digital silence for the words, then the second of room tone;
+- `early`: the service's way, the span forgotten before any of it is encoded;
+- `dropped`: the service's way, the span's ingested tokens dropped too (`forget_audio` again);
+- `dropped_to_end`: the same for the audio from the utterance's start to the scene's end;
+- `service_held`: the service's way with the clip's last frame held.
+
+Greedy first answer token against the one-word truth. Usage: `python benchmarks/spoken_gap.py
+--clips 24 [--ablations] --json benchmarks/results/experiments/spoken_gap.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import defaultdict
 
@@ -31,20 +41,14 @@ from echo_core.stream.turns import TurnDetector, Utterance
 from echo_core.stream.vad import make_vad
 from echo_lab.service_bench.voice import pick_clips
 from echo_lab.world import Clip
-from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ
+from echo_lab.world.pauses import room_tone
 from echo_lab.world.spec import SAMPLE_RATE
 from echo_lab.world.speech import spoken_question
 from server.config import load_service_config
 
 VARIANTS = ("service", "vad", "exact", "typed")
+ABLATIONS = ("tone", "tone_held", "zero", "early", "dropped", "dropped_to_end", "service_held")
 PACKET = 1600  # 100 ms
-
-
-def room_tone(seconds: float, seed: int) -> np.ndarray:
-    """The world's hum and noise floor, no events: float32 mono."""
-    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    noise = np.random.default_rng(seed).standard_normal(len(t))
-    return (HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * noise).astype(np.float32)
 
 
 def last_utterance(audio: np.ndarray, t0: float) -> Utterance:
@@ -61,9 +65,20 @@ def last_utterance(audio: np.ndarray, t0: float) -> Utterance:
     return found[-1]
 
 
-def streamed(model: StreamModel, config: object, clip: Clip, audio: np.ndarray) -> StreamSession:
-    """A session that has ingested `clip`'s frames and `audio` (closed chunks; the rest is its tail)."""
+def streamed(
+    model: StreamModel,
+    config: object,
+    clip: Clip,
+    audio: np.ndarray,
+    forget: tuple[float, float] | None = None,
+) -> StreamSession:
+    """A session that has ingested `clip`'s frames and `audio` (closed chunks; the rest is its tail).
+
+    `forget`: a span of audio taken out of the scene before any media arrives.
+    """
     session = StreamSession(model, config)  # type: ignore[arg-type]
+    if forget is not None:
+        session.forget_audio(*forget)
     frames = list(zip(clip.frame_times, clip.frames, strict=True))
     for at in range(0, len(audio), PACKET):  # media in time order, as a live peer sends it
         end_s = (at + PACKET) / SAMPLE_RATE
@@ -77,6 +92,24 @@ def streamed(model: StreamModel, config: object, clip: Clip, audio: np.ndarray) 
     return session
 
 
+def held(clip: Clip, until_s: float) -> Clip:
+    """`clip` with its last frame repeated at the clip's frame rate until `until_s`."""
+    step = float(clip.frame_times[1] - clip.frame_times[0])
+    extra = np.arange(float(clip.frame_times[-1]) + step, until_s, step)
+    frames = np.concatenate([clip.frames, np.repeat(clip.frames[-1:], len(extra), axis=0)])
+    return dataclasses.replace(clip, frames=frames, frame_times=np.concatenate([clip.frame_times, extra]))
+
+
+def forgotten(session: StreamSession, start_s: float, end_s: float, *, again: bool = False) -> StreamSession:
+    """`session` with [start_s, end_s) of audio forgotten; `again`: once more after ingesting the
+    rest, which drops the tokens ingested from the silenced span as well."""
+    session.forget_audio(start_s, end_s)
+    if again:
+        session.process()
+        session.forget_audio(start_s, end_s)
+    return session
+
+
 def first_word(model: StreamModel, session: StreamSession, question: Question) -> str:
     stream = session.ask(question)
     return str(model.backend.tokenizer.decode([int(stream.first_logits.argmax())])).strip()
@@ -86,30 +119,59 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--ablations", action="store_true", help="add the scenes that take the service apart")
     args = parser.parse_args()
+    variants = VARIANTS + (ABLATIONS if args.ablations else ())
     config = load_service_config("demo")
     model = StreamModel.load(config.model, config.sieve)
     hits: dict[str, int] = defaultdict(int)
     rows = []
     for k, (clip, q) in enumerate(pick_clips(args.clips, None)):
         words = spoken_question(clip.spec, q)
-        heard = np.concatenate([words, room_tone(1.0, k)])
+        after = room_tone(1.0, np.random.default_rng(k))  # the silence window: the room's own sound
+        heard = np.concatenate([words, after])
         clip_s = len(clip.audio) / SAMPLE_RATE
         answers: dict[str, str] = {}
         scene = np.concatenate([clip.audio, heard])
+        scene_s = len(scene) / SAMPLE_RATE
         utterance = last_utterance(scene, 0.0)
-        session = streamed(model, config.stream, clip, scene)
-        session.forget_audio(utterance.start_s, utterance.end_s)
+        span = (utterance.start_s, utterance.end_s)
+        session = forgotten(streamed(model, config.stream, clip, scene), *span)
         answers["service"] = first_word(model, session, utterance.question())
         plain = streamed(model, config.stream, clip, clip.audio)
-        answers["vad"] = first_word(model, plain, last_utterance(heard, clip_s).question())
+        asked = last_utterance(heard, clip_s).question()
+        answers["vad"] = first_word(model, plain, asked)
         answers["exact"] = first_word(model, plain, SpokenQuestion(words))
         answers["typed"] = first_word(model, plain, q.text)
-        for v in VARIANTS:
+        if args.ablations:
+            tone = np.concatenate([clip.audio, room_tone(len(heard) / SAMPLE_RATE, np.random.default_rng(k))])
+            zero = np.concatenate([clip.audio, np.zeros_like(words), after])
+            still = held(clip, scene_s)
+            scenes = {
+                "tone": (streamed(model, config.stream, clip, tone), asked),
+                "tone_held": (streamed(model, config.stream, still, tone), asked),
+                "zero": (streamed(model, config.stream, clip, zero), asked),
+                "early": (streamed(model, config.stream, clip, scene, forget=span), utterance.question()),
+                "dropped": (
+                    forgotten(streamed(model, config.stream, clip, scene), *span, again=True),
+                    utterance.question(),
+                ),
+                "dropped_to_end": (
+                    forgotten(streamed(model, config.stream, clip, scene), span[0], scene_s, again=True),
+                    utterance.question(),
+                ),
+                "service_held": (
+                    forgotten(streamed(model, config.stream, still, scene), *span),
+                    utterance.question(),
+                ),
+            }
+            for name, (ablated, question) in scenes.items():
+                answers[name] = first_word(model, ablated, question)
+        for v in variants:
             hits[v] += answers[v] == q.answer
         rows.append({"family": q.family, "truth": q.answer, **answers})
         print(k, q.family, q.answer, answers, flush=True)
-    accuracy = {v: round(hits[v] / args.clips, 4) for v in VARIANTS}
+    accuracy = {v: round(hits[v] / args.clips, 4) for v in variants}
     print(accuracy)
     if args.json:
         with open(args.json, "w") as f:

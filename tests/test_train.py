@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,8 +175,19 @@ def test_live_share_cuts_that_share_of_the_training_clips() -> None:
     assert [c.spec.duration_s for c in training_clips(0, 6, 0.0, rng)] == [c.spec.duration_s for c in whole]
     assert rng.random() == random.Random(0).random()  # share 0: the trainer's draws are untouched
     cut = training_clips(0, 6, 1.0, random.Random(0))
-    assert all(c.spec.duration_s < w.spec.duration_s for c, w in zip(cut, whole, strict=True) if c is not w)
-    assert sum(c is not w for c, w in zip(cut, whole, strict=True)) >= 5  # live_cut may find no moment
+    shorter = [c.spec.duration_s < w.spec.duration_s for c, w in zip(cut, whole, strict=True)]
+    assert sum(shorter) >= 5  # live_cut may find no moment: that clip stays whole
+    assert all(s or c.spec == w.spec for s, c, w in zip(shorter, cut, whole, strict=True))
+
+
+def test_pause_share_follows_that_share_of_the_training_clips_with_a_pause() -> None:
+    whole = training_clips(0, 6, 0.0, random.Random(0))
+    rng = random.Random(0)
+    assert [c.spec for c in training_clips(0, 6, 0.0, rng, 0.0)] == [c.spec for c in whole]
+    assert rng.random() == random.Random(0).random()  # share 0: the trainer's draws are untouched
+    paused = training_clips(0, 6, 0.0, random.Random(0), 1.0)
+    assert all(p.spec.duration_s > w.spec.duration_s for p, w in zip(paused, whole, strict=True))
+    assert all(np.array_equal(p.audio[: w.audio.size], w.audio) for p, w in zip(paused, whole, strict=True))
 
 
 def train_with_and_without(tmp_path: Path, overrides: list[str], option: str) -> tuple[Path, Path]:
@@ -192,14 +204,17 @@ def train_with_and_without(tmp_path: Path, overrides: list[str], option: str) ->
 
 
 def test_live_cuts_and_ranking_with_the_prior_train(tmp_path: Path) -> None:
-    """Cut clips train both stages; ranking by the head over the salience prior changes what
-    stage 2 learns (same seeds otherwise), and the prior's weight is stored with the head."""
+    """Cut and paused clips train both stages; ranking by the head over the salience prior changes
+    what stage 2 learns (same seeds otherwise), and the prior's weight is stored with the head."""
     common = ["stage1.live_share=1.0", "stage2.live_share=1.0", "stage2.prior_weight=0.5"]
+    common += ["stage1.pause_share=0.5", "stage2.pause_share=0.5"]
     plain, ranked = train_with_and_without(tmp_path, common, "stage2.rank_with_prior=true")
     assert CS2.load_or_init(OmniBackend.load(ranked).lm, ranked).prior_weight == 0.5
     assert (plain / "cs2.safetensors").read_bytes() != (ranked / "cs2.safetensors").read_bytes()
     with pytest.raises(ConfigError, match="live_share"):
         load_train_config(None, ["stage2.live_share=-0.1"])
+    with pytest.raises(ConfigError, match="pause_share"):
+        load_train_config(None, ["stage1.pause_share=2"])
     with pytest.raises(ConfigError, match="rank_with_prior"):
         load_train_config(None, ["stage2.rank_with_prior=true", "stage2.prior_weight=0"])
     with pytest.raises(ConfigError, match="rank_with_prior"):

@@ -45,6 +45,7 @@ from echo_lab.world import (
 )
 from echo_lab.world import spec as spec_module
 from echo_lab.world.cuts import MIN_HEARD_S, cut_clip, live_cut
+from echo_lab.world.pauses import ROOM_S, WORDS_S, pause_after, random_pause
 
 pytestmark = pytest.mark.unit
 
@@ -223,6 +224,35 @@ def test_clips_cut_at_a_live_moment_answer_from_what_they_show(train_clips: list
     assert (shape.kind, shape.colour) not in {(s.kind, s.colour) for s in unseen.spec.shapes}
     with pytest.raises(ConfigError, match="cut time"):
         cut_clip(whole, whole.spec.duration_s + 1)
+
+
+def test_clips_followed_by_a_pause_answer_from_what_they_show(train_clips: list[Clip]) -> None:
+    """A clip followed by a spoken question's pause (its words silenced, then room tone, the last
+    frame held) keeps every earlier sample and frame, and its questions, asked anew, still follow
+    from the longer media (the same checks as whole clips)."""
+    rng = random.Random(0)
+    clips = [*train_clips, *(live_cut(c, rng) or c for c in iter_clips("train", 40, 20))]
+    paused = [random_pause(c, rng) for c in clips]
+    for before, after in zip(clips, paused, strict=True):
+        d0, d = before.spec.duration_s, after.spec.duration_s
+        assert d0 + WORDS_S[0] + ROOM_S[0] - 0.5 <= d <= d0 + WORDS_S[1] + ROOM_S[1] + 0.5
+        assert after.frame_times[-1] <= d <= after.frame_times[-1] + 1 / FPS + 1e-9
+        assert after.audio.size == round(d * SAMPLE_RATE)
+        n0 = len(before.frames)
+        assert np.array_equal(after.frames[:n0], before.frames)
+        assert (after.frames[n0:] == before.frames[-1]).all()
+        assert np.array_equal(after.audio[: before.audio.size], before.audio)
+        pause = after.audio[before.audio.size :]
+        silent = int(np.argmax(pause != 0))  # the words, silenced, then the room's own sound
+        assert silent >= round(0.9 * WORDS_S[0] * SAMPLE_RATE) and not pause[:silent].any()
+        room = pause[silent:]
+        assert room.size > 0 and 0.01 < float(room.std()) < 0.05
+    checked = _answers_follow_from_the_media(paused)
+    assert all(checked[f] >= 5 for f in FAMILIES), checked
+    whole = train_clips[0]
+    assert pause_after(whole, 0.0, 0.0) is whole
+    with pytest.raises(ConfigError, match="negative"):
+        pause_after(whole, -1.0, 0.5)
 
 
 def _answers_follow_from_the_media(clips: list[Clip]) -> Counter[str]:

@@ -28,6 +28,9 @@ class Stage1Config:
     # Share of clips cut short while a shape is still on screen (world/cuts.py): questions asked
     # at a live stream's now.
     live_share: float = 0.0
+    # Share of clips followed by a pause (world/pauses.py): the scene a spoken question is
+    # answered from in a live session, the words taken out of the scene audio.
+    pause_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Stage2Config:
     feed: str = "embeddings"
     spoken_share: float = 0.0  # as stage1.spoken_share
     live_share: float = 0.0  # as stage1.live_share
+    pause_share: float = 0.0  # as stage1.pause_share
     # Weight of the encoder-salience prior that serving adds to the head's scores (cs2.json;
     # echo_core/sieve/cs2.py); the weight is chosen on `val`.
     prior_weight: float = 0.0
@@ -125,7 +129,7 @@ class TrainConfig:
         if self.stage2.llm_frozen_steps < 0:  # ≥ steps: the LLM stays frozen for the whole stage
             raise ConfigError(f"need stage2.llm_frozen_steps ≥ 0, got {self.stage2.llm_frozen_steps}")
         for name, stage in (("stage1", self.stage1), ("stage2", self.stage2)):
-            for key in ("spoken_share", "live_share"):
+            for key in ("spoken_share", "live_share", "pause_share"):
                 share = getattr(stage, key)
                 if not 0.0 <= share <= 1.0:
                     raise ConfigError(f"{name}.{key} must be in [0, 1], got {share}")

@@ -36,6 +36,7 @@ from echo_core.speech import SpokenQuestion
 
 from ..world import Clip, Question, make_clip
 from ..world.cuts import live_cut
+from ..world.pauses import random_pause
 from ..world.speech import spoken_question
 from .aux_labels import AuxProbes
 from .config import TrainConfig
@@ -54,14 +55,19 @@ from .soft_mask import key_bias, soft_keep
 TRAIN_ENV = "train_env.json"
 
 
-def training_clips(start: int, count: int, live_share: float, rng: random.Random) -> list[Clip]:
+def training_clips(
+    start: int, count: int, live_share: float, rng: random.Random, pause_share: float = 0.0
+) -> list[Clip]:
     """Training clips start..start + count - 1, each cut at a live moment (world/cuts.py) with
-    probability `live_share`; `rng` is not drawn from at all when the share is 0."""
+    probability `live_share`, then followed by a pause (world/pauses.py) with probability
+    `pause_share`; `rng` is not drawn from for a share that is 0."""
     clips = [make_clip("train", start + j) for j in range(count)]
-    if live_share == 0:
-        return clips
-    cuts = [live_cut(clip, rng) if rng.random() < live_share else None for clip in clips]
-    return [cut or clip for cut, clip in zip(cuts, clips, strict=True)]
+    if live_share > 0:
+        cuts = [live_cut(clip, rng) if rng.random() < live_share else None for clip in clips]
+        clips = [cut or clip for cut, clip in zip(cuts, clips, strict=True)]
+    if pause_share > 0:
+        clips = [random_pause(clip, rng) if rng.random() < pause_share else clip for clip in clips]
+    return clips
 
 
 def chunk_members(seq: TokenSequence) -> list[torch.Tensor]:
@@ -234,7 +240,9 @@ class Trainer:
         self.backend.model.train()
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            clips = training_clips(step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng)
+            clips = training_clips(
+                step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng, cfg.pause_share
+            )
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
@@ -289,7 +297,11 @@ class Trainer:
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
             clips = training_clips(
-                offset + step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng
+                offset + step * cfg.clips_per_step,
+                cfg.clips_per_step,
+                cfg.live_share,
+                self.rng,
+                cfg.pause_share,
             )
             with torch.no_grad():
                 encoded = encode_clips(self.backend, clips)
