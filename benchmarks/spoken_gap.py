@@ -1,8 +1,9 @@
 """Where spoken questions lose accuracy on the way from the offline bench to the service.
 
-In-process, on the clips `echo-bench voice` uses (the first N test clips with the six question
-families in turn, held-out voices), with the demo config's stream settings, ways to ask the
-same question after streaming the clip through a `StreamSession`:
+In-process, on the clips `echo-bench voice` uses (the first N clips of `--split`, test unless
+given, with the six question families in turn, the split's held-out voices), with the demo
+config's stream settings, ways to ask the same question after streaming the clip through a
+`StreamSession`:
 
 - `service`: as the server does it — the spoken words (with a second of room tone after them)
   follow the clip in the scene audio, server VAD (silero) finds the utterance, its span is
@@ -119,6 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--split", default="test", help="the world's split (choose on val, report on test)")
     parser.add_argument("--ablations", action="store_true", help="add the scenes that take the service apart")
     args = parser.parse_args()
     variants = VARIANTS + (ABLATIONS if args.ablations else ())
@@ -126,7 +128,7 @@ def main() -> None:
     model = StreamModel.load(config.model, config.sieve)
     hits: dict[str, int] = defaultdict(int)
     rows = []
-    for k, (clip, q) in enumerate(pick_clips(args.clips, None)):
+    for k, (clip, q) in enumerate(pick_clips(args.clips, None, split=args.split)):
         words = spoken_question(clip.spec, q)
         after = room_tone(1.0, np.random.default_rng(k))  # the silence window: the room's own sound
         heard = np.concatenate([words, after])

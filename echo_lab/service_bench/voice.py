@@ -68,9 +68,9 @@ class VoiceRow:
 
 
 def pick_clips(
-    count: int, duration_s: float | None, families: tuple[str, ...] = FAMILIES
+    count: int, duration_s: float | None, families: tuple[str, ...] = FAMILIES, split: str = "test"
 ) -> list[tuple[Clip, Question]]:
-    """The first `count` test clips, in order, such that clip k has a question of family
+    """The first `count` clips of `split`, in order, such that clip k has a question of family
     k mod len(families) (families in turn; clips without one are passed over); with its question."""
     unknown = set(families) - set(FAMILIES)
     if not families or unknown:
@@ -79,7 +79,7 @@ def pick_clips(
     index = 0
     while len(chosen) < count:
         family = families[len(chosen) % len(families)]
-        clip = make_clip("test", index, duration_s=duration_s)
+        clip = make_clip(split, index, duration_s=duration_s)
         question = next((q for q in clip.questions if q.family == family), None)
         if question is not None:
             chosen.append((clip, question))
