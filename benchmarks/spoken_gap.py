@@ -121,10 +121,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--json", default=None)
     parser.add_argument("--split", default="test", help="the world's split (choose on val, report on test)")
+    parser.add_argument("--model", default=None, help="a checkpoint directory (default: echo-tiny)")
     parser.add_argument("--ablations", action="store_true", help="add the scenes that take the service apart")
     args = parser.parse_args()
     variants = VARIANTS + (ABLATIONS if args.ablations else ())
-    config = load_service_config("demo")
+    config = load_service_config("demo", [f"model.directory={args.model}"] if args.model else [])
     model = StreamModel.load(config.model, config.sieve)
     hits: dict[str, int] = defaultdict(int)
     rows = []
