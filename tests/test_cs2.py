@@ -142,15 +142,20 @@ def test_cs2_weights_round_trip(backend: OmniBackend, tmp_path: Path, sequence: 
 def test_salience_prior_adds_to_the_z_scored_head(
     backend: OmniBackend, tmp_path: Path, sequence: TokenSequence, ingest_sequence: TokenSequence
 ) -> None:
-    """score = z(head) + w · joint salience; w = 0 is the bare head; a huge w ranks as joint_salience."""
-    from echo_core.sieve.salience import JointSalienceSieve
+    """score = z(head) + w · the encoder salience with the prior's novelty cue (the change from the
+    previous token); w = 0 is the bare head; a huge w ranks by that salience alone."""
+    from echo_core.sieve.base import av_indices, top_k
+    from echo_core.sieve.cs2 import PRIOR_NOVELTY
+    from echo_core.sieve.salience import JointSalienceSieve, encoder_salience
 
     torch.manual_seed(2)
     cs2 = CS2(backend.lm, n_layers=2, trained=True)
     bare = CS2Sieve(backend.lm, cs2, scoring="head")
     head = bare.head_scores(sequence).float()
     assert torch.equal(bare.score(sequence), bare.head_scores(sequence))  # prior_weight 0
-    salience = JointSalienceSieve(backend.lm).score(sequence)
+    assert PRIOR_NOVELTY == "previous"
+    salience = encoder_salience(sequence, "previous")
+    assert not torch.allclose(salience, JointSalienceSieve(backend.lm).score(sequence))  # a cue of its own
     cs2.prior_weight = 0.5
     with_prior = CS2Sieve(backend.lm, cs2, scoring="head").score(sequence)
     z = (head - head.mean()) / head.std()
@@ -159,8 +164,13 @@ def test_salience_prior_adds_to_the_z_scored_head(
     cs2.prior_weight = 1e6
     sieve = CS2Sieve(backend.lm, cs2, scoring="head")
     mine = sieve.select(sequence, keep=0.1).kept
-    theirs = JointSalienceSieve(backend.lm).select(sequence, keep=0.1).kept
-    assert torch.equal(mine, theirs)
+    av = av_indices(sequence)
+    theirs = av[top_k(salience, len(mine) - (len(sequence) - len(av)))]
+    assert torch.equal(
+        mine, torch.cat([torch.nonzero(~sequence.layout.av_mask).flatten(), theirs]).sort().values
+    )
+    with pytest.raises(ConfigError, match="novelty"):
+        encoder_salience(sequence, "next")
     # the batched ingest path ranks each chunk as the single path does
     batched = sieve.score_batch([ingest_sequence, ingest_sequence])
     assert torch.allclose(batched[0][0], sieve.score(ingest_sequence).float().cpu(), atol=1e-4)

@@ -48,6 +48,12 @@ from .reference_ckpt import find_reference_cs2
 from .salience import encoder_salience
 from .saliency import training_free_scores
 
+#: The novelty cue of the salience prior: echo-tiny's prior weight (0.5) was chosen on `val` with
+#: the change from the previous token. The context cue `joint_salience` uses scored higher there
+#: at weight 2 offline but lost answers through the live ingest path, where the weight was never
+#: chosen (docs/experiments.md, "Context novelty").
+PRIOR_NOVELTY = "previous"
+
 log = logging.getLogger(__name__)
 
 CS2_WEIGHTS = "cs2.safetensors"
@@ -186,7 +192,7 @@ class CS2(nn.Module):
         h = head_scores.float()
         std = h.std() if h.numel() > 1 else h.new_zeros(())
         z = (h - h.mean()) / std if float(std.detach()) > 0 else torch.zeros_like(h)
-        return z + self.prior_weight * encoder_salience(seq).to(h.device)
+        return z + self.prior_weight * encoder_salience(seq, PRIOR_NOVELTY).to(h.device)
 
     def _load(self, state: dict[str, torch.Tensor], source: str) -> CS2:
         missing, unexpected = self.load_state_dict(state, strict=False)

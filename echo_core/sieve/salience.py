@@ -27,12 +27,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..model.lm import LanguageModel, attention_probs
 from ..model.positions import build_positions
 from ..model.rope import RopeMode
 from ..model.tokens import TIME_IDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from .base import Sieve, SieveResult, av_budget, av_indices, finish, top_k
-from .saliency import context_novelty, predecessor, question_indices
+from .saliency import context_novelty, predecessor, question_indices, temporal_novelty
 
 #: Cue settings, chosen on `val` (docs/experiments.md): the question cue is measured but off.
 NOVELTY_RADIUS = 2
@@ -74,23 +75,32 @@ def combine_encoder_cues(
 
 
 @torch.no_grad()
-def encoder_salience(seq: TokenSequence) -> torch.Tensor:
+def encoder_salience(seq: TokenSequence, novelty: str = "context") -> torch.Tensor:
     """The question-free joint salience of the AV tokens of `seq` (aligned with `av_indices`): [N].
 
-    What `JointSalienceSieve` ranks by without a question; CS2 adds it to its head's scores as a
-    prior (`CS2.prior_weight`).
+    What `JointSalienceSieve` ranks by without a question (`novelty` "context"); CS2 adds it to
+    its head's scores as a prior (`CS2.prior_weight`, with the novelty cue its weight was chosen
+    with: `PRIOR_NOVELTY` in cs2.py).
     """
     av = av_indices(seq)
-    return combine_encoder_cues(encoder_cues(seq, av), seq.layout.modality[av])
+    return combine_encoder_cues(encoder_cues(seq, av, novelty), seq.layout.modality[av])
 
 
-def encoder_cues(seq: TokenSequence, av: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Novelty and distinctiveness of the AV tokens `av` of `seq`: name → [N] float32."""
+def encoder_cues(seq: TokenSequence, av: torch.Tensor, novelty: str = "context") -> dict[str, torch.Tensor]:
+    """Novelty and distinctiveness of the AV tokens `av` of `seq`: name → [N] float32.
+
+    `novelty`: "context", the change to the neighbours up to NOVELTY_RADIUS steps before and
+    after (`context_novelty`), or "previous", the change from the token before only.
+    """
     x = seq.embeds[av.to(seq.embeds.device)].detach()
-    return {
-        "novelty": context_novelty(x, predecessor(seq.layout, av), NOVELTY_RADIUS),
-        "distinct": distinctiveness(x, seq.layout, av),
-    }
+    prev = predecessor(seq.layout, av)
+    if novelty == "context":
+        change = context_novelty(x, prev, NOVELTY_RADIUS)
+    elif novelty == "previous":
+        change = temporal_novelty(x, prev).float().cpu()
+    else:
+        raise ConfigError(f"novelty must be 'context' or 'previous', got {novelty!r}")
+    return {"novelty": change, "distinct": distinctiveness(x, seq.layout, av)}
 
 
 class JointSalienceSieve(Sieve):
