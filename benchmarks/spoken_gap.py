@@ -42,8 +42,9 @@ from echo_core.stream.turns import TurnDetector, Utterance
 from echo_core.stream.vad import make_vad
 from echo_lab.service_bench.voice import pick_clips
 from echo_lab.world import Clip
-from echo_lab.world.pauses import room_tone
-from echo_lab.world.spec import SAMPLE_RATE
+from echo_lab.world.pauses import held_frames
+from echo_lab.world.render import room_tone
+from echo_lab.world.spec import FPS, SAMPLE_RATE
 from echo_lab.world.speech import spoken_question
 from server.config import load_service_config
 
@@ -94,11 +95,10 @@ def streamed(
 
 
 def held(clip: Clip, until_s: float) -> Clip:
-    """`clip` with its last frame repeated at the clip's frame rate until `until_s`."""
-    step = float(clip.frame_times[1] - clip.frame_times[0])
-    extra = np.arange(float(clip.frame_times[-1]) + step, until_s, step)
-    frames = np.concatenate([clip.frames, np.repeat(clip.frames[-1:], len(extra), axis=0)])
-    return dataclasses.replace(clip, frames=frames, frame_times=np.concatenate([clip.frame_times, extra]))
+    """`clip` with its last frame repeated at the clip's frame rate while it is earlier than `until_s`."""
+    n = int(np.ceil((until_s - float(clip.frame_times[-1])) * FPS)) - 1
+    frames, frame_times = held_frames(clip, max(0, n))
+    return dataclasses.replace(clip, frames=frames, frame_times=frame_times)
 
 
 def forgotten(session: StreamSession, start_s: float, end_s: float, *, again: bool = False) -> StreamSession:
@@ -131,7 +131,8 @@ def main() -> None:
     rows = []
     for k, (clip, q) in enumerate(pick_clips(args.clips, None, split=args.split)):
         words = spoken_question(clip.spec, q)
-        after = room_tone(1.0, np.random.default_rng(k))  # the silence window: the room's own sound
+        # the silence window: the room's own sound
+        after = room_tone(SAMPLE_RATE, np.random.default_rng(k)).astype(np.float32)
         heard = np.concatenate([words, after])
         clip_s = len(clip.audio) / SAMPLE_RATE
         answers: dict[str, str] = {}
@@ -147,7 +148,8 @@ def main() -> None:
         answers["exact"] = first_word(model, plain, SpokenQuestion(words))
         answers["typed"] = first_word(model, plain, q.text)
         if args.ablations:
-            tone = np.concatenate([clip.audio, room_tone(len(heard) / SAMPLE_RATE, np.random.default_rng(k))])
+            room = room_tone(len(heard), np.random.default_rng(k)).astype(np.float32)
+            tone = np.concatenate([clip.audio, room])
             zero = np.concatenate([clip.audio, np.zeros_like(words), after])
             still = held(clip, scene_s)
             scenes = {

@@ -90,20 +90,19 @@ def context_novelty(hidden: torch.Tensor, prev: torch.Tensor, radius: int = 2) -
     missing at the pool's edge (a chunk's last frame, whose successor has not arrived) simply
     drops out of the mean.
     """
-    unit = F.normalize(hidden.detach().float(), dim=-1).cpu()
-    total = torch.zeros(unit.shape[0])
-    count = torch.zeros(unit.shape[0])
-    for chain in (prev, successor(prev)):
-        cur = chain.clone()
+    unit = F.normalize(hidden.detach().float(), dim=-1)  # stays on its device: only [N] comes back
+    total = torch.zeros(unit.shape[0], device=unit.device)
+    count = torch.zeros(unit.shape[0], device=unit.device)
+    for chain in (prev.to(unit.device), successor(prev).to(unit.device)):
+        cur = chain
         for _ in range(radius):
             has = cur >= 0
-            if not bool(has.any()):
-                break
-            change = (1.0 - (unit * unit[cur.clamp_min(0)]).sum(-1)).clamp_min(0.0)
+            step = cur.clamp_min(0)
+            change = (1.0 - (unit * unit[step]).sum(-1)).clamp_min(0.0)
             total += torch.where(has, change, 0.0)
             count += has.float()
-            cur = torch.where(has, chain[cur.clamp_min(0)], cur)
-    return torch.where(count > 0, total / count.clamp_min(1), 1.0)
+            cur = torch.where(has, chain[step], cur)
+    return torch.where(count > 0, total / count.clamp_min(1), 1.0).cpu()
 
 
 @torch.no_grad()

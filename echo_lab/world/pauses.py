@@ -20,7 +20,7 @@ import numpy as np
 from echo_core.errors import ConfigError
 
 from .questions import make_questions
-from .render import FLOOR_STD, HUM_AMP, HUM_HZ, Clip
+from .render import Clip, room_tone
 from .spec import FPS, SAMPLE_RATE, ClipSpec
 
 WORDS_S = (1.0, 3.0)  # how long a spoken question lasts
@@ -28,11 +28,11 @@ ROOM_S = (0.5, 1.0)  # the silence window after it, before the question is asked
 _EPS = 1e-6
 
 
-def room_tone(seconds: float, rng: np.random.Generator, start_s: float = 0.0) -> np.ndarray:
-    """The world's hum and noise floor with no event in it, from stream time `start_s`: float32 mono."""
-    t = start_s + np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    noise = rng.standard_normal(len(t))
-    return (HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * noise).astype(np.float32)
+def held_frames(clip: Clip, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`clip`'s frames and frame times with its last frame repeated `n` more times at FPS."""
+    times = clip.frame_times[-1] + np.arange(1, n + 1) / FPS
+    frames = np.concatenate([clip.frames, np.repeat(clip.frames[-1:], n, axis=0)])
+    return frames, np.concatenate([clip.frame_times, times])
 
 
 def paused_spec(spec: ClipSpec, end_s: float) -> ClipSpec:
@@ -54,16 +54,15 @@ def pause_after(clip: Clip, words_s: float, room_s: float, seed: int = 0) -> Cli
     end_s = clip.spec.duration_s + n_frames / FPS
     silent = round(min(words_s, n_frames / FPS) * SAMPLE_RATE)
     n_room = round(end_s * SAMPLE_RATE) - len(clip.audio) - silent
-    room = room_tone(
-        n_room / SAMPLE_RATE, np.random.default_rng(seed), (len(clip.audio) + silent) / SAMPLE_RATE
-    )
-    times = clip.frame_times[-1] + np.arange(1, n_frames + 1) / FPS
+    start_s = (len(clip.audio) + silent) / SAMPLE_RATE
+    room = room_tone(n_room, np.random.default_rng(seed), start_s).astype(np.float32)
+    frames, frame_times = held_frames(clip, n_frames)
     spec = paused_spec(clip.spec, end_s)
     return replace(
         clip,
         spec=spec,
-        frames=np.concatenate([clip.frames, np.repeat(clip.frames[-1:], n_frames, axis=0)]),
-        frame_times=np.concatenate([clip.frame_times, times]),
+        frames=frames,
+        frame_times=frame_times,
         audio=np.concatenate([clip.audio, np.zeros(silent, np.float32), room]),
         questions=make_questions(spec),
     )

@@ -125,12 +125,16 @@ def _fade(n: int) -> np.ndarray:
     return env
 
 
+def room_tone(n: int, rng: np.random.Generator, start_s: float = 0.0) -> np.ndarray:
+    """`n` samples of the world's hum and noise floor with no event in it, from time `start_s`: float64."""
+    t = start_s + np.arange(n) / SAMPLE_RATE
+    return HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * rng.standard_normal(n)
+
+
 def render_audio(spec: ClipSpec) -> np.ndarray:
     """[N] float32 mono in [-1, 1] at SAMPLE_RATE: hum + noise floor + the spec's tones and noise bursts."""
-    n = n_samples(spec)
     rng = np.random.default_rng([spec.seed, _AUDIO_STREAM])
-    t = np.arange(n) / SAMPLE_RATE
-    audio = HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * rng.standard_normal(n)
+    audio = room_tone(n_samples(spec), rng)
     for s in spec.sounds:
         a, b = round(s.t_on * SAMPLE_RATE), round(s.t_off * SAMPLE_RATE)
         if s.kind == "tone":
