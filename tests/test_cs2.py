@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -142,10 +143,11 @@ def test_cs2_weights_round_trip(backend: OmniBackend, tmp_path: Path, sequence: 
 def test_salience_prior_adds_to_the_z_scored_head(
     backend: OmniBackend, tmp_path: Path, sequence: TokenSequence, ingest_sequence: TokenSequence
 ) -> None:
-    """score = z(head) + w · the encoder salience with the prior's novelty cue (the change from the
-    previous token); w = 0 is the bare head; a huge w ranks by that salience alone."""
+    """score = z(head) + w · the encoder salience with the prior's novelty cue (by default the change
+    from the previous token); w = 0 is the bare head; a huge w ranks by that salience alone; the
+    cue and weight are stored in cs2.json and a checkpoint that names no cue gets the default."""
     from echo_core.sieve.base import av_indices, top_k
-    from echo_core.sieve.cs2 import PRIOR_NOVELTY
+    from echo_core.sieve.cs2 import CS2_CONFIG
     from echo_core.sieve.salience import JointSalienceSieve, encoder_salience
 
     torch.manual_seed(2)
@@ -153,7 +155,7 @@ def test_salience_prior_adds_to_the_z_scored_head(
     bare = CS2Sieve(backend.lm, cs2, scoring="head")
     head = bare.head_scores(sequence).float()
     assert torch.equal(bare.score(sequence), bare.head_scores(sequence))  # prior_weight 0
-    assert PRIOR_NOVELTY == "previous"
+    assert cs2.prior_novelty == "previous"
     salience = encoder_salience(sequence, "previous")
     assert not torch.allclose(salience, JointSalienceSieve(backend.lm).score(sequence))  # a cue of its own
     cs2.prior_weight = 0.5
@@ -184,3 +186,22 @@ def test_salience_prior_adds_to_the_z_scored_head(
     assert CS2.load_or_init(backend.lm, tmp_path).prior_weight == 0.5
     with pytest.raises(ConfigError, match="prior_weight"):
         CS2(backend.lm, n_layers=2, prior_weight=-1.0)
+
+    # the context cue (joint_salience's): the prior follows it, and it is saved and loaded
+    cs2.set_prior(novelty="context")
+    context = encoder_salience(sequence, "context")
+    assert not torch.allclose(context, salience)
+    assert torch.allclose(
+        CS2Sieve(backend.lm, cs2, scoring="head").score(sequence), z + 0.5 * context, atol=1e-5
+    )
+    cs2.save(tmp_path)
+    loaded = CS2.load_or_init(backend.lm, tmp_path)
+    assert (loaded.prior_weight, loaded.prior_novelty) == (0.5, "context")
+    meta = json.loads((tmp_path / CS2_CONFIG).read_text())
+    del meta["prior_novelty"]  # written before the cue was a setting
+    (tmp_path / CS2_CONFIG).write_text(json.dumps(meta))
+    assert CS2.load_or_init(backend.lm, tmp_path).prior_novelty == "previous"
+    with pytest.raises(ConfigError, match="prior_novelty"):
+        cs2.set_prior(novelty="next")
+    with pytest.raises(ConfigError, match="prior_novelty"):
+        CS2(backend.lm, n_layers=2, prior_novelty="both")

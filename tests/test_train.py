@@ -49,6 +49,8 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
     backend = OmniBackend.load(out)
     cs2 = CS2.load_or_init(backend.lm, out)
     assert cs2.trained and cs2.n_layers == 2
+    stage2 = load_train_config(ROOT / "configs" / "echo_tiny_train.yaml", []).stage2
+    assert (cs2.prior_weight, cs2.prior_novelty) == (stage2.prior_weight, stage2.prior_novelty)  # in cs2.json
     assert backend.tokenizer.convert_tokens_to_ids("triangle") != backend.tokenizer.unk_token_id
 
 
@@ -57,6 +59,8 @@ def test_config_errors() -> None:
         load_train_config(None, ["stage2.keep_min=0.5", "stage2.keep_max=0.2"])
     with pytest.raises(ConfigError, match="unknown keys"):
         load_train_config(None, ["stage1.stepz=3"])
+    with pytest.raises(ConfigError, match="prior_novelty must be one of context, previous"):
+        load_train_config(None, ["stage2.prior_novelty=next"])
     with pytest.raises(ConfigError, match="voices must be one of base, wide"):
         load_train_config(None, ["voices=many"])
 

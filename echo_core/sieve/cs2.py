@@ -13,11 +13,12 @@ embeddings; or "refined", the reference behaviour: the refiner's output states f
 kept token (prompt and question text included), so a kept token carries what the refiner
 fused into it from the dropped ones. Decoded tokens enter as embeddings either way.
 
-A trained head can rank on top of a training-free prior (`prior_weight`, stored in cs2.json):
-the score is z(head) + prior_weight · the encoder salience of `salience.py` (novelty and
-distinctiveness, each z-scored within its modality), so the head's joint ranking and the
-encoder cues share one scale. With prior_weight 0 (the reference behaviour, and every
-checkpoint that does not set it) the head's scores are used as they are.
+A trained head can rank on top of a training-free prior (`prior_weight` and `prior_novelty`,
+stored in cs2.json): the score is z(head) + prior_weight · the encoder salience of
+`salience.py` (novelty, by the `prior_novelty` cue, and distinctiveness, each z-scored within
+its modality), so the head's joint ranking and the encoder cues share one scale. With
+prior_weight 0 (the reference behaviour, and every checkpoint that does not set it) the head's
+scores are used as they are.
 
 Public Qwen2.5-Omni weights have no trained score head, so CS2 also has a training-free
 scoring mode that reads saliency from the refiner's own attention (`saliency.py`).
@@ -45,14 +46,12 @@ from ..model.rope import RopeMode
 from ..model.tokens import TokenLayout, TokenSequence
 from .base import Sieve, SieveResult, av_budget, av_indices, finish, per_sequence, top_k
 from .reference_ckpt import find_reference_cs2
-from .salience import encoder_salience
+from .salience import NOVELTY_CUES, encoder_salience
 from .saliency import training_free_scores
 
-#: The novelty cue of the salience prior: echo-tiny's prior weight (0.5) was chosen on `val` with
-#: the change from the previous token. The context cue `joint_salience` uses scored higher there
-#: at weight 2 offline but lost answers through the live ingest path, where the weight was never
-#: chosen (docs/experiments.md, "Context novelty").
-PRIOR_NOVELTY = "previous"
+#: The salience prior's novelty cue where cs2.json names none: the change from the previous
+#: token, the cue the first prior weights were chosen with.
+DEFAULT_PRIOR_NOVELTY = "previous"
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +126,34 @@ class CS2(nn.Module):
         trained: bool = False,
         feed: str = "embeddings",
         prior_weight: float = 0.0,
+        prior_novelty: str = DEFAULT_PRIOR_NOVELTY,
     ) -> None:
         super().__init__()
         if feed not in FEEDS:
             raise ConfigError(f"CS2 feed must be one of {', '.join(FEEDS)}, got {feed!r}")
-        if not prior_weight >= 0:
-            raise ConfigError(f"CS2 prior_weight must be ≥ 0, got {prior_weight}")
         self.n_layers = min(n_layers, len(lm.layers))
         self.refiner = Refiner(lm, self.n_layers)
         self.head = ScoreHead(int(lm.config.hidden_size), float(lm.config.rms_norm_eps))
         self.trained = trained
         self.feed = feed
-        self.prior_weight = float(prior_weight)
+        self.prior_weight = 0.0
+        self.prior_novelty = DEFAULT_PRIOR_NOVELTY
+        self.set_prior(prior_weight, prior_novelty)
         self.reference_keep: float | None = None  # a reference checkpoint's training keep ratio
         self.to(device=lm.device, dtype=lm.dtype)
+
+    def set_prior(self, weight: float | None = None, novelty: str | None = None) -> None:
+        """Set the salience prior's weight and/or novelty cue (None leaves one as it is)."""
+        if weight is not None:
+            if not weight >= 0:
+                raise ConfigError(f"CS2 prior_weight must be ≥ 0, got {weight}")
+            self.prior_weight = float(weight)
+        if novelty is not None:
+            if novelty not in NOVELTY_CUES:
+                raise ConfigError(
+                    f"CS2 prior_novelty must be one of {', '.join(NOVELTY_CUES)}, got {novelty!r}"
+                )
+            self.prior_novelty = novelty
 
     def save(self, directory: str | Path) -> None:
         """Write cs2.safetensors and cs2.json into `directory`."""
@@ -153,6 +166,7 @@ class CS2(nn.Module):
             "trained": self.trained,
             "feed": self.feed,
             "prior_weight": self.prior_weight,
+            "prior_novelty": self.prior_novelty,
         }
         (out / CS2_CONFIG).write_text(json.dumps(meta))
 
@@ -177,13 +191,14 @@ class CS2(nn.Module):
             trained=bool(meta.get("trained", True)),
             feed=str(meta.get("feed", "embeddings")),
             prior_weight=float(meta.get("prior_weight", 0.0)),
+            prior_novelty=str(meta.get("prior_novelty", DEFAULT_PRIOR_NOVELTY)),
         )
         return cs2._load(load_file(str(path / CS2_WEIGHTS)), str(path / CS2_WEIGHTS))
 
     def ranked(self, head_scores: torch.Tensor, seq: TokenSequence) -> torch.Tensor:
         """The head's scores of the AV tokens of `seq` with the salience prior added: [N].
 
-        z(head) + prior_weight · encoder_salience(seq); the head's scores unchanged when
+        z(head) + prior_weight · encoder_salience(seq, prior_novelty); the head's scores unchanged when
         prior_weight is 0. Stays on the scores' device, and differentiable in the head's scores
         (training can rank by the sum: stage2.rank_with_prior).
         """
@@ -192,7 +207,7 @@ class CS2(nn.Module):
         h = head_scores.float()
         std = h.std() if h.numel() > 1 else h.new_zeros(())
         z = (h - h.mean()) / std if float(std.detach()) > 0 else torch.zeros_like(h)
-        return z + self.prior_weight * encoder_salience(seq, PRIOR_NOVELTY).to(h.device)
+        return z + self.prior_weight * encoder_salience(seq, self.prior_novelty).to(h.device)
 
     def _load(self, state: dict[str, torch.Tensor], source: str) -> CS2:
         missing, unexpected = self.load_state_dict(state, strict=False)

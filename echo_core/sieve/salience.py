@@ -37,6 +37,9 @@ from .saliency import context_novelty, predecessor, question_indices, temporal_n
 
 #: Cue settings, chosen on `val` (docs/experiments.md): the question cue is measured but off.
 NOVELTY_RADIUS = 2
+#: The novelty cues `encoder_cues` knows: the change to the neighbours on both sides, or from the
+#: token before only.
+NOVELTY_CUES = ("context", "previous")
 DISTINCT_WEIGHT = 1.0
 QUESTION_WEIGHT = 0.0
 
@@ -79,8 +82,7 @@ def encoder_salience(seq: TokenSequence, novelty: str = "context") -> torch.Tens
     """The question-free joint salience of the AV tokens of `seq` (aligned with `av_indices`): [N].
 
     What `JointSalienceSieve` ranks by without a question (`novelty` "context"); CS2 adds it to
-    its head's scores as a prior (`CS2.prior_weight`, with the novelty cue its weight was chosen
-    with: `PRIOR_NOVELTY` in cs2.py).
+    its head's scores as a prior (`CS2.prior_weight`, with the cue `CS2.prior_novelty`).
     """
     av = av_indices(seq)
     return combine_encoder_cues(encoder_cues(seq, av, novelty), seq.layout.modality[av])
@@ -99,7 +101,7 @@ def encoder_cues(seq: TokenSequence, av: torch.Tensor, novelty: str = "context")
     elif novelty == "previous":
         change = temporal_novelty(x, prev).float().cpu()
     else:
-        raise ConfigError(f"novelty must be 'context' or 'previous', got {novelty!r}")
+        raise ConfigError(f"novelty must be one of {', '.join(NOVELTY_CUES)}, got {novelty!r}")
     return {"novelty": change, "distinct": distinctiveness(x, seq.layout, av)}
 
 

@@ -52,11 +52,11 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     directory = default_model_dir(args.model)
     backend = OmniBackend.load(directory, device=args.device, dtype=args.dtype)
     cs2 = CS2.load_or_init(backend.lm, directory, n_layers=args.refiner_layers)
-    if args.prior_weight is not None:
+    if args.prior_weight is not None or args.prior_novelty is not None:
         if not cs2.trained:
-            print("echo-bench: --prior-weight needs a trained CS2 head", file=sys.stderr)
+            print("echo-bench: --prior-weight and --prior-novelty need a trained CS2 head", file=sys.stderr)
             return 2
-        cs2.prior_weight = args.prior_weight
+        cs2.set_prior(args.prior_weight, args.prior_novelty)
     options = dict(
         split=args.split,
         limit=args.limit,
@@ -82,6 +82,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         report = run_fidelity(backend, cs2, questions=args.questions, **options)  # type: ignore[arg-type]
     report["cs2_scoring"] = "head" if cs2.trained else "attention"
     report["cs2_prior_weight"] = cs2.prior_weight
+    report["cs2_prior_novelty"] = cs2.prior_novelty
     write_report(report, args.json)
     if args.plot:
         plot_fidelity(report, args.plot)
@@ -180,6 +181,11 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="weight of the encoder-salience prior added to a trained CS2 head (default: cs2.json's)",
+    )
+    fi.add_argument(
+        "--prior-novelty",
+        default=None,
+        help="that prior's novelty cue, context or previous (default: cs2.json's)",
     )
     fi.add_argument("--streaming", action="store_true", help="answer through the live engine, chunk by chunk")
     fi.add_argument(

@@ -8,6 +8,7 @@ from pathlib import Path
 from echo_core.config import apply_overrides, build, read_yaml
 from echo_core.errors import ConfigError
 from echo_core.sieve.cs2 import FEEDS
+from echo_core.sieve.salience import NOVELTY_CUES
 
 from ..world.speech import TRAINING_POOLS
 
@@ -74,6 +75,7 @@ class Stage2Config:
     # Weight of the encoder-salience prior that serving adds to the head's scores (cs2.json;
     # echo_core/sieve/cs2.py); the weight is chosen on `val`.
     prior_weight: float = 0.0
+    prior_novelty: str = "previous"  # the prior's novelty cue: "context" or "previous" (cs2.json)
     # False: training ranks with the head alone. True (importance estimator only): training
     # selects by z(head) + prior_weight · prior, as serving does, and the ranking loss is taken on
     # that sum, so the head learns what the prior misses.
@@ -88,6 +90,10 @@ class Stage2Config:
             raise ConfigError(f"stage2.feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
         if self.prior_weight < 0:
             raise ConfigError(f"stage2.prior_weight must be ≥ 0, got {self.prior_weight}")
+        if self.prior_novelty not in NOVELTY_CUES:
+            raise ConfigError(
+                f"stage2.prior_novelty must be one of {', '.join(NOVELTY_CUES)}, got {self.prior_novelty!r}"
+            )
         if self.rank_with_prior and (self.estimator != "importance" or self.prior_weight == 0):
             raise ConfigError("stage2.rank_with_prior needs estimator importance and prior_weight > 0")
         if self.estimator == "soft" and self.feed != "embeddings":

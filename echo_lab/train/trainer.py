@@ -269,7 +269,12 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.rng = random.Random(cfg.seed)
         cs2 = CS2(
-            self.lm, self.config.refiner_layers, trained=True, feed=cfg.feed, prior_weight=cfg.prior_weight
+            self.lm,
+            self.config.refiner_layers,
+            trained=True,
+            feed=cfg.feed,
+            prior_weight=cfg.prior_weight,
+            prior_novelty=cfg.prior_novelty,
         )
         refined_feed = cfg.feed == "refined"
         if cfg.zero_head:
