@@ -109,8 +109,8 @@ def test_shipped_checkpoint_guard() -> None:
     """A broken or badly trained echo-tiny fails here.
 
     The shipped checkpoint measures, on this slice (100 test clips, 489 questions;
-    docs/results.md), 84.5 % full and 80.6 % cs2+sync at keep 0.1 (the head over the salience
-    prior, cs2.json's prior_weight 0.5) with typed questions, and 80.8 % / 76.7 % with the same
+    docs/results.md), 84.5 % full and 81.6 % cs2+sync at keep 0.1 (the head over the salience
+    prior, cs2.json's context cue at prior_weight 1) with typed questions, and 80.8 % / 76.1 % with the same
     questions spoken in voices held out from training. The
     evaluation is deterministic (seeded clips, greedy answers, espeak-ng renders) on one
     machine, but other CPU kernels round differently; each threshold sits 3.0–3.3 points
@@ -133,8 +133,8 @@ def test_shipped_checkpoint_guard() -> None:
         progress=False,
         questions="both",
     )
-    floors = {("none", 1.0, "typed"): 0.815, ("cs2", 0.1, "typed"): 0.775}
-    floors |= {("none", 1.0, "spoken"): 0.775, ("cs2", 0.1, "spoken"): 0.735}
+    floors = {("none", 1.0, "typed"): 0.815, ("cs2", 0.1, "typed"): 0.785}
+    floors |= {("none", 1.0, "spoken"): 0.775, ("cs2", 0.1, "spoken"): 0.730}
     for (method, keep, asked), floor in floors.items():
         row = find_row(report, method, "sync", keep, asked)
         assert row is not None and float(row["accuracy"]) >= floor, (method, asked, row)  # type: ignore[arg-type]
