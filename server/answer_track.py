@@ -4,7 +4,11 @@ aiortc's RTP sender pulls frames from a track as fast as `recv` returns them and
 each one; the RTP timestamps it writes count the samples encoded, not wall time. So the track
 paces itself (one 20-ms frame of 48-kHz mono per 20 ms of wall time, as aiortc's own
 `AudioStreamTrack` does) and sends silence while nobody speaks: the sample count then stays
-equal to the wall clock and the receiver's jitter buffer sees a steady stream.
+equal to the wall clock and the receiver's jitter buffer sees a steady stream. The track hands
+aiortc ready Opus packets (`RTCRtpSender` packs an `av.Packet` as it is): speech is encoded
+here, and digital silence is Opus's own silent packet, so no encoder runs while nobody speaks
+(Opus-encoding silence was the largest cost of a session's media at 8 sessions on 2 cores,
+docs/results-latency.md).
 
 Answers are `Playback`s queued in order: the head one is played as its synthesised segments
 arrive (silence fills a frame when the next sentence is still being synthesised), then the
@@ -16,14 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import AudioFrame, AudioResampler, CodecContext, Packet
+from av.audio.codeccontext import AudioCodecContext
 
 from .protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 
@@ -36,6 +43,57 @@ MAX_PENDING = 8
 #: One idle frame, shared (read-only).
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 SILENCE.flags.writeable = False
+
+
+def _opus_encoder() -> AudioCodecContext:
+    """libopus as aiortc sets it up for a sender (96 kbit/s, voip, 48 kHz stereo)."""
+    codec = cast(AudioCodecContext, CodecContext.create("libopus", "w"))
+    codec.bit_rate = 96000
+    codec.format = "s16"
+    codec.layout = "stereo"
+    codec.options = {"application": "voip"}
+    codec.sample_rate = SAMPLE_RATE
+    codec.time_base = TIME_BASE
+    return codec
+
+
+class OpusFrames:
+    """20-ms mono int16 frames → one Opus packet each, stamped with the caller's sample count."""
+
+    def __init__(self) -> None:
+        self._codec = _opus_encoder()
+        self._stereo = AudioResampler(
+            format="s16", layout="stereo", rate=SAMPLE_RATE, frame_size=FRAME_SAMPLES
+        )
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """The Opus payload of one frame [960] int16; digital silence costs no encoding."""
+        if not samples.any():
+            return silent_payload()
+        frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        packets = [p for f in self._stereo.resample(frame) for p in self._codec.encode(f)]
+        return bytes(packets[0]) if packets else silent_payload()
+
+
+@functools.cache
+def silent_payload() -> bytes:
+    """What libopus makes of digital silence once its state has settled (3 bytes)."""
+    codec = _opus_encoder()
+    payload = b""
+    quiet = np.zeros((1, 2 * FRAME_SAMPLES), np.int16)  # stereo s16 is interleaved in one plane
+    for _ in range(3):
+        frame = AudioFrame.from_ndarray(quiet, format="s16", layout="stereo")
+        frame.sample_rate = SAMPLE_RATE
+        for packet in codec.encode(frame):
+            payload = bytes(packet)
+    return payload
+
+
+def opus_packet(payload: bytes, pts: int) -> Packet:
+    packet = Packet(payload)
+    packet.pts, packet.time_base = pts, TIME_BASE
+    return packet
 
 
 class Playback:
@@ -144,6 +202,7 @@ class AnswerAudioTrack(MediaStreamTrack):
         self._queue: deque[Playback] = deque()
         self._start: float | None = None
         self._pts = 0
+        self._opus = OpusFrames()
         self.refused = 0  # answers not spoken because `max_pending` were queued
 
     def enqueue(self, playback: Playback) -> bool:
@@ -175,7 +234,8 @@ class AnswerAudioTrack(MediaStreamTrack):
     def speaking(self) -> bool:
         return bool(self._queue) and self._queue[0].started
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> Packet:  # type: ignore[override]
+        """The next 20 ms as an Opus packet, paced to the wall clock (RTP time = samples sent)."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -185,13 +245,14 @@ class AnswerAudioTrack(MediaStreamTrack):
             self._pts += FRAME_SAMPLES
             await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - now)
         samples = self._next_samples()  # [960] int16
-        frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
-        return frame
+        if samples is SILENCE:
+            return opus_packet(silent_payload(), self._pts)
+        payload = await asyncio.get_running_loop().run_in_executor(None, self._opus.encode, samples)
+        return opus_packet(payload, self._pts)
 
     def _next_samples(self) -> np.ndarray:
         """The next frame: queued answers' speech in order, silence where there is none."""
-        if not self._queue:  # idle, the common case: AudioFrame.from_ndarray copies it
+        if not self._queue:  # idle, the common case
             return SILENCE
         out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         for playback in [p for p in self._queue if p.cancelled or p.finished]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from aiortc.codecs.opus import OpusDecoder
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from echo_core.tts import Voice, VoiceCatalog
-from server.answer_track import FRAME_SAMPLES, SAMPLE_RATE, AnswerAudioTrack, Playback
+from server.answer_track import FRAME_SAMPLES, SAMPLE_RATE, AnswerAudioTrack, Playback, silent_payload
 from server.protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 from server.spoken_answer import SentenceSplitter, SpokenAnswer, split_sentences
 
@@ -101,17 +104,28 @@ async def test_a_cancelled_answer_stops_at_the_next_frame_and_the_queue_is_bound
 
 
 @pytest.mark.asyncio
-async def test_track_frames_are_paced_48k_mono_and_stop_ends_queued_answers() -> None:
+async def test_track_sends_paced_opus_packets_speech_encoded_and_silence_as_opus_silence() -> None:
     track = AnswerAudioTrack()
     events = Events()
     playback = Playback("a", lambda: False, events)
+    tone = (8000 * np.sin(np.arange(2 * FRAME_SAMPLES) * 2 * np.pi * 440 / SAMPLE_RATE)).astype(np.int16)
+    playback.add(resolved(tone))
+    playback.end()
     track.enqueue(playback)
-    frames = [await track.recv() for _ in range(3)]
-    assert [f.pts for f in frames] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES]
-    assert all(f.sample_rate == SAMPLE_RATE and f.samples == FRAME_SAMPLES for f in frames)
-    assert all(f.layout.name == "mono" and f.format.name == "s16" for f in frames)
+    packets = [await track.recv() for _ in range(4)]  # two frames of speech, then idle
+    assert [p.pts for p in packets] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES, 3 * FRAME_SAMPLES]
+    assert all(p.time_base == Fraction(1, SAMPLE_RATE) for p in packets)
+    assert bytes(packets[2]) == bytes(packets[3]) == silent_payload() and len(silent_payload()) <= 8
+    decoder = OpusDecoder()  # what a receiving peer does with them
+    decoded = [
+        decoder.decode(JitterFrame(data=bytes(p), timestamp=int(p.pts)))[0].to_ndarray() for p in packets
+    ]
+    assert all(d.size == 2 * FRAME_SAMPLES for d in decoded)  # 20 ms of 48-kHz stereo
+    assert np.abs(decoded[1]).max() > 2000  # the tone came through the codec
+    assert np.abs(decoded[3]).max() < 50
+    assert isinstance(events.items[0], ResponseAudioStarted)
     track.stop()
-    assert events.items == [None]
+    assert events.items[-1] is None
     with pytest.raises(MediaStreamError):
         await track.recv()
 

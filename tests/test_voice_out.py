@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs.opus import OpusDecoder
+from aiortc.jitterbuffer import JitterFrame
 
 from client.echo_client import ClientError, EchoClient, ResponseEvent
 from client.playback import FRAME, RATE, SILENCE_FLOOR, RecordingSink, rms
@@ -238,10 +240,13 @@ async def test_sentences_are_spoken_while_the_text_still_arrives() -> None:
 
     speech = SpokenAnswer("r1", Voice(), track, None, lambda: False)
     frames: list[np.ndarray] = []
+    decoder = OpusDecoder()  # the track sends Opus packets, as the peer receives them
 
     async def drain() -> None:
         while True:
-            frames.append((await track.recv()).to_ndarray().reshape(-1))
+            packet = await track.recv()
+            decoded = decoder.decode(JitterFrame(data=bytes(packet), timestamp=int(packet.pts or 0)))
+            frames.append(decoded[0].to_ndarray().reshape(-1))
 
     drainer = asyncio.create_task(drain(), name="test-answer-track-drain")
     items = []
