@@ -194,6 +194,29 @@ def test_pause_share_follows_that_share_of_the_training_clips_with_a_pause() -> 
     assert all(np.array_equal(p.audio[: w.audio.size], w.audio) for p, w in zip(paused, whole, strict=True))
 
 
+def test_mixed_from_keeps_stage_1_typed_and_whole_until_that_step(tmp_path: Path) -> None:
+    """Before stage1.mixed_from the spoken, live and pause shares do not apply: a one-step stage 1
+    with every share 1 and mixed_from=1 gives the weights of one with every share 0; with
+    mixed_from=0 the shares change them."""
+    config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
+    common = ["stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=0", "log_every=1"]
+    shares = ["stage1.spoken_share=1.0", "stage1.live_share=1.0", "stage1.pause_share=1.0"]
+    zero = ["stage1.spoken_share=0", "stage1.live_share=0", "stage1.pause_share=0"]
+    runs = {
+        "typed": [*zero],
+        "later": [*shares, "stage1.mixed_from=1"],
+        "mixed": [*shares, "stage1.mixed_from=0"],
+    }
+    weights = {}
+    for name, overrides in runs.items():
+        assert main([*config, "--out", str(tmp_path / name), *common, *overrides]) == 0
+        weights[name] = (tmp_path / name / "model.safetensors").read_bytes()
+    assert weights["later"] == weights["typed"]
+    assert weights["mixed"] != weights["typed"]
+    with pytest.raises(ConfigError, match="mixed_from"):
+        load_train_config(None, ["stage1.mixed_from=-1"])
+
+
 def train_with_and_without(tmp_path: Path, overrides: list[str], option: str) -> tuple[Path, Path]:
     """Two tiny runs of the shipped config (1 + 2 steps, the same seeds), the second with `option`."""
     config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]

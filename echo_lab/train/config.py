@@ -32,6 +32,9 @@ class Stage1Config:
     # Share of clips followed by a pause (world/pauses.py): the scene a spoken question is
     # answered from in a live session, the words taken out of the scene audio.
     pause_share: float = 0.0
+    # The step from which the three shares above apply: before it every question is typed about
+    # a whole clip (a curriculum in one run: the thinker learns the world from text first).
+    mixed_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class TrainConfig:
                 share = getattr(stage, key)
                 if not 0.0 <= share <= 1.0:
                     raise ConfigError(f"{name}.{key} must be in [0, 1], got {share}")
+        if self.stage1.mixed_from < 0:
+            raise ConfigError(f"need stage1.mixed_from ≥ 0, got {self.stage1.mixed_from}")
         if self.stage1.steps < 0 or self.stage2.steps < 0:
             raise ConfigError(f"steps must be ≥ 0, got {self.stage1.steps}, {self.stage2.steps}")
 

@@ -240,13 +240,18 @@ class Trainer:
         self.backend.model.train()
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
+            mixed = step >= cfg.mixed_from  # before: typed questions about whole clips only
             clips = training_clips(
-                step * cfg.clips_per_step, cfg.clips_per_step, cfg.live_share, self.rng, cfg.pause_share
+                step * cfg.clips_per_step,
+                cfg.clips_per_step,
+                cfg.live_share if mixed else 0.0,
+                self.rng,
+                cfg.pause_share if mixed else 0.0,
             )
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
-            suffixes = self._suffixes([a for _, a in owners], cfg.spoken_share, grad=True)
+            suffixes = self._suffixes([a for _, a in owners], cfg.spoken_share if mixed else 0.0, grad=True)
             questions = [(c, suffix, n_t) for (c, _), (suffix, n_t) in zip(owners, suffixes, strict=True)]
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             if cfg.aux_weight > 0:
