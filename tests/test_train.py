@@ -26,8 +26,8 @@ def test_two_step_smoke_training(tmp_path: Path) -> None:
     out = tmp_path / "model"
     rc = main([
         "--config", str(ROOT / "configs" / "echo_tiny_train.yaml"), "--out", str(out),
-        "stage1.steps=2", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
-        "stage2.full_share=0.0", "log_every=1",
+        "stage1.steps=2", "stage1.clips_per_step=2", "stage1.mixed_from=1",  # one typed step, one mixed
+        "stage2.steps=2", "stage2.clips_per_step=2", "stage2.full_share=0.0", "log_every=1",
     ])  # fmt: skip
     assert rc == 0
     names = (
@@ -159,7 +159,8 @@ def test_spoken_continuation_trains_the_audio_encoder_from_a_given_thinker(tmp_p
     out = tmp_path / "spoken"
     rc = main([
         *config, "--out", str(out), *base, f"init_from={first}", "stage1.steps=2", "stage1.aux_weight=0",
-        "stage1.spoken_share=1.0", "stage2.steps=2", "stage2.spoken_share=1.0", "stage2.full_share=0.0",
+        "stage1.spoken_share=1.0", "stage1.mixed_from=0",
+        "stage2.steps=2", "stage2.spoken_share=1.0", "stage2.full_share=0.0",
     ])  # fmt: skip
     assert rc == 0
     before = OmniBackend.load(first).model.state_dict()
@@ -222,7 +223,7 @@ def train_with_and_without(tmp_path: Path, overrides: list[str], option: str) ->
     config = ["--config", str(ROOT / "configs" / "echo_tiny_train.yaml")]
     common = [
         "stage1.steps=1", "stage1.clips_per_step=2", "stage2.steps=2", "stage2.clips_per_step=2",
-        "stage2.full_share=0.0", "stage2.seed=3", "log_every=1", *overrides,
+        "stage2.full_share=0.0", "stage2.seed=3", "stage1.mixed_from=0", "log_every=1", *overrides,
     ]  # fmt: skip
     without, with_option = tmp_path / "without", tmp_path / "with"
     assert main([*config, "--out", str(without), *common]) == 0
