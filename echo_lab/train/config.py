@@ -118,7 +118,8 @@ class TrainConfig:
     # Start stage 1 from this thinker's weights (a directory) instead of a random init: a
     # continuation, e.g. to teach a trained thinker spoken questions.
     init_from: str | None = None
-    out_dir: str = "echo_core/models/echo-tiny"
+    # Where a run writes its checkpoint; the bundled echo-tiny is replaced only when told to.
+    out_dir: str = "runs/echo-tiny"
     refiner_layers: int = 2
     ropes: list[str] = field(default_factory=lambda: ["tmrope", "sync"])
     log_every: int = 10
