@@ -5,10 +5,9 @@ each one; the RTP timestamps it writes count the samples encoded, not wall time.
 paces itself (one 20-ms frame of 48-kHz mono per 20 ms of wall time, as aiortc's own
 `AudioStreamTrack` does) and sends silence while nobody speaks: the sample count then stays
 equal to the wall clock and the receiver's jitter buffer sees a steady stream. The track hands
-aiortc ready Opus packets (`RTCRtpSender` packs an `av.Packet` as it is): speech is encoded
-here, and digital silence is Opus's own silent packet, so no encoder runs while nobody speaks
-(Opus-encoding silence was the largest cost of a session's media at 8 sessions on 2 cores,
-docs/results-latency.md).
+aiortc ready Opus packets (`RTCRtpSender` packs an `av.Packet` as it is): speech goes through
+aiortc's own `OpusEncoder` here, and digital silence is Opus's own silent packet, so no encoder
+runs while nobody speaks.
 
 Answers are `Playback`s queued in order: the head one is played as its synthesised segments
 arrive (silence fills a frame when the next sentence is still being synthesised), then the
@@ -25,12 +24,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import cast
 
 import numpy as np
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame, AudioResampler, CodecContext, Packet
-from av.audio.codeccontext import AudioCodecContext
+from av import AudioFrame, Packet
 
 from .protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 
@@ -45,49 +43,20 @@ SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 SILENCE.flags.writeable = False
 
 
-def _opus_encoder() -> AudioCodecContext:
-    """libopus as aiortc sets it up for a sender (96 kbit/s, voip, 48 kHz stereo)."""
-    codec = cast(AudioCodecContext, CodecContext.create("libopus", "w"))
-    codec.bit_rate = 96000
-    codec.format = "s16"
-    codec.layout = "stereo"
-    codec.options = {"application": "voip"}
-    codec.sample_rate = SAMPLE_RATE
-    codec.time_base = TIME_BASE
-    return codec
-
-
-class OpusFrames:
-    """20-ms mono int16 frames → one Opus packet each, stamped with the caller's sample count."""
-
-    def __init__(self) -> None:
-        self._codec = _opus_encoder()
-        self._stereo = AudioResampler(
-            format="s16", layout="stereo", rate=SAMPLE_RATE, frame_size=FRAME_SAMPLES
-        )
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        """The Opus payload of one frame [960] int16; digital silence costs no encoding."""
-        if not samples.any():
-            return silent_payload()
-        frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        packets = [p for f in self._stereo.resample(frame) for p in self._codec.encode(f)]
-        return bytes(packets[0]) if packets else silent_payload()
+def encode_frame(encoder: OpusEncoder, samples: np.ndarray, pts: int) -> bytes:
+    """One 20-ms frame [960] int16 mono at sample `pts` → its Opus payload (aiortc's encoder: 96
+    kbit/s, voip, 48 kHz stereo, one packet per frame)."""
+    frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, pts, TIME_BASE
+    payloads, _ = encoder.encode(frame)
+    return payloads[0]
 
 
 @functools.cache
 def silent_payload() -> bytes:
     """What libopus makes of digital silence once its state has settled (3 bytes)."""
-    codec = _opus_encoder()
-    payload = b""
-    quiet = np.zeros((1, 2 * FRAME_SAMPLES), np.int16)  # stereo s16 is interleaved in one plane
-    for _ in range(3):
-        frame = AudioFrame.from_ndarray(quiet, format="s16", layout="stereo")
-        frame.sample_rate = SAMPLE_RATE
-        for packet in codec.encode(frame):
-            payload = bytes(packet)
-    return payload
+    encoder = OpusEncoder()
+    return [encode_frame(encoder, SILENCE, k * FRAME_SAMPLES) for k in range(3)][-1]
 
 
 def opus_packet(payload: bytes, pts: int) -> Packet:
@@ -202,7 +171,7 @@ class AnswerAudioTrack(MediaStreamTrack):
         self._queue: deque[Playback] = deque()
         self._start: float | None = None
         self._pts = 0
-        self._opus = OpusFrames()
+        self._opus = OpusEncoder()  # speech only
         self.refused = 0  # answers not spoken because `max_pending` were queued
 
     def enqueue(self, playback: Playback) -> bool:
@@ -245,9 +214,10 @@ class AnswerAudioTrack(MediaStreamTrack):
             self._pts += FRAME_SAMPLES
             await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - now)
         samples = self._next_samples()  # [960] int16
-        if samples is SILENCE:
+        if not samples.any():  # idle, or an answer waiting for its next sentence
             return opus_packet(silent_payload(), self._pts)
-        payload = await asyncio.get_running_loop().run_in_executor(None, self._opus.encode, samples)
+        loop = asyncio.get_running_loop()
+        payload = await loop.run_in_executor(None, encode_frame, self._opus, samples, self._pts)
         return opus_packet(payload, self._pts)
 
     def _next_samples(self) -> np.ndarray:

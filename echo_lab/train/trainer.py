@@ -16,7 +16,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -239,19 +239,17 @@ class Trainer:
         optimizer = torch.optim.AdamW([*params, *probes.parameters()], lr=cfg.lr, weight_decay=0.01)
         self.backend.model.train()
 
+        typed_whole = replace(cfg, spoken_share=0.0, live_share=0.0, pause_share=0.0)
+
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
-            mixed = step >= cfg.mixed_from  # before: typed questions about whole clips only
+            mix = cfg if step >= cfg.mixed_from else typed_whole
             clips = training_clips(
-                step * cfg.clips_per_step,
-                cfg.clips_per_step,
-                cfg.live_share if mixed else 0.0,
-                self.rng,
-                cfg.pause_share if mixed else 0.0,
+                step * cfg.clips_per_step, cfg.clips_per_step, mix.live_share, self.rng, mix.pause_share
             )
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
-            suffixes = self._suffixes([a for _, a in owners], cfg.spoken_share if mixed else 0.0, grad=True)
+            suffixes = self._suffixes([a for _, a in owners], mix.spoken_share, grad=True)
             questions = [(c, suffix, n_t) for (c, _), (suffix, n_t) in zip(owners, suffixes, strict=True)]
             loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             if cfg.aux_weight > 0:
