@@ -8,7 +8,10 @@ config's stream settings, ways to ask the same question after streaming the clip
 - `service`: as the server does it — the spoken words (with a second of room tone after them)
   follow the clip in the scene audio while the clip's last frame is held (a camera keeps
   sending, as `echo-bench voice`'s video track does), server VAD (silero) finds the utterance,
-  its span is taken out of the scene (`forget_audio`) and the utterance is asked;
+  its span is taken out of the scene (`forget_audio`) and the utterance is asked at its onset
+  (the answer reads the scene up to where the speech began: `stream.spoken_until` "onset");
+- `service_until_now`: the same, the answer reading the scene up to the ask
+  (`spoken_until` "now": the held frame and the forgotten span after the onset too);
 - `vad`: the scene is the clip alone; the utterance server VAD finds in the words is asked;
 - `exact`: the scene is the clip alone; the rendered words are asked as they are;
 - `typed`: the scene is the clip alone; the question's text is asked.
@@ -49,7 +52,7 @@ from echo_lab.world.spec import FPS, SAMPLE_RATE
 from echo_lab.world.speech import spoken_question
 from server.config import load_service_config
 
-VARIANTS = ("service", "vad", "exact", "typed")
+VARIANTS = ("service", "service_until_now", "vad", "exact", "typed")
 ABLATIONS = ("tone", "tone_held", "zero", "early", "dropped", "dropped_to_end", "service_unheld")
 PACKET = 1600  # 100 ms
 
@@ -144,6 +147,8 @@ def main() -> None:
         still = held(clip, scene_s)
         session = forgotten(streamed(model, config.stream, still, scene), *span)
         answers["service"] = first_word(model, session, utterance.question())
+        until_now = SpokenQuestion(utterance.samples, utterance.sample_rate)  # no onset: asked at the now
+        answers["service_until_now"] = first_word(model, session, until_now)
         plain = streamed(model, config.stream, clip, clip.audio)
         asked = last_utterance(heard, clip_s).question()
         answers["vad"] = first_word(model, plain, asked)

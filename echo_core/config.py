@@ -44,6 +44,10 @@ class SieveConfig:
     seed: int = 0
 
 
+#: What an answer to a spoken question reads (StreamConfig.spoken_until).
+SPOKEN_UNTIL = ("onset", "now")
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """A live session: chunking, the bounded joint token cache, eviction, asking.
@@ -55,6 +59,10 @@ class StreamConfig:
     With `ask_tail` the answer also reads the tail: media newer than the cache (closed
     chunks still waiting for the encoders and the open chunk), encoded and ingest-sieved at
     ask time and placed after the cache at its real times, never cached.
+    `spoken_until`: what an answer to a spoken question reads. "onset" (default): the stream
+    up to where the speech began, as a typed question asked then would (what the camera saw and
+    heard while the person spoke is cached for later questions, not read by this answer);
+    "now": everything up to the ask, the words' own span included where the scene keeps it.
     Eviction: see echo_core/stream/eviction.py; re-basing: echo_core/stream/session.py.
     """
 
@@ -76,6 +84,7 @@ class StreamConfig:
     video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
     audio_queue: int = 200  # packets waiting for the chunker; oldest dropped beyond
     max_new_tokens: int = 16
+    spoken_until: str = "onset"  # "onset" | "now": see above
 
     def __post_init__(self) -> None:
         if self.cache_budget < 1:
@@ -105,6 +114,10 @@ class StreamConfig:
             raise ConfigError(
                 f"stream.rebase_horizon_s {self.rebase_horizon_s} must be ≥ 4 × bucket_s "
                 f"({4 * self.bucket_s})"
+            )
+        if self.spoken_until not in SPOKEN_UNTIL:
+            raise ConfigError(
+                f"stream.spoken_until must be one of {', '.join(SPOKEN_UNTIL)}, got {self.spoken_until!r}"
             )
         for name in ("max_pending_chunks", "video_queue", "audio_queue", "max_new_tokens"):
             if getattr(self, name) < 1:

@@ -22,10 +22,16 @@ MIN_SPOKEN_S = 0.1
 
 @dataclass(frozen=True, eq=False)
 class SpokenQuestion:
-    """Mono samples of one utterance (float in [-1, 1], any rate; the encoder takes 16 kHz)."""
+    """Mono samples of one utterance (float in [-1, 1], any rate; the encoder takes 16 kHz).
+
+    `asked_at_s`: the stream time where the speech began, when the words came from the
+    session's own microphone; a live answer reads the stream up to there
+    (`StreamConfig.spoken_until`). None: asked at the stream's now, like a typed question.
+    """
 
     samples: np.ndarray
     sample_rate: int = 16000
+    asked_at_s: float | None = None
 
     def __post_init__(self) -> None:
         a = np.asarray(self.samples)

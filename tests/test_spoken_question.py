@@ -10,6 +10,7 @@ import torch
 from echo_core.config import SieveConfig, StreamConfig
 from echo_core.errors import ConfigError
 from echo_core.model.backend import OmniBackend
+from echo_core.model.generate import prefill
 from echo_core.model.positions import build_positions
 from echo_core.model.question import question_suffix, spoken_block
 from echo_core.model.rope import RopeMode
@@ -153,3 +154,46 @@ def test_forget_audio_drops_cached_audio_and_silences_media_not_yet_ingested(mod
     assert len(s.cache) > 0 and s.ask("what", kv_reuse=True).result().text is not None
     with pytest.raises(ConfigError, match="start_s < end_s"):
         s.forget_audio(2.0, 2.0)
+
+
+def test_a_spoken_question_is_answered_from_the_stream_up_to_its_onset(
+    model: StreamModel, utterance: SpokenQuestion
+) -> None:
+    """Under `spoken_until: onset` the answer reads only what came before the speech began (cached
+    or in the tail) and the question sits there, as a fresh prefill of those tokens places it;
+    under `now`, or with no onset, everything up to the ask."""
+    s = StreamSession(model, cfg(cache_budget=4096, keep=1.0))
+    feed(s, 7.0)
+    s.drain()
+    s.process()  # chunks [0, 2), [2, 4), [4, 6) cached; [6, 7) is the open tail
+    for onset in (3.0, 4.0):
+        asked = SpokenQuestion(utterance.samples, 16000, asked_at_s=onset)
+        end = round(onset * 25)  # 25 time ids a second
+        before = torch.nonzero(s.cache.time_ids[: len(s.cache)] < end).flatten()
+        tokens = s.cache.tokens(before)
+        fresh = prefill(model.lm, s.question_sequence(tokens, s._suffix(asked), end_tid=end), model.rope)
+        answered = s.ask(asked, kv_reuse=False)
+        context = answered.context
+        assert context.window_end_s == pytest.approx(onset) and context.tail_tokens == 0
+        assert context.audio_tokens + context.video_tokens == len(tokens) < len(s.cache)
+        assert float((answered.first_logits - fresh.logits).abs().max()) < 1e-5
+    # at a chunk boundary the slots read are a prefix of the store: KV reuse gives the same answer
+    # (inside a chunk a kept token's KV has also seen the chunk's later tokens stored before it)
+    reused = s.ask(asked, kv_reuse=True)
+    assert float((reused.first_logits - fresh.logits).abs().max()) < 1e-4
+    # an onset in the open chunk: the tail is read up to it
+    late = s.ask(SpokenQuestion(utterance.samples, 16000, asked_at_s=6.5), kv_reuse=True).context
+    assert late.window_end_s == pytest.approx(6.5, abs=0.04) and late.tail_tokens > 0  # 40-ms time ids
+    whole = s.ask(SpokenQuestion(utterance.samples, 16000), kv_reuse=True).context
+    assert whole.window_end_s == pytest.approx(7.0) and whole.tail_tokens > late.tail_tokens
+    first = s.ask(SpokenQuestion(utterance.samples, 16000, asked_at_s=0.0), kv_reuse=True).context
+    assert first.window_end_s == pytest.approx(7.0)  # nothing before the onset: read up to the now
+    windowed = s.ask(asked, window_s=2.0, kv_reuse=False).context
+    assert (windowed.window_start_s, windowed.window_end_s) == pytest.approx((2.0, 4.0))
+    now = StreamSession(model, cfg(cache_budget=4096, keep=1.0, spoken_until="now"))
+    feed(now, 7.0)
+    now.drain()
+    now.process()
+    assert now.ask(asked, kv_reuse=True).context.window_end_s == pytest.approx(7.0)
+    with pytest.raises(ConfigError, match="spoken_until"):
+        StreamConfig(spoken_until="end")

@@ -65,6 +65,12 @@ def test_config_errors() -> None:
         load_train_config(None, ["voices=many"])
 
 
+def test_overrides_may_come_before_and_after_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`echo-train key=value --out DIR key=value` reads every override (the config's link commands)."""
+    assert main(["stage1.steps=-1", "--out", str(tmp_path / "x"), "stage2.steps=0"]) == 2
+    assert "steps must be ≥ 0, got -1, 0" in capsys.readouterr().err
+
+
 def test_schedule() -> None:
     assert cosine_lr(0, 100, 10) == pytest.approx(0.1)
     assert cosine_lr(10, 100, 10) == pytest.approx(1.0)

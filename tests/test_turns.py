@@ -79,6 +79,9 @@ def test_speech_started_stopped_and_utterance_at_the_truth(voice: Voice) -> None
     np.testing.assert_array_equal(utterance.samples, audio[at : at + len(utterance.samples)])
     q = utterance.question()
     assert isinstance(q, SpokenQuestion) and str(q) == f"(spoken, {utterance.duration_s:.1f} s)"
+    # asked where the speech began (SpeechStarted's time), not where the padding begins
+    assert utterance.onset_s == likely.utterance.onset_s == pytest.approx(started.start_s, abs=1e-4)
+    assert q.asked_at_s == utterance.onset_s
 
 
 def test_two_questions_give_two_utterances() -> None:
@@ -223,6 +226,7 @@ def test_push_to_talk_gives_the_span_between_start_and_commit() -> None:
     utterance = detector.commit()
     assert utterance is not None and not detector.speaking
     assert (utterance.start_s, utterance.end_s) == pytest.approx((11.0, 13.0))
+    assert utterance.onset_s is None and utterance.question().asked_at_s == pytest.approx(11.0)
     np.testing.assert_array_equal(utterance.samples, audio[SAMPLE_RATE : 3 * SAMPLE_RATE])
     with pytest.raises(ConfigError, match="no push-to-talk span"):
         detector.commit()

@@ -39,7 +39,7 @@ from ..model.question import question_suffix
 from ..model.rope import POSITIONS_PER_SECOND
 from ..model.tokens import SECONDS_PER_CHUNK, Modality, TokenLayout, TokenSequence
 from ..sieve.base import av_indices
-from ..speech import Question
+from ..speech import Question, SpokenQuestion
 from .answer import AnswerContext, AnswerStream
 from .cache import CachedTokens, JointTokenCache
 from .chunker import ChunkAssembler
@@ -70,6 +70,21 @@ class Tail:
     tokens: CachedTokens  # kept tokens, absolute time ids, in ingest order
     start_tid: int  # start of the oldest tail chunk
     end_tid: int  # end of the newest media in the tail
+
+
+@dataclass(frozen=True)
+class WindowRead:
+    """What one answer reads: the window's cached slots and the tail's tokens in it."""
+
+    fresh: Tail | None  # the tail as encoded (before the window cut it)
+    end_tid: int | None  # the window's end: where the question sits
+    slots: torch.Tensor  # [S] cache slots
+    tokens: CachedTokens  # those slots' tokens
+    tail_tokens: CachedTokens | None
+
+    @property
+    def empty(self) -> bool:
+        return self.slots.numel() + (0 if self.tail_tokens is None else len(self.tail_tokens)) == 0
 
 
 @dataclass
@@ -433,6 +448,38 @@ class StreamSession:
             return None
         return Tail(CachedTokens.concat(kept), time_id(chunks[0].start_s), time_id(chunks[-1].media_end_s))
 
+    def _read(self, window: float | None, until: int | None, use_tail: bool) -> WindowRead:
+        """What an answer reads (caller holds the lock): the cached slots of the window and the
+        tail's tokens, all before `until` when given (then the window ends there)."""
+        if until is not None and self.now_tid is not None and until <= self.now_tid:
+            use_tail = False  # the cache already holds everything before `until`
+        fresh = self.tail() if use_tail else None
+        end_tid = self.now_tid
+        if fresh is not None:
+            end_tid = fresh.end_tid if end_tid is None else max(end_tid, fresh.end_tid)
+        if until is not None and end_tid is not None:
+            end_tid = min(end_tid, until)
+        slots = self.window_slots(window, end_tid)
+        if until is not None:
+            slots = slots[self.cache.time_ids[slots] < until]
+        tail_tokens = fresh.tokens if fresh is not None else None
+        if tail_tokens is not None and (window is not None or until is not None):
+            assert end_tid is not None
+            inside = torch.ones(len(tail_tokens), dtype=torch.bool)
+            if until is not None:
+                inside &= tail_tokens.time_ids < until
+            if window is not None:
+                inside &= tail_tokens.time_ids >= end_tid - round(window * POSITIONS_PER_SECOND)
+            tail_tokens = tail_tokens.select(torch.nonzero(inside).flatten())
+        return WindowRead(fresh, end_tid, slots, self.cache.tokens(slots), tail_tokens)
+
+    def _asked_at(self, question: Question) -> int | None:
+        """The time id an answer to `question` reads the stream up to (None: the now): a spoken
+        question's onset under `stream.spoken_until` "onset"."""
+        if not isinstance(question, SpokenQuestion) or question.asked_at_s is None:
+            return None
+        return time_id(question.asked_at_s) if self.config.spoken_until == "onset" else None
+
     def _suffix(self, question: Question) -> TokenSequence:
         """The AV block's closing markers, then the question (typed or spoken) and the assistant header."""
         backend = self.model.backend
@@ -479,7 +526,11 @@ class StreamSession:
         cache (chunks waiting for the encoders and the open chunk) is encoded and sieved now
         and read after the cache at its real times; it is not cached. With `ask_keep` /
         `ask_budget` (or the session's defaults) the window and tail are re-sieved with the
-        question first. The returned stream yields text pieces; TTFT is measured from this call.
+        question first. A `SpokenQuestion` with `asked_at_s` is answered from the stream up to
+        that time under `stream.spoken_until` "onset" (tokens after it are not read and the
+        question sits there; when nothing came before it, as for words spoken as the stream
+        began, up to the now), up to the now under "now". The returned stream yields text
+        pieces; TTFT is measured from this call.
         """
         started = time.perf_counter()
         window = window_s if window_s is not None or not use_default_window else self.config.window_s
@@ -490,22 +541,22 @@ class StreamSession:
             ask_keep, ask_budget = self.config.ask_keep, self.config.ask_budget
         use_tail = self.config.ask_tail if tail is None else tail
         model = self.model
+        until = self._asked_at(question)
         with self._lock:
-            fresh = self.tail() if use_tail else None
-            end_tid = self.now_tid
-            if fresh is not None:
-                end_tid = fresh.end_tid if end_tid is None else max(end_tid, fresh.end_tid)
-            slots = self.window_slots(window, end_tid)
-            tokens = self.cache.tokens(slots)
-            tail_tokens = fresh.tokens if fresh is not None else None
-            if tail_tokens is not None and window is not None:
-                assert end_tid is not None
-                inside = tail_tokens.time_ids >= end_tid - round(window * POSITIONS_PER_SECOND)
-                tail_tokens = tail_tokens.select(torch.nonzero(inside).flatten())
-            n_tail = 0 if tail_tokens is None else len(tail_tokens)
-            if slots.numel() + n_tail == 0:
+            read = self._read(window, until, use_tail)
+            if read.empty and until is not None:  # spoken as the stream began: read up to the now
+                read = self._read(window, None, use_tail)
+            if read.empty:
                 span = "yet" if window is None else f"in the last {window:g} s"
                 raise EmptyAVError(f"no cached audio or video {span}")
+            fresh, end_tid, slots, tokens, tail_tokens = (
+                read.fresh,
+                read.end_tid,
+                read.slots,
+                read.tokens,
+                read.tail_tokens,
+            )
+            n_tail = 0 if tail_tokens is None else len(tail_tokens)
             base = self.base_tid
             if base is None:
                 assert fresh is not None

@@ -84,20 +84,27 @@ class SpeechStopped:
 
 @dataclass(frozen=True, eq=False)
 class Utterance:
-    """One spoken question: samples [n] float32 at 16 kHz covering [start_s, end_s) of stream time."""
+    """One spoken question: samples [n] float32 at 16 kHz covering [start_s, end_s) of stream time.
+
+    `onset_s`: where the speech began (after the prefix padding; None: at `start_s`, as for a
+    push-to-talk span, which begins where the person pressed).
+    """
 
     samples: np.ndarray
     start_s: float
     end_s: float
     sample_rate: int = SAMPLE_RATE
+    onset_s: float | None = None
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate
 
     def question(self) -> SpokenQuestion:
-        """The utterance as the question the engine asks (InvalidMediaError if too short or long)."""
-        return SpokenQuestion(self.samples, self.sample_rate)
+        """The utterance as the question the engine asks, asked at its onset (InvalidMediaError if
+        too short or long)."""
+        onset = self.start_s if self.onset_s is None else self.onset_s
+        return SpokenQuestion(self.samples, self.sample_rate, asked_at_s=onset)
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,7 +241,7 @@ class TurnDetector:
             if self._run < self._confirm_frames:
                 return []
             self._confirmed = True
-            return [SpeechStarted(round(self._time(max(0, self._onset - self._lag)), 4))]
+            return [SpeechStarted(round(self._time(self._speech_onset()), 4))]
         events: list[TurnEvent] = []
         # the window runs from where the speech ended, not from where the trailing
         # probability fell: the detector's lag is not waited out twice
@@ -249,7 +256,7 @@ class TurnDetector:
             return self._end(self._last_speech_end, cut=False)
         elif quiet >= self._prepare and not self._likely_end and self._prepare < self._silence:
             self._likely_end = True
-            utterance = self._utterance(*self._span(self._last_speech_end))
+            utterance = self._utterance(*self._span(self._last_speech_end), onset=self._speech_onset())
             if utterance is not None:
                 events.append(LikelyEnd(utterance))
         if self._last_speech_end - self._span(self._last_speech_end)[0] >= self._max:
@@ -266,7 +273,7 @@ class TurnDetector:
     def _end(self, end: int, *, cut: bool) -> list[TurnEvent]:
         begin, end = self._span(end)
         events: list[TurnEvent] = [SpeechStopped(round(self._time(max(begin, end - self._lag)), 4), cut)]
-        utterance = self._utterance(begin, end)
+        utterance = self._utterance(begin, end, onset=self._speech_onset())
         if utterance is not None:
             events.append(utterance)
         self._onset, self._confirmed, self._run, self._likely_end = None, False, 0, False
@@ -274,11 +281,21 @@ class TurnDetector:
             self.vad.reset()
         return events
 
-    def _utterance(self, begin: int, end: int) -> Utterance | None:
+    def _speech_onset(self) -> int:
+        """The open utterance's (lag-corrected) onset sample: where SpeechStarted placed it."""
+        assert self._onset is not None
+        return max(0, self._onset - self._lag)
+
+    def _utterance(self, begin: int, end: int, *, onset: int | None = None) -> Utterance | None:
+        """The samples [begin, end) as an utterance whose speech began at sample `onset` (None:
+        at `begin`)."""
         if (end - begin) / SAMPLE_RATE < MIN_SPOKEN_S:
             log.debug("dropped an utterance of %d samples (< %.2f s)", end - begin, MIN_SPOKEN_S)
             return None
-        return Utterance(self._buf[begin:end].copy(), round(self._time(begin), 4), round(self._time(end), 4))
+        at = None if onset is None else round(self._time(max(begin, onset)), 4)
+        return Utterance(
+            self._buf[begin:end].copy(), round(self._time(begin), 4), round(self._time(end), 4), onset_s=at
+        )
 
     def _cut(self) -> list[TurnEvent]:
         if self._ptt is not None:

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the stage-1 thinker here; if the directory already holds one, stage 1 is skipped",
     )
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. stage1.steps=2")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides may come before or after --out
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_train_config(config_file(args.config), args.overrides)

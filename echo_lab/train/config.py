@@ -35,6 +35,10 @@ class Stage1Config:
     # The step from which the three shares above apply: before it every question is typed about
     # a whole clip (a curriculum in one run: the thinker learns the world from text first).
     mixed_from: int = 0
+    # Weight of the typed-twin target (train/twins.py): each spoken question is also asked typed,
+    # and the spoken one's decoder-layer outputs over the shared header and answer are pulled
+    # towards the typed one's (cosine distance). 0: no twins.
+    twin_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class TrainConfig:
                 share = getattr(stage, key)
                 if not 0.0 <= share <= 1.0:
                     raise ConfigError(f"{name}.{key} must be in [0, 1], got {share}")
+        if self.stage1.twin_weight < 0:
+            raise ConfigError(f"need stage1.twin_weight ≥ 0, got {self.stage1.twin_weight}")
         if self.stage1.mixed_from < 0:
             raise ConfigError(f"need stage1.mixed_from ≥ 0, got {self.stage1.mixed_from}")
         if self.stage1.steps < 0 or self.stage2.steps < 0:

@@ -86,6 +86,11 @@ class AnswerLogits:
     targets: torch.Tensor  # [T] token ids
     n_targets: list[int]  # targets per sequence
 
+    def first(self, n: int) -> AnswerLogits:
+        """The answer logits of the first `n` sequences."""
+        rows = sum(self.n_targets[:n])
+        return AnswerLogits(self.logits[:rows], self.targets[:rows], self.n_targets[:n])
+
     def loss(self) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy, and the sequences whose first target token is the argmax."""
         loss = F.cross_entropy(self.logits, self.targets)
@@ -122,6 +127,7 @@ def shared_prefix_logits(
     questions: list[tuple[int, TokenSequence, int]],
     rope: RopeMode,
     key_bias: list[torch.Tensor] | None = None,
+    layer_states: list[torch.Tensor] | None = None,
 ) -> AnswerLogits:
     """Answer logits where every question reuses its clip's AV prefix KV.
 
@@ -130,6 +136,8 @@ def shared_prefix_logits(
     sequence with answer, number of targets) attend to that cached prefix, padding hidden.
     `key_bias`: one [L_i] additive bias per prefix, added wherever a query (of the prefix or
     of a question) attends to that prefix token (soft masking, train/soft_mask.py).
+    `layer_states`: a list that receives, per decoder layer, the question rows' outputs
+    [Nq, L, D] (right-padded; train/twins.py).
     """
     split = lm.split(rope)
     p_embeds, p_pos = padded_batch(prefixes, rope)
@@ -162,7 +170,18 @@ def shared_prefix_logits(
     if bias is not None:
         per_question = bias.index_select(0, owner)[:, None, :].to(mask.device)
         mask[:, 0, :, :p_len] = mask[:, 0, :, :p_len] + per_question
-    hidden = lm.forward(q_embeds, q_pos, split, cache=q_cache, attention_mask=mask).hidden
+    hooks = []
+    if layer_states is not None:
+
+        def keep(_module: torch.nn.Module, _inputs: object, out: object) -> None:
+            layer_states.append(out[0] if isinstance(out, tuple) else out)  # type: ignore[arg-type]
+
+        hooks = [layer.register_forward_hook(keep) for layer in lm.layers]
+    try:
+        hidden = lm.forward(q_embeds, q_pos, split, cache=q_cache, attention_mask=mask).hidden
+    finally:
+        for hook in hooks:
+            hook.remove()
     return target_logits(lm, hidden, q_seqs, n_targets=[t for _, _, t in questions])
 
 

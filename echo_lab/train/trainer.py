@@ -51,6 +51,7 @@ from .importance import distillation_loss, listwise_loss, teacher_view
 from .plots import plot_training_log
 from .provenance import machine_record
 from .soft_mask import key_bias, soft_keep
+from .twins import twin_loss, typed_twins
 
 TRAIN_ENV = "train_env.json"
 
@@ -95,6 +96,7 @@ class StepOutcome:
     correct: int
     count: int
     audio_shares: list[float] = field(default_factory=list)
+    twin_distance: float | None = None  # stage 1 with typed twins: the twin loss before its weight
 
 
 def audio_share(seq: TokenSequence, kept: torch.Tensor) -> float:
@@ -170,7 +172,15 @@ class Trainer:
         return out
 
     def _log(
-        self, stage: str, step: int, loss: float, acc: float, lr: float, shares: list[float], bar: tqdm
+        self,
+        stage: str,
+        step: int,
+        loss: float,
+        acc: float,
+        lr: float,
+        shares: list[float],
+        bar: tqdm,
+        twins: list[float] | None = None,
     ) -> None:
         row: dict[str, object] = {
             "stage": stage,
@@ -182,6 +192,8 @@ class Trainer:
         }
         if shares:
             row["kept_audio_share"] = round(sum(shares) / len(shares), 4)
+        if twins:
+            row["twin_distance"] = round(sum(twins) / len(twins), 5)
         self.log_rows.append(row)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
 
@@ -199,6 +211,7 @@ class Trainer:
         frozen = frozen_until or {}
         losses: list[float] = []
         shares: list[float] = []
+        twins: list[float] = []
         hits = total = 0
         with tqdm(range(steps), desc=stage, unit="step", dynamic_ncols=True) as bar:
             for step in bar:
@@ -213,6 +226,8 @@ class Trainer:
                 optimizer.step()
                 losses.append(float(outcome.loss.detach()))
                 shares.extend(outcome.audio_shares)
+                if outcome.twin_distance is not None:
+                    twins.append(outcome.twin_distance)
                 hits += outcome.correct
                 total += outcome.count
                 if (step + 1) % self.config.log_every == 0 or step + 1 == steps:
@@ -224,8 +239,9 @@ class Trainer:
                         optimizer.param_groups[0]["lr"],
                         shares,
                         bar,
+                        twins,
                     )
-                    losses, shares, hits, total = [], [], 0, 0
+                    losses, shares, twins, hits, total = [], [], [], 0, 0
 
     # ------------------------------------------------------------------ stage 1
     def stage1(self) -> None:
@@ -251,13 +267,26 @@ class Trainer:
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
             suffixes = self._suffixes([a for _, a in owners], mix.spoken_share, grad=True)
             questions = [(c, suffix, n_t) for (c, _), (suffix, n_t) in zip(owners, suffixes, strict=True)]
-            loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
+            twin_distance = None
+            if cfg.twin_weight > 0:
+                asked = [(c, q, sfx, n_t) for (c, (_, q)), (sfx, n_t) in zip(owners, suffixes, strict=True)]
+                twins = typed_twins(self.backend, asked)
+                states: list[torch.Tensor] = []
+                batch = questions + twins.suffixes
+                answers = shared_prefix_logits(self.lm, prefixes, batch, rope, layer_states=states)
+                loss, correct = answers.first(len(questions)).loss()
+                lengths = [len(s) for _, s, _ in batch]
+                distance = twin_loss(states, lengths, twins)
+                loss = loss + cfg.twin_weight * distance
+                twin_distance = float(distance.detach()) if twins.pairs else None
+            else:
+                loss, correct = shared_prefix_loss(self.lm, prefixes, questions, rope)
             if cfg.aux_weight > 0:
                 aux = probes.loss(
                     [c.spec for c in clips], [e.video for e in encoded], [e.audio for e in encoded]
                 )
                 loss = loss + cfg.aux_weight * aux
-            return StepOutcome(loss, correct, len(questions))
+            return StepOutcome(loss, correct, len(questions), twin_distance=twin_distance)
 
         self._loop("stage1", cfg.steps, step_fn, optimizer, cfg.warmup)
         self.backend.model.eval()
