@@ -23,7 +23,10 @@ config's stream settings, ways to ask the same question after streaming the clip
 - `early`: the service's way, the span forgotten before any of it is encoded;
 - `dropped`: the service's way, the span's ingested tokens dropped too (`forget_audio` again);
 - `dropped_to_end`: the same for the audio from the utterance's start to the scene's end;
-- `service_unheld`: the service's way with no frames after the clip.
+- `service_unheld`: the service's way with no frames after the clip;
+- `service_opus`: the service's way with the scene's sound (clip and words) through Opus and
+  back, as a WebRTC microphone track carries it (48 kHz, aiortc's encoder, the server's
+  resampler to 16 kHz).
 
 Greedy first answer token against the one-word truth. Usage: `python benchmarks/spoken_gap.py
 --clips 24 [--ablations] --json benchmarks/results/experiments/spoken_gap.json`.
@@ -46,6 +49,7 @@ from echo_core.stream.turns import TurnDetector, Utterance
 from echo_core.stream.vad import make_vad
 from echo_lab.service_bench.voice import pick_clips
 from echo_lab.world import Clip
+from echo_lab.world.codec import opus_roundtrip
 from echo_lab.world.pauses import held_frames
 from echo_lab.world.render import room_tone
 from echo_lab.world.spec import FPS, SAMPLE_RATE
@@ -53,7 +57,16 @@ from echo_lab.world.speech import spoken_question
 from server.config import load_service_config
 
 VARIANTS = ("service", "service_until_now", "vad", "exact", "typed")
-ABLATIONS = ("tone", "tone_held", "zero", "early", "dropped", "dropped_to_end", "service_unheld")
+ABLATIONS = (
+    "tone",
+    "tone_held",
+    "zero",
+    "early",
+    "dropped",
+    "dropped_to_end",
+    "service_unheld",
+    "service_opus",
+)
 PACKET = 1600  # 100 ms
 
 
@@ -176,6 +189,12 @@ def main() -> None:
                     utterance.question(),
                 ),
             }
+            coded = opus_roundtrip(scene)
+            cut = last_utterance(coded, 0.0)
+            scenes["service_opus"] = (
+                forgotten(streamed(model, config.stream, still, coded), cut.start_s, cut.end_s),
+                cut.question(),
+            )
             for name, (ablated, question) in scenes.items():
                 answers[name] = first_word(model, ablated, question)
         for v in variants:

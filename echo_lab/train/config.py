@@ -39,6 +39,9 @@ class Stage1Config:
     # and the spoken one's decoder-layer outputs over the shared header and answer are pulled
     # towards the typed one's (cosine distance). 0: no twins.
     twin_weight: float = 0.0
+    # Share of clips whose sound, and (drawn apart) of spoken questions, reach the model through
+    # Opus and back (world/codec.py), as a WebRTC microphone carries them. Applies from mixed_from.
+    opus_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class TrainConfig:
                 share = getattr(stage, key)
                 if not 0.0 <= share <= 1.0:
                     raise ConfigError(f"{name}.{key} must be in [0, 1], got {share}")
+        if not 0.0 <= self.stage1.opus_share <= 1.0:
+            raise ConfigError(f"stage1.opus_share must be in [0, 1], got {self.stage1.opus_share}")
         if self.stage1.twin_weight < 0:
             raise ConfigError(f"need stage1.twin_weight ≥ 0, got {self.stage1.twin_weight}")
         if self.stage1.mixed_from < 0:

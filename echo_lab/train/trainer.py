@@ -35,6 +35,7 @@ from echo_core.sieve.cs2 import apply_gates, straight_through_topk
 from echo_core.speech import SpokenQuestion
 
 from ..world import Clip, Question, make_clip
+from ..world.codec import coded_clip, opus_roundtrip
 from ..world.cuts import live_cut
 from ..world.pauses import random_pause
 from ..world.speech import spoken_question
@@ -57,17 +58,25 @@ TRAIN_ENV = "train_env.json"
 
 
 def training_clips(
-    start: int, count: int, live_share: float, rng: random.Random, pause_share: float = 0.0
+    start: int,
+    count: int,
+    live_share: float,
+    rng: random.Random,
+    pause_share: float = 0.0,
+    opus_share: float = 0.0,
 ) -> list[Clip]:
     """Training clips start..start + count - 1, each cut at a live moment (world/cuts.py) with
     probability `live_share`, then followed by a pause (world/pauses.py) with probability
-    `pause_share`; `rng` is not drawn from for a share that is 0."""
+    `pause_share`, then heard through Opus (world/codec.py) with probability `opus_share`;
+    `rng` is not drawn from for a share that is 0."""
     clips = [make_clip("train", start + j) for j in range(count)]
     if live_share > 0:
         cuts = [live_cut(clip, rng) if rng.random() < live_share else None for clip in clips]
         clips = [cut or clip for cut, clip in zip(cuts, clips, strict=True)]
     if pause_share > 0:
         clips = [random_pause(clip, rng) if rng.random() < pause_share else clip for clip in clips]
+    if opus_share > 0:
+        clips = [coded_clip(clip) if rng.random() < opus_share else clip for clip in clips]
     return clips
 
 
@@ -145,18 +154,25 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     def _suffixes(
-        self, asked: list[tuple[Clip, Question]], spoken_share: float, *, grad: bool
+        self,
+        asked: list[tuple[Clip, Question]],
+        spoken_share: float,
+        *,
+        grad: bool,
+        opus_share: float = 0.0,
     ) -> list[tuple[TokenSequence, int]]:
         """Each question + assistant header + answer, and its target count: asked aloud (in its
         split's voices, for `train` the config's pool; world/speech.py) with probability
         `spoken_share`, else typed. Utterances are encoded in one batch; with `grad` the audio
-        encoder learns from them."""
+        encoder learns from them; with `opus_share` that share of them is heard through Opus."""
         aloud = [spoken_share > 0 and self.rng.random() < spoken_share for _ in asked]
-        utterances = [
-            SpokenQuestion(spoken_question(c.spec, q, self.config.voices))
-            for (c, q), a in zip(asked, aloud, strict=True)
-            if a
-        ]
+        utterances = []
+        for (c, q), a in zip(asked, aloud, strict=True):
+            if a:
+                words = spoken_question(c.spec, q, self.config.voices)
+                if opus_share > 0 and self.rng.random() < opus_share:
+                    words = opus_roundtrip(words)
+                utterances.append(SpokenQuestion(words))
         tokens = iter(encode_spoken(self.backend, utterances, grad=grad))
         spoken = iter(utterances)
         out = []
@@ -255,17 +271,24 @@ class Trainer:
         optimizer = torch.optim.AdamW([*params, *probes.parameters()], lr=cfg.lr, weight_decay=0.01)
         self.backend.model.train()
 
-        typed_whole = replace(cfg, spoken_share=0.0, live_share=0.0, pause_share=0.0)
+        typed_whole = replace(cfg, spoken_share=0.0, live_share=0.0, pause_share=0.0, opus_share=0.0)
 
         def step_fn(step: int, rope: RopeMode) -> StepOutcome:
             mix = cfg if step >= cfg.mixed_from else typed_whole
             clips = training_clips(
-                step * cfg.clips_per_step, cfg.clips_per_step, mix.live_share, self.rng, mix.pause_share
+                step * cfg.clips_per_step,
+                cfg.clips_per_step,
+                mix.live_share,
+                self.rng,
+                mix.pause_share,
+                mix.opus_share,
             )
             encoded = encode_clips(self.backend, clips, grad=True)
             prefixes = [clip_prefix(self.backend, enc, requires_grad=True) for enc in encoded]
             owners = [(c, (enc.clip, q)) for c, enc in enumerate(encoded) for q in enc.clip.questions]
-            suffixes = self._suffixes([a for _, a in owners], mix.spoken_share, grad=True)
+            suffixes = self._suffixes(
+                [a for _, a in owners], mix.spoken_share, grad=True, opus_share=mix.opus_share
+            )
             questions = [(c, suffix, n_t) for (c, _), (suffix, n_t) in zip(owners, suffixes, strict=True)]
             twin_distance = None
             if cfg.twin_weight > 0:
