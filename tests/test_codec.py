@@ -14,6 +14,8 @@ from echo_lab.train.trainer import training_clips
 from echo_lab.world.codec import coded_clip, opus_roundtrip
 from echo_lab.world.spec import SAMPLE_RATE
 
+pytestmark = pytest.mark.unit
+
 
 def best_delay(heard: np.ndarray, sent: np.ndarray, within: int = 800) -> tuple[int, float]:
     """The delay (samples) at which `heard` matches `sent` best, and their correlation there."""

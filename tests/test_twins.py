@@ -21,6 +21,8 @@ from echo_lab.train.examples import world_vocabulary
 from echo_lab.train.twins import is_spoken, twin_loss, typed_twins
 from echo_lab.world import Question
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,7 +81,6 @@ def test_twin_loss_is_zero_for_equal_endings_and_teaches_only_the_spoken_row(bac
     assert float(twin_loss([layer], lengths, typed_twins(backend, []))) == 0.0  # no spoken question
 
 
-@pytest.mark.integration
 def test_stage_1_with_twins_logs_their_distance_and_changes_what_it_learns(tmp_path: Path) -> None:
     """One stage-1 step with every question spoken, the same seeds: twin_weight > 0 changes the
     weights and the log carries the twins' distance; a negative weight is a ConfigError."""
