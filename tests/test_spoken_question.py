@@ -188,6 +188,14 @@ def test_a_spoken_question_is_answered_from_the_stream_up_to_its_onset(
     assert whole.window_end_s == pytest.approx(7.0) and whole.tail_tokens > late.tail_tokens
     first = s.ask(SpokenQuestion(utterance.samples, 16000, asked_at_s=0.0), kv_reuse=True).context
     assert first.window_end_s == pytest.approx(7.0)  # nothing before the onset: read up to the now
+    # the same before anything is cached: the tail is encoded once for both reads
+    opening = StreamSession(model, cfg(cache_budget=4096, keep=1.0))
+    feed(opening, 1.5)
+    encoded = []
+    plain_tail = opening.tail
+    opening.tail = lambda: encoded.append(1) or plain_tail()  # type: ignore[method-assign]
+    at_once = opening.ask(SpokenQuestion(utterance.samples, 16000, asked_at_s=0.0)).context
+    assert at_once.window_end_s >= 1.5 and at_once.tail_tokens > 0 and len(encoded) == 1
     windowed = s.ask(asked, window_s=2.0, kv_reuse=False).context
     assert (windowed.window_start_s, windowed.window_end_s) == pytest.approx((2.0, 4.0))
     now = StreamSession(model, cfg(cache_budget=4096, keep=1.0, spoken_until="now"))

@@ -21,10 +21,12 @@ KV stays exactly what a fresh prefill of the retained tokens would give.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -448,12 +450,14 @@ class StreamSession:
             return None
         return Tail(CachedTokens.concat(kept), time_id(chunks[0].start_s), time_id(chunks[-1].media_end_s))
 
-    def _read(self, window: float | None, until: int | None, use_tail: bool) -> WindowRead:
+    def _read(
+        self, window: float | None, until: int | None, tail: Callable[[], Tail | None] | None
+    ) -> WindowRead:
         """What an answer reads (caller holds the lock): the cached slots of the window and the
-        tail's tokens, all before `until` when given (then the window ends there)."""
-        if until is not None and self.now_tid is not None and until <= self.now_tid:
-            use_tail = False  # the cache already holds everything before `until`
-        fresh = self.tail() if use_tail else None
+        tail's tokens (`tail()` encodes it; None: no tail), all before `until` when given (then
+        the window ends there)."""
+        covered = until is not None and self.now_tid is not None and until <= self.now_tid
+        fresh = tail() if tail is not None and not covered else None  # covered: all in the cache
         end_tid = self.now_tid
         if fresh is not None:
             end_tid = fresh.end_tid if end_tid is None else max(end_tid, fresh.end_tid)
@@ -543,9 +547,10 @@ class StreamSession:
         model = self.model
         until = self._asked_at(question)
         with self._lock:
-            read = self._read(window, until, use_tail)
+            tail_once = functools.cache(self.tail) if use_tail else None  # encoded at most once
+            read = self._read(window, until, tail_once)
             if read.empty and until is not None:  # spoken as the stream began: read up to the now
-                read = self._read(window, None, use_tail)
+                read = self._read(window, None, tail_once)
             if read.empty:
                 span = "yet" if window is None else f"in the last {window:g} s"
                 raise EmptyAVError(f"no cached audio or video {span}")

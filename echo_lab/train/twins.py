@@ -55,10 +55,9 @@ def typed_twins(
             continue
         with torch.no_grad():
             twin, n_twin = question_suffix(backend, question.text, question.answer)
-        assert n_twin == n_targets
         tail = header + n_targets
-        if not torch.equal(twin.layout.input_ids[-tail:], suffix.layout.input_ids[-tail:]):
-            raise AssertionError("a typed twin must end with its spoken question's header and answer")
+        ending = suffix.layout.input_ids[-tail:]
+        assert n_twin == n_targets and torch.equal(twin.layout.input_ids[-tail:], ending)
         pairs.append((row, len(asked) + len(suffixes)))
         suffixes.append((c, twin, n_twin))
         shared.append(tail)
