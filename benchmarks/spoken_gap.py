@@ -16,7 +16,8 @@ config's stream settings, ways to ask the same question after streaming the clip
 - `exact`: the scene is the clip alone; the rendered words are asked as they are;
 - `typed`: the scene is the clip alone; the question's text is asked.
 
-`--ablations` adds scenes that take the service's way apart (each asks the utterance):
+`--ablations` adds scenes that take apart the way that reads up to the ask (`service_until_now`;
+each asks the utterance, read up to the ask, so a scene that runs on after the clip is read):
 - `tone`: the clip, then room tone as long as the words and the second after them (no speech);
 - `tone_held`: the same with the clip's last frame held, as a camera keeps sending;
 - `zero`: the clip, then digital silence for the words, then the second of room tone;
@@ -24,6 +25,7 @@ config's stream settings, ways to ask the same question after streaming the clip
 - `dropped`: the service's way, the span's ingested tokens dropped too (`forget_audio` again);
 - `dropped_to_end`: the same for the audio from the utterance's start to the scene's end;
 - `service_unheld`: the service's way with no frames after the clip;
+and one that varies the service's way itself (read up to the onset):
 - `service_opus`: the service's way with the scene's sound (clip and words) through Opus and
   back, as a WebRTC microphone track carries it (48 kHz, aiortc's encoder, the server's
   resampler to 16 kHz).
@@ -128,6 +130,11 @@ def forgotten(session: StreamSession, start_s: float, end_s: float, *, again: bo
     return session
 
 
+def at_the_now(utterance: Utterance) -> SpokenQuestion:
+    """The utterance asked without its onset: the answer reads the scene up to the ask."""
+    return SpokenQuestion(utterance.samples, utterance.sample_rate)
+
+
 def first_word(model: StreamModel, session: StreamSession, question: Question) -> str:
     stream = session.ask(question)
     return str(model.backend.tokenizer.decode([int(stream.first_logits.argmax())])).strip()
@@ -160,34 +167,31 @@ def main() -> None:
         still = held(clip, scene_s)
         session = forgotten(streamed(model, config.stream, still, scene), *span)
         answers["service"] = first_word(model, session, utterance.question())
-        until_now = SpokenQuestion(utterance.samples, utterance.sample_rate)  # no onset: asked at the now
-        answers["service_until_now"] = first_word(model, session, until_now)
+        answers["service_until_now"] = first_word(model, session, at_the_now(utterance))
         plain = streamed(model, config.stream, clip, clip.audio)
-        asked = last_utterance(heard, clip_s).question()
-        answers["vad"] = first_word(model, plain, asked)
+        cut_from_words = last_utterance(heard, clip_s)
+        answers["vad"] = first_word(model, plain, cut_from_words.question())
         answers["exact"] = first_word(model, plain, SpokenQuestion(words))
         answers["typed"] = first_word(model, plain, q.text)
         if args.ablations:
             room = room_tone(len(heard), np.random.default_rng(k)).astype(np.float32)
             tone = np.concatenate([clip.audio, room])
             zero = np.concatenate([clip.audio, np.zeros_like(words), after])
+            asked, spoken = at_the_now(cut_from_words), at_the_now(utterance)
             scenes = {
                 "tone": (streamed(model, config.stream, clip, tone), asked),
                 "tone_held": (streamed(model, config.stream, still, tone), asked),
                 "zero": (streamed(model, config.stream, clip, zero), asked),
-                "early": (streamed(model, config.stream, still, scene, forget=span), utterance.question()),
+                "early": (streamed(model, config.stream, still, scene, forget=span), spoken),
                 "dropped": (
                     forgotten(streamed(model, config.stream, still, scene), *span, again=True),
-                    utterance.question(),
+                    spoken,
                 ),
                 "dropped_to_end": (
                     forgotten(streamed(model, config.stream, still, scene), span[0], scene_s, again=True),
-                    utterance.question(),
+                    spoken,
                 ),
-                "service_unheld": (
-                    forgotten(streamed(model, config.stream, clip, scene), *span),
-                    utterance.question(),
-                ),
+                "service_unheld": (forgotten(streamed(model, config.stream, clip, scene), *span), spoken),
             }
             coded = opus_roundtrip(scene)
             cut = last_utterance(coded, 0.0)
