@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 
 import numpy as np
@@ -34,3 +35,20 @@ class ToneTrack(AudioStreamTrack):
         out = AudioFrame.from_ndarray(np.repeat(tone, 2)[None, :], format="s16", layout="stereo")
         out.sample_rate, out.pts, out.time_base = 48000, frame.pts, fractions.Fraction(1, 48000)
         return out
+
+
+class LateStartColourTrack(ColourTrack):
+    """`ColourTrack` whose first frame leaves `delay_s` late (a video encoder starting up); the
+    frames after it keep their schedule."""
+
+    def __init__(self, delay_s: float = 0.15) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self._first = True
+
+    async def recv(self) -> AvVideoFrame:
+        frame = await super().recv()
+        if self._first:
+            self._first = False
+            await asyncio.sleep(self.delay_s)
+        return frame

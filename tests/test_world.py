@@ -46,6 +46,7 @@ from echo_lab.world import (
 from echo_lab.world import spec as spec_module
 from echo_lab.world.cuts import MIN_HEARD_S, cut_clip, live_cut
 from echo_lab.world.pauses import ROOM_S, WORDS_S, pause_after, random_pause
+from echo_lab.world.render import render_frames
 
 pytestmark = pytest.mark.unit
 
@@ -190,6 +191,21 @@ def test_every_clip_keeps_the_invariants(train_clips: list[Clip]) -> None:
 def test_other_sizes_and_durations() -> None:
     clip = make_clip("train", 2, size=56, duration_s=12.0)
     assert clip.frames.shape == (24, 56, 56, 3) and clip.audio.size == 12 * SAMPLE_RATE
+
+
+def test_a_camera_rate_shows_the_scene_at_each_frames_own_time(short_clip: Clip) -> None:
+    """At 30 fps every 15th frame is the clip's own; a shape is on screen from its t_on to within
+    1/30 s, where the clip's 2 fps frames show it up to half a second later."""
+    frames, times = render_frames(short_clip.spec, fps=30)
+    assert frames.shape == (240, FRAME_SIZE, FRAME_SIZE, 3)
+    np.testing.assert_array_equal(times, np.arange(240) / 30)
+    np.testing.assert_array_equal(frames[::15], short_clip.frames)
+    for shape in short_clip.spec.shapes:
+        target = (shape.colour, shape.kind)
+        seen = next(float(t) for f, t in zip(frames, times, strict=True) if target in _blobs(f))
+        assert shape.t_on <= seen < shape.t_on + 1 / 30 + 1e-9
+    with pytest.raises(ConfigError):
+        render_frames(short_clip.spec, fps=0.3)  # 8 s at 0.3 fps is not a whole number of frames
 
 
 # ---------------------------------------------------------------- ground truth from the media

@@ -5,8 +5,11 @@ noise floor) except where queued audio (16 kHz float32: a clip's sound, a spoken
 plays, in 20 ms frames of 48 kHz mono s16 as a browser's microphone sends. `say` returns the
 16 kHz sample index at which the audio will start, so a caller knows the truth in the track's
 own time: sample k plays k / 16000 s after the first frame (`started_at`, wall clock).
-`FramesTrack` shows a clip's frames at their times and holds the last one after the end; frame
-time t is on screen at `started_at + t` (wall clock).
+`FramesTrack` shows frames at their times and holds the last one after the end; frame time t
+is on screen at `started_at + t` (wall clock). `camera` films a clip's scene: its frames are the
+scene rendered at 30 fps, each at its own time, as a camera pointed at the world would see it
+(the clip's own 2 fps frames, each held for half a second, would show every change up to
+0.5 s late).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from av import AudioFrame
 from av import VideoFrame as AvVideoFrame
 from scipy.signal import resample_poly
 
-from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ
+from echo_lab.world import Clip
+from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_frames
 from echo_lab.world.spec import FPS
 
 RATE = 48000
 FRAME = 960  # 20 ms
 UP = 3  # 16 kHz → 48 kHz
+CAMERA_FPS = 30  # the rate `FramesTrack` sends at
 
 
 class SpeakingTrack(MediaStreamTrack):
@@ -95,11 +100,12 @@ class SpeakingTrack(MediaStreamTrack):
 
 
 class FramesTrack(VideoStreamTrack):
-    """A clip's frames [T, H, W, 3] uint8 (frame i at i / FPS), sent at 30 fps; the last one held."""
+    """Frames [T, H, W, 3] uint8 (frame i at i / `fps`), sent at 30 fps; the last one held."""
 
-    def __init__(self, frames: np.ndarray) -> None:
+    def __init__(self, frames: np.ndarray, fps: float = FPS) -> None:
         super().__init__()
         self.frames = frames
+        self.fps = fps
         self.started_at: float | None = None  # time.time() of the first frame
         self.started = asyncio.Event()  # the first frame went out
 
@@ -109,7 +115,13 @@ class FramesTrack(VideoStreamTrack):
             self.started_at = time.time()
             self.started.set()
         t = float(pts * time_base)
-        image = self.frames[min(int(t * FPS), len(self.frames) - 1)]
+        image = self.frames[min(int(t * self.fps + 1e-6), len(self.frames) - 1)]
         frame = AvVideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         return frame
+
+
+def camera(clip: Clip) -> FramesTrack:
+    """A camera filming `clip`'s scene: the scene rendered at each sent frame's time (30 fps)."""
+    frames, _ = render_frames(clip.spec, int(clip.frames.shape[1]), fps=CAMERA_FPS)
+    return FramesTrack(frames, fps=CAMERA_FPS)

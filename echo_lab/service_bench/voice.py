@@ -1,8 +1,9 @@
 """`echo-bench voice`: spoken questions through the real service on loopback, with server VAD.
 
-For each of N test clips a session streams the clip over WebRTC in real time (its frames, and
-a microphone track playing its sound), then the microphone speaks one of the clip's questions
-in a held-out voice (`spoken_question`); later the same question is typed on the same session.
+For each of N test clips a session streams the clip over WebRTC in real time (a camera filming
+its scene at 30 fps, and a microphone track playing its sound), then the microphone speaks one
+of the clip's questions in a held-out voice (`spoken_question`); later the same question is
+typed on the same session.
 Sessions ask for `modalities: ["text", "audio"]`: answers come back as text and as speech on
 the peer connection's audio track, decoded at the client into a `RecordingSink`.
 Measured at the client, from the wall-clock moment the last word's last sample was sent:
@@ -40,7 +41,7 @@ from server.protocol import (
 from server.resources import config_file
 
 from ..launch.local_server import local_server
-from ..live.clip_tracks import FramesTrack, SpeakingTrack
+from ..live.clip_tracks import SpeakingTrack, camera
 from .streams import percentile
 
 DEMO_CONFIG = config_file("demo")
@@ -94,7 +95,7 @@ async def one_clip(url: str, key: str, clip: Clip, question: Question, k: int) -
     sink = RecordingSink()
     async with EchoClient(url, key, settings=SETTINGS) as client:
         mic = SpeakingTrack(seed=k)
-        await client.stream_tracks([FramesTrack(clip.frames), mic], answer_sink=sink)
+        await client.stream_tracks([camera(clip), mic], answer_sink=sink)
         mic.say(clip.audio)
         at = mic.say(words)
         await asyncio.wait_for(mic.started.wait(), 30)

@@ -91,15 +91,22 @@ def _shape_mask(kind: str, cx: float, cy: float, size: float, u: np.ndarray) -> 
     raise ConfigError(f"unknown shape kind {kind!r}; expected circle, square or triangle")
 
 
-def render_frames(spec: ClipSpec, size: int = FRAME_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Frames [T, size, size, 3] uint8 and their times [T] float64 (i / FPS) of a clip.
+def render_frames(spec: ClipSpec, size: int = FRAME_SIZE, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [T, size, size, 3] uint8 and their times [T] float64 (i / fps) of a clip.
 
     Geometry is defined on a FRAME_SIZE grid and scaled, so any `size` shows the same scene.
+    At the world's FPS these are the clip's frames; at a camera's rate (30 fps) they are what
+    a camera filming the scene would see, each frame the scene at its own time.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SIZE:
         raise ConfigError(f"frame size must be an integer >= {_MIN_SIZE}, got {size!r}")
-    t_count = n_frames(spec)
-    times = np.arange(t_count, dtype=np.float64) / FPS
+    per_clip = spec.duration_s * fps
+    if not fps > 0 or abs(per_clip - round(per_clip)) > 1e-6:
+        raise ConfigError(
+            f"fps must be > 0 and give a whole number of frames in {spec.duration_s} s, got {fps}"
+        )
+    t_count = n_frames(spec) if fps == FPS else round(per_clip)
+    times = np.arange(t_count, dtype=np.float64) / fps
     u = (np.arange(size) + 0.5) * (FRAME_SIZE / size)
     frames = np.repeat(render_background(spec.background_seed, size)[None], t_count, axis=0)
     for i, t in enumerate(times):
