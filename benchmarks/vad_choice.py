@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from echo_core.speech import SPOKEN_PEAK
 from echo_core.stream.turns import SpeechStarted, SpeechStopped, TurnDetector, TurnSettings
 from echo_core.stream.vad import SileroVad, VoiceActivity, WebRtcVad
 from echo_core.tts import synthesize
 from echo_lab.world.questions import make_questions
 from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_audio
 from echo_lab.world.spec import SAMPLE_RATE, sample_spec
-from echo_lab.world.speech import PAD_S, SPEECH_PEAK, question_voice, speak
+from echo_lab.world.speech import PAD_S, question_voice, speak
 
 TOLERANCE_S = 0.150
 SPEECH_FRAME_DB = -26.0
@@ -65,7 +66,7 @@ def build_streams(split: str, clips: int) -> list[Stream]:
         voice = question_voice(spec, q)
         spoken = speak(q.text, voice, spec.seed)
         clean = synthesize(q.text, voice, SAMPLE_RATE)
-        clean = SPEECH_PEAK * clean / max(1e-6, float(np.abs(clean).max()))
+        clean = SPOKEN_PEAK * clean / max(1e-6, float(np.abs(clean).max()))
         t = np.arange(round(TAIL_S * SAMPLE_RATE)) / SAMPLE_RATE
         rng = np.random.default_rng([spec.seed, 7])
         tail = (HUM_AMP * np.sin(2 * np.pi * HUM_HZ * t) + FLOOR_STD * rng.standard_normal(len(t))).astype(
@@ -100,7 +101,7 @@ def frame_scores(vad: VoiceActivity, stream: Stream) -> tuple[np.ndarray, np.nda
     cpu = time.process_time() - cpu
     words = stream.words[: n * f].reshape(n, f)
     rms = np.sqrt((words.astype(np.float64) ** 2).mean(axis=1))
-    speech = rms >= SPEECH_PEAK * 10 ** (SPEECH_FRAME_DB / 20)
+    speech = rms >= SPOKEN_PEAK * 10 ** (SPEECH_FRAME_DB / 20)
     scene = (np.arange(n) + 1) * f <= stream.scene_n
     return probs, speech, scene, cpu
 

@@ -18,6 +18,13 @@ from .errors import InvalidMediaError
 MAX_SPOKEN_S = 30.0
 #: Shortest: below this the audio encoder yields no token.
 MIN_SPOKEN_S = 0.1
+#: The peak (full scale 1.0) at which the model hears a question's words: the level echo-tiny's
+#: spoken questions are rendered at for training and evaluation (`echo_lab.world.speech`).
+SPOKEN_PEAK = 0.5
+#: An utterance whose peak is within this many dB of SPOKEN_PEAK is heard as it is.
+LEVEL_TOLERANCE_DB = 2.0
+#: The most an utterance is raised (dB): anything quieter is mostly room, not words.
+MAX_GAIN_DB = 20.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,3 +65,20 @@ class SpokenQuestion:
 
 #: What `ask` takes: typed text or an utterance.
 Question = str | SpokenQuestion
+
+
+def heard_level(samples: np.ndarray) -> np.ndarray:
+    """An utterance at the level the model hears questions at: scaled so its peak is SPOKEN_PEAK,
+    unless that peak is within LEVEL_TOLERANCE_DB of it already (then unchanged); raised by at
+    most MAX_GAIN_DB. A microphone's gain, a browser's automatic gain control or a codec moves a
+    question's level by several dB, and echo-tiny answers a question 3 dB off its training level
+    noticeably worse (`docs/experiments.md`); the level carries nothing the answer needs.
+    """
+    peak = float(np.abs(samples).max()) if len(samples) else 0.0
+    if peak <= 0.0:
+        return samples
+    off_db = 20 * np.log10(SPOKEN_PEAK / peak)
+    if abs(off_db) <= LEVEL_TOLERANCE_DB:
+        return samples
+    gain = 10 ** (min(off_db, MAX_GAIN_DB) / 20)
+    return (samples * gain).astype(np.float32)

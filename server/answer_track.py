@@ -28,8 +28,9 @@ from collections.abc import Callable
 import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame, Packet
+from av import Packet
 
+from .full_level import full_level_frame
 from .protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,8 @@ SILENCE.flags.writeable = False
 
 def encode_frame(encoder: OpusEncoder, samples: np.ndarray, pts: int) -> bytes:
     """One 20-ms frame [960] int16 mono at sample `pts` → its Opus payload (aiortc's encoder: 96
-    kbit/s, voip, 48 kHz stereo, one packet per frame)."""
-    frame = AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, pts, TIME_BASE
+    kbit/s, voip, 48 kHz stereo, one packet per frame), at the samples' own level."""
+    frame = full_level_frame(samples, SAMPLE_RATE, pts)
     payloads, _ = encoder.encode(frame)
     return payloads[0]
 

@@ -16,11 +16,14 @@ from echo_core.model.question import question_suffix, spoken_block
 from echo_core.model.rope import RopeMode
 from echo_core.model.tokens import Modality, TokenLayout, TokenSequence
 from echo_core.sieve import CS2
-from echo_core.speech import SpokenQuestion
+from echo_core.speech import MAX_GAIN_DB, SPOKEN_PEAK, SpokenQuestion, heard_level
 from echo_core.stream.frames import AudioPacket, VideoFrame
 from echo_core.stream.runtime import StreamModel
 from echo_core.stream.session import StreamSession
 from echo_core.tts import synthesize
+from echo_lab.world.questions import make_questions
+from echo_lab.world.spec import sample_spec
+from echo_lab.world.speech import question_voice, speak
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +208,28 @@ def test_a_spoken_question_is_answered_from_the_stream_up_to_its_onset(
     assert now.ask(asked, kv_reuse=True).context.window_end_s == pytest.approx(7.0)
     with pytest.raises(ConfigError, match="spoken_until"):
         StreamConfig(spoken_until="end")
+
+
+def test_questions_are_heard_at_one_level(backend: OmniBackend) -> None:
+    """A question rendered at SPOKEN_PEAK is heard as it is; 3 dB down (a mono track through
+    aiortc's encoder) or 6 dB up it is brought to SPOKEN_PEAK, so any two levels of one
+    utterance outside the tolerance give the model the same tokens."""
+    spec = sample_spec("test", 3)
+    question = make_questions(spec)[0]
+    words = speak(question.text, question_voice(spec, question), spec.seed)
+    assert heard_level(words) is words  # within LEVEL_TOLERANCE_DB: untouched
+    for gain in (2**-0.5, 2.0):
+        restored = heard_level((words * gain).astype(np.float32))
+        assert float(np.abs(restored).max()) == pytest.approx(SPOKEN_PEAK, rel=1e-5)
+    quiet, loud = (words * 0.5).astype(np.float32), (words * 2.0).astype(np.float32)
+    with torch.no_grad():
+        raw = backend.encode_audios([quiet, loud], [16000, 16000])
+        heard_quiet, _ = question_suffix(backend, SpokenQuestion(quiet))
+        heard_loud, _ = question_suffix(backend, SpokenQuestion(loud))
+    assert not torch.allclose(raw[0].embeds, raw[1].embeds, atol=1e-4)  # the encoder hears the level
+    torch.testing.assert_close(heard_quiet.embeds, heard_loud.embeds, rtol=0, atol=1e-5)
+    # a near-silent span is raised by MAX_GAIN_DB at most; silence stays silence
+    faint = np.full(1600, 1e-4, np.float32)
+    assert float(heard_level(faint).max()) == pytest.approx(1e-4 * 10 ** (MAX_GAIN_DB / 20))
+    silence = np.zeros(1600, np.float32)
+    assert heard_level(silence) is silence

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..speech import Question, SpokenQuestion
+from ..speech import Question, SpokenQuestion, heard_level
 from .backend import OmniBackend
 from .tokens import AudioTokens, Modality, TokenLayout, TokenSequence
 
@@ -22,11 +22,12 @@ ASSISTANT_HEADER = "<|im_end|>\n<|im_start|>assistant\n"
 def encode_spoken(
     backend: OmniBackend, questions: list[SpokenQuestion], *, grad: bool = False
 ) -> list[AudioTokens]:
-    """Utterances through the audio encoder in one call; time ids from 0 (each its own clock)."""
+    """Utterances, each at the level questions are heard at (`heard_level`), through the audio
+    encoder in one call; time ids from 0 (each its own clock)."""
     if not questions:
         return []
     return backend.encode_audios(
-        [q.samples for q in questions], [q.sample_rate for q in questions], grad=grad
+        [heard_level(q.samples) for q in questions], [q.sample_rate for q in questions], grad=grad
     )
 
 

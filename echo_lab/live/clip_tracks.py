@@ -15,7 +15,6 @@ scene rendered at 30 fps, each at its own time, as a camera pointed at the world
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections import deque
 
@@ -28,6 +27,7 @@ from scipy.signal import resample_poly
 from echo_lab.world import Clip
 from echo_lab.world.render import FLOOR_STD, HUM_AMP, HUM_HZ, render_frames
 from echo_lab.world.spec import FPS
+from server.full_level import full_level_frame
 
 RATE = 48000
 FRAME = 960  # 20 ms
@@ -92,8 +92,7 @@ class SpeakingTrack(MediaStreamTrack):
             self._queued -= take
             at += take
         pcm = (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16)
-        frame = AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = RATE, self._sent, fractions.Fraction(1, RATE)
+        frame = full_level_frame(pcm, RATE, self._sent)  # as a browser's microphone: not 3 dB down
         self._sent += FRAME
         self.started.set()
         return frame

@@ -1,7 +1,8 @@
 """The world's sound as a WebRTC microphone track carries it: through Opus and back.
 
 A live session hears its microphone after Opus at 48 kHz (aiortc's encoder on the sending
-side, the server's resampler to 16 kHz mono after decoding). `opus_roundtrip` applies the same
+side, fed both channels at the sound's own level as Echo's microphone tracks do, and the
+server's resampler to 16 kHz mono after decoding). `opus_roundtrip` applies the same
 chain to 16-kHz samples, so training and the in-process benchmarks can hear what the service
 hears. The codec delays the sound by about 13 ms; the result keeps the input's length.
 """
@@ -9,12 +10,13 @@ hears. The codec delays the sound by about 13 ms; the result keeps the input's l
 from __future__ import annotations
 
 from dataclasses import replace
-from fractions import Fraction
 
 import av
 import numpy as np
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
+
+from server.full_level import full_level_frame
 
 from .render import Clip
 from .spec import SAMPLE_RATE
@@ -40,9 +42,7 @@ def opus_roundtrip(audio: np.ndarray) -> np.ndarray:
     wide = _frames_to_samples([*up.resample(frame), *up.resample(None)])
     decoded: list[av.AudioFrame] = []
     for k in range(0, len(wide) - FRAME + 1, FRAME):
-        piece = av.AudioFrame.from_ndarray(wide[None, k : k + FRAME], format="s16", layout="mono")
-        piece.sample_rate, piece.pts, piece.time_base = OPUS_RATE, k, Fraction(1, OPUS_RATE)
-        for payload in encoder.encode(piece)[0]:
+        for payload in encoder.encode(full_level_frame(wide[k : k + FRAME], OPUS_RATE, k))[0]:
             for out in decoder.decode(JitterFrame(data=payload, timestamp=k)):
                 decoded += down.resample(out)  # type: ignore[arg-type]  # an AudioFrame
     decoded += down.resample(None)

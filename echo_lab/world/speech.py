@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from echo_core.speech import SPOKEN_PEAK
 from echo_core.tts import Voice, synthesize
 
 from .questions import FAMILIES, Question
@@ -55,7 +56,6 @@ WIDE = VoicePool(
     pitch=(10, 91),
 )
 TRAINING_POOLS = {"base": BASE, "wide": WIDE}
-SPEECH_PEAK = 0.5
 #: Silence before and after the words, seconds.
 PAD_S = 0.15
 
@@ -81,7 +81,7 @@ def speak(text: str, voice: Voice, seed: int) -> np.ndarray:
     """`text` in `voice` at SAMPLE_RATE with PAD_S of silence around it and the world's hum and
     noise floor under all of it: float32 mono."""
     words = synthesize(text, voice, SAMPLE_RATE)
-    words = SPEECH_PEAK * words / max(1e-6, float(np.abs(words).max()))
+    words = SPOKEN_PEAK * words / max(1e-6, float(np.abs(words).max()))
     pad = round(PAD_S * SAMPLE_RATE)
     n = len(words) + 2 * pad
     t = np.arange(n) / SAMPLE_RATE
