@@ -185,12 +185,15 @@ class EchoClient:
         """
         from aiortc.contrib.media import MediaPlayer
 
+        from server.full_level import FullLevelAudio
+
         what = "camera" if fmt == "v4l2" else "media"
         try:
             self._player = MediaPlayer(source, format=fmt, options=options or {}, loop=loop)
         except Exception as exc:  # PyAV: no such file, no camera, unknown format
             raise ClientError(f"no_{what}", f"cannot open {what} {source!r}: {exc}") from None
-        tracks = [t for t in (self._player.video, self._player.audio) if t is not None]
+        audio = None if self._player.audio is None else FullLevelAudio(self._player.audio)
+        tracks = [t for t in (self._player.video, audio) if t is not None]
         if not tracks:
             raise ClientError(f"no_{what}", f"{source!r} has neither audio nor video")
         return tracks
