@@ -26,6 +26,7 @@ from .http_service import HttpService
 from .journal import HistoryJournal
 from .local_sessions import LocalSessions
 from .metrics import LocalMetrics
+from .shutdown import within
 from .store import MemoryStore, RedisStore, Store
 from .worker_node import WorkerNode
 
@@ -77,13 +78,13 @@ class EchoServer(HttpService):
     async def stop(self) -> None:
         """Graceful shutdown: leave the cluster, close every session, stop the engine, listener, store."""
         if self.node is not None:
-            await self.node.stop()
+            await within(self.node.stop(), "leaving the cluster")
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await within(asyncio.gather(*self._tasks, return_exceptions=True), "the heartbeat")
         await self.sessions.stop()
-        await self.close_listener()
-        await self.sessions.store.close()
+        await within(self.close_listener(), "closing the listener")
+        await within(self.sessions.store.close(), "closing the store")
 
     async def _heartbeat(self, beat_s: float = 1.0) -> None:
         """Keep the store's session records fresh, close abandoned sessions, repair after outages.

@@ -26,6 +26,7 @@ from .http_service import HttpService
 from .metrics import GatewayMetrics
 from .routed_sessions import RoutedSessions
 from .routing import REDIS_DOWN
+from .shutdown import within
 from .store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,10 @@ class Gateway(HttpService):
         log.info("echo gateway listening on %s:%d", self.config.server.host, self.port)
 
     async def stop(self) -> None:
-        await self.sockets.close_all()
-        await self.close_listener()
-        await self.store.close()
+        """Close every socket, the listener and the store (each step bounded: `shutdown.within`)."""
+        await within(self.sockets.close_all(), "closing the sockets")
+        await within(self.close_listener(), "closing the listener")
+        await within(self.store.close(), "closing the store")
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.server.max_message_bytes)

@@ -51,6 +51,7 @@ from .protocol import (
     to_wire,
 )
 from .session_host import InputAudioAction, WireEvent
+from .shutdown import within
 from .store import HistoryRecord, MemoryStore, Store
 from .voice import Prepared, VoiceInput
 
@@ -94,11 +95,12 @@ class LocalSessions:
         self.engine.start()
 
     async def stop(self) -> None:
-        """Close every session, then stop the engine thread and the speech threads."""
+        """Close every session, then stop the engine thread and the speech threads (each step
+        bounded: `shutdown.within`)."""
         for live in list(self.live.values()):
-            await self.close_live(live)
+            await within(self.close_live(live), f"closing session {live.session_id}")
         if self.engine is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.engine.stop)
+            await within(asyncio.get_running_loop().run_in_executor(None, self.engine.stop), "the engine")
         self.speech_executor.shutdown(wait=False, cancel_futures=True)
 
     @property
