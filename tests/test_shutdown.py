@@ -25,7 +25,8 @@ async def test_a_step_that_finishes_in_time_counts_and_a_failing_one_raises() ->
 
 
 @pytest.mark.asyncio
-async def test_a_stuck_step_that_ignores_cancellation_is_left_behind(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_stuck_step_is_left_behind(caplog: pytest.LogCaptureFixture) -> None:
+    """Even one that ignores cancellation."""
     released = asyncio.Event()
 
     async def stubborn() -> None:  # like a close that swallows CancelledError and waits on
