@@ -18,9 +18,9 @@ FORBIDDEN = {
     "server": ("echo_lab", "client"),
     "client": ("echo_lab", "echo_core", "torch", "transformers", "scipy"),
 }
-#: The server modules the client may use, both torch-free: the wire protocol, and the WebRTC
-#: receive setting both ends of a session share.
-CLIENT_MAY_IMPORT = ("server.protocol", "server.rtc_latency")
+#: The server modules the client may use, all torch-free: the wire protocol, and the WebRTC
+#: receive setting and the full-level audio frames both ends of a session share.
+CLIENT_MAY_IMPORT = ("server.protocol", "server.rtc_latency", "server.full_level")
 
 
 def imports(path: Path, package: str) -> set[str]:
@@ -84,5 +84,12 @@ def test_client_imports_without_torch() -> None:
     )
     assert done.returncode == 0, done.stderr
     loaded = {m for m in done.stdout.strip().split(",") if m}
-    allowed = {"server", "server.protocol", "echo_core", "echo_core.config", "echo_core.errors"}
+    allowed = {
+        "server",
+        "server.protocol",
+        "server.full_level",
+        "echo_core",
+        "echo_core.config",
+        "echo_core.errors",
+    }
     assert loaded <= allowed, sorted(loaded - allowed)
