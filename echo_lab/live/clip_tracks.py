@@ -2,7 +2,7 @@
 
 `SpeakingTrack` is a microphone that says what it is given: the world's room tone (hum and
 noise floor) except where queued audio (16 kHz float32: a clip's sound, a spoken question)
-plays, in 20 ms frames of 48 kHz mono s16 as a browser's microphone sends. `say` returns the
+plays, in 20 ms frames of 48 kHz s16 (mono samples in both channels: `full_level_frame`). `say` returns the
 16 kHz sample index at which the audio will start, so a caller knows the truth in the track's
 own time: sample k plays k / 16000 s after the first frame (`started_at`, wall clock).
 `FramesTrack` shows frames at their times and holds the last one after the end; frame time t

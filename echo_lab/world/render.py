@@ -105,7 +105,7 @@ def render_frames(spec: ClipSpec, size: int = FRAME_SIZE, fps: float = FPS) -> t
         raise ConfigError(
             f"fps must be > 0 and give a whole number of frames in {spec.duration_s} s, got {fps}"
         )
-    t_count = n_frames(spec) if fps == FPS else round(per_clip)
+    t_count = round(per_clip)
     times = np.arange(t_count, dtype=np.float64) / fps
     u = (np.arange(size) + 0.5) * (FRAME_SIZE / size)
     frames = np.repeat(render_background(spec.background_seed, size)[None], t_count, axis=0)
