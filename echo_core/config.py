@@ -59,6 +59,10 @@ class StreamConfig:
     With `ask_tail` the answer also reads the tail: media newer than the cache (closed
     chunks still waiting for the encoders and the open chunk), encoded and ingest-sieved at
     ask time and placed after the cache at its real times, never cached.
+    `tail_warm_s`: while the engine is idle it encodes the tail ahead of any question (again
+    once the chunker takes a frame, at 2 fps, or `tail_warm_s` of audio came since); an
+    answer reads that tail when no frame came since and the audio newer than it spans at most
+    `tail_warm_s`, and encodes the tail itself otherwise. null: always encoded at ask time.
     `spoken_until`: what an answer to a spoken question reads. "onset" (default): the stream
     up to where the speech began, as a typed question asked then would (what the camera saw and
     heard while the person spoke is cached for later questions, not read by this answer);
@@ -79,6 +83,7 @@ class StreamConfig:
     kv_reuse: bool = True
     ask_tail: bool = True  # answers also read media newer than the cache, encoded at ask time
     tail_keep: float | None = None  # share of the tail's AV tokens kept (None: keep)
+    tail_warm_s: float | None = 0.5  # most audio an answer may miss to read a tail encoded ahead
     lateness_s: float = 0.5  # a chunk closes this long after its end has been seen
     max_pending_chunks: int = 8  # chunks waiting for the encoders; the oldest is dropped beyond
     video_queue: int = 8  # frames waiting for the chunker; latest-frame-wins beyond
@@ -99,6 +104,8 @@ class StreamConfig:
             raise ConfigError("give at most one of stream.ask_keep and stream.ask_budget")
         if self.tail_keep is not None and not 0 < self.tail_keep <= 1:
             raise ConfigError(f"stream.tail_keep must be in (0, 1] or null, got {self.tail_keep}")
+        if self.tail_warm_s is not None and self.tail_warm_s <= 0:
+            raise ConfigError(f"stream.tail_warm_s must be > 0 or null, got {self.tail_warm_s}")
         if self.ask_keep is not None and not 0 < self.ask_keep <= 1:
             raise ConfigError(f"stream.ask_keep must be in (0, 1] or null, got {self.ask_keep}")
         if self.ask_budget is not None and self.ask_budget < 1:

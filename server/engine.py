@@ -1,7 +1,9 @@
 """The model's owner: one thread runs every session's ingest and every question.
 
 Torch work never runs on the event loop and never runs twice at once: a single worker
-thread alternates batched ingest steps (`Scheduler.step`) with queued questions. An
+thread alternates batched ingest steps (`Scheduler.step`) with queued questions, and when
+neither is waiting it encodes a session's tail ahead of its next question
+(`Scheduler.warm_tail`). An
 answer's text pieces come back to the event loop through an asyncio queue, so the
 WebSocket handler streams them as they are generated; a cancelled answer stops at the
 next piece.
@@ -99,12 +101,23 @@ class EngineWorker:
                 self.errors += 1
                 log.exception("ingest step failed")
                 worked = False
+            if not worked and self._jobs.empty():
+                worked = self._warm_tail()
             try:
                 job = self._jobs.get(timeout=0 if worked else self.idle_s)
             except queue.Empty:
                 continue
             if job is not None:
                 self._answer(job)
+
+    def _warm_tail(self) -> bool:
+        """Spare time: encode a session's tail ahead of its next question."""
+        try:
+            return self.scheduler.warm_tail()
+        except Exception:  # a session's own failures are kept by the session; this is anything else
+            self.errors += 1
+            log.exception("encoding a tail ahead failed")
+            return False
 
     def _answer(self, job: AskJob) -> None:
         if job.cancelled.is_set():  # cancelled while queued (a prepared answer no longer wanted)

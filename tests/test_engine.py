@@ -41,11 +41,16 @@ async def test_worker_ingests_and_answers(backend: OmniBackend, cs2: CS2) -> Non
                 break
             await asyncio.sleep(0.02)
         assert session.stats.chunks_ingested >= 2
+        for _ in range(200):  # with nothing else to do, the worker encodes the tail ahead
+            if session.ready_tail() is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert session.ready_tail() is not None
         job = worker.submit(session, "what colour", None)
         pieces = [p async for p in job.pieces()]
         assert job.answer is not None and job.answer.text == "".join(pieces).strip()
-        # The answer reads the cache and the tail: the open chunk [4, 5) s, encoded at ask time.
-        assert job.answer.tail_tokens > 0
+        # The answer reads the cache and the tail: the open chunk [4, 5) s, encoded ahead.
+        assert job.answer.tail_lag_s == 0.0 and job.answer.tail_tokens > 0
         assert job.answer.av_tokens == len(session.cache) + job.answer.tail_tokens
         assert job.answer.window_end_s == 5.0
         failing = worker.submit(empty, "what colour", None)

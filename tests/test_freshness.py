@@ -38,5 +38,11 @@ def test_freshness_report_and_tail_sees_newer_media(tmp_path: Path) -> None:
     for r in rows.values():
         assert set(r) >= {"delay_s", "accuracy", "ttft_ms", "n"} and r["n"] > 0 and r["ttft_ms"] > 0
     # Measured on echo-tiny: 2 s after the onset the shape's frames are often still in a chunk that
-    # has not closed, which only the tail shows the model (3 clips: 2 of 4 right with it, 0 without).
+    # has not closed, which only the tail shows the model (3 clips: 4 of 4 right with it, 0 without).
     assert rows[2.0]["accuracy"] > rows[2.0]["accuracy_no_tail"]
+    # The stream that arrives packet by packet reads the tail its session encoded ahead.
+    for r in rows.values():
+        assert r["warm_read"] == 1.0 and 0 <= r["tail_lag_s_max"] <= report["tail_warm_s"]
+        assert r["ttft_ms_warm"] > 0
+    assert rows[2.0]["accuracy_warm"] > rows[2.0]["accuracy_no_tail"]
+    assert report["warm_ms_per_stream_s"] > 0

@@ -30,6 +30,7 @@ class Answer:
     kv_reuse: bool
     aliasing: dict[str, AliasingReport] = field(default_factory=dict)
     tail_tokens: int = 0  # of the AV tokens, those from media newer than the cache (provisional)
+    tail_lag_s: float | None = None  # the tail was encoded ahead: newer media it left unread
     spoken_s: float | None = None  # a spoken question's length; None when typed
 
     @property
@@ -60,6 +61,7 @@ class AnswerContext:
     kv_reuse: bool
     aliasing: dict[str, AliasingReport]
     tail_tokens: int = 0
+    tail_lag_s: float | None = None
     spoken_s: float | None = None  # a spoken question's length; None when typed
 
 
@@ -136,6 +138,7 @@ class AnswerStream:
             kv_reuse=c.kv_reuse,
             aliasing=c.aliasing,
             tail_tokens=c.tail_tokens,
+            tail_lag_s=c.tail_lag_s,
             spoken_s=c.spoken_s,
         )
 

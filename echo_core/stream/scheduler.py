@@ -32,6 +32,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self.batches = 0
         self.failed_chunks = 0
+        self._next_warm = 0  # where the round robin of `warm_tail` goes on
 
     def add(self, session: StreamSession) -> None:
         with self._lock:
@@ -97,6 +98,17 @@ class Scheduler:
                 owner.append_chunk(prepared)
                 done += 1
         return done
+
+    def warm_tail(self) -> bool:
+        """Encode one session's tail ahead of its questions, taking sessions in turn (call when
+        nothing else is waiting); returns whether one was encoded."""
+        sessions = self.sessions()
+        for i in range(len(sessions)):
+            k = (self._next_warm + i) % len(sessions)
+            if sessions[k].warm_tail():
+                self._next_warm = k + 1
+                return True
+        return False
 
     def run_until_idle(self, *, flush: bool = False) -> int:
         """Step until no session has a closed chunk waiting; returns the chunks cached."""

@@ -75,6 +75,17 @@ class Tail:
 
 
 @dataclass(frozen=True)
+class WarmTail:
+    """A tail encoded ahead of any question (`StreamSession.warm_tail`) and the input it saw."""
+
+    tail: Tail | None  # None: nothing beyond the cache then
+    generation: int  # the session's tail generation then; another since means stale
+    frames_used: int  # frames the chunker had used then (one per 2-fps slot); another means stale
+    latest_s: float | None  # newest media time pushed then
+    failed: bool = False  # the encoders rejected it: answers encode the tail themselves
+
+
+@dataclass(frozen=True)
 class WindowRead:
     """What one answer reads: the window's cached slots and the tail's tokens in it."""
 
@@ -106,6 +117,7 @@ class SessionStats:
     evicted_audio: int = 0
     evicted_video: int = 0
     forgotten_audio: int = 0  # cached audio tokens removed by forget_audio (spoken questions)
+    tails_warmed: int = 0  # tails encoded ahead of a question (`warm_tail`)
     rebases: int = 0
     first_media_s: float | None = None  # oldest stream time pushed
     latest_media_s: float | None = None  # newest stream time pushed
@@ -163,6 +175,10 @@ class StreamSession:
         self.video_grid: tuple[int, int] | None = None  # merged grid of the newest video chunk
         self._clock_s: float | None = None  # stream time now, from the owner's clock (any thread)
         self._end_requested = False
+        # What the tail holds changes with new media (counted below) and with these: a chunk taken
+        # for ingest or cached, a forgotten span, a waiting chunk dropped.
+        self._tail_generation = 0
+        self._warm: WarmTail | None = None
 
     # ------------------------------------------------------------------ input
     def push_video(self, frame: VideoFrame) -> None:
@@ -230,6 +246,7 @@ class StreamSession:
         for c in map(self._mute, chunks):
             if len(self._pending) >= self.config.max_pending_chunks:
                 dropped = self._pending.popleft()
+                self._tail_generation += 1
                 self.stats.chunks_dropped += 1
                 log.warning("%s: encoders behind, dropped chunk %d", self.session_id, dropped.index)
             self._pending.append(c)
@@ -245,6 +262,8 @@ class StreamSession:
         out: list[IngestRequest] = []
         while self._pending and (limit is None or len(out) < limit):
             out.append(IngestRequest(self._pending.popleft(), self.method, self.config.keep))
+        if out:
+            self._tail_generation += 1
         return out
 
     def process(self, *, flush: bool = False) -> int:
@@ -266,6 +285,7 @@ class StreamSession:
             raise ConfigError(f"forget_audio needs start_s < end_s, got [{start_s}, {end_s})")
         with self._lock:
             self._muted.append((float(start_s), float(end_s)))
+            self._tail_generation += 1
             self._pending = deque(map(self._mute, self._pending))
             n = len(self.cache)
             times = self.cache.time_ids[:n]
@@ -359,6 +379,7 @@ class StreamSession:
     def append_chunk(self, prepared: PreparedChunk) -> None:
         """Cache the kept tokens of one chunk: re-base if needed, evict to the budget, extend the KV."""
         with self._lock:
+            self._tail_generation += 1
             chunk = prepared.chunk
             start, end = time_id(chunk.start_s), time_id(chunk.media_end_s)
             if self.now_tid is not None and start < self.now_tid:
@@ -449,6 +470,67 @@ class StreamSession:
         if not kept:
             return None
         return Tail(CachedTokens.concat(kept), time_id(chunks[0].start_s), time_id(chunks[-1].media_end_s))
+
+    def _audio_since(self, warm: WarmTail) -> float:
+        """Seconds of media pushed after `warm` was encoded (by the newest media time)."""
+        latest = self.stats.latest_media_s
+        if latest is None or warm.latest_s is None:
+            return 0.0 if latest == warm.latest_s else float("inf")
+        return max(0.0, latest - warm.latest_s)
+
+    def _warm_is_current(self, warm: WarmTail | None, lag_s: float, *, below: bool = False) -> bool:
+        """`warm` was encoded from the input there is now (drained), but for newer audio spanning at
+        most `lag_s` (less than it, with `below`)."""
+        if warm is None or warm.generation != self._tail_generation:
+            return False
+        lag = self._audio_since(warm)
+        return warm.frames_used == self.chunker.stats.frames_used and (lag < lag_s if below else lag <= lag_s)
+
+    def warm_tail(self) -> bool:
+        """Encode the tail ahead of any question when it is due (the engine calls this while idle):
+        nothing is warm, the cache or a forgotten span changed, the chunker took a frame (at the
+        model's 2 fps), or `stream.tail_warm_s` of audio came since. Returns whether it encoded.
+
+        An answer reads the warm tail instead of encoding one while it is current but for at
+        most `tail_warm_s` of newer audio: video as fresh as at ask time, audio at most that
+        much older, and the encoders' time off the answer's TTFT.
+        """
+        warm_s = self.config.tail_warm_s
+        if warm_s is None or not self.config.ask_tail:
+            return False
+        with self._lock:
+            latest = self.stats.latest_media_s  # read first: all media up to it is drained below
+            self.drain()
+            warm = self._warm
+            # A tail that failed to encode is retried only once the input changes beyond new audio.
+            if self._warm_is_current(warm, float("inf") if warm and warm.failed else warm_s, below=True):
+                return False
+            generation, frames_used = self._tail_generation, self.chunker.stats.frames_used
+            try:
+                tail, failed = self.tail(), False
+            except Exception:  # the answer encodes it again and reports what the encoders say
+                log.debug("%s: the tail failed to encode ahead", self.session_id, exc_info=True)
+                tail, failed = None, True
+            self._warm = WarmTail(tail, generation, frames_used, latest, failed)
+            self.stats.tails_warmed += 1
+            return True
+
+    def ready_tail(self) -> WarmTail | None:
+        """The tail encoded ahead if the next answer would read it (None: it would encode its own)."""
+        with self._lock:
+            self.drain()
+            warm, warm_s = self._warm, self.config.tail_warm_s
+            if warm is None or warm.failed or warm_s is None or not self._warm_is_current(warm, warm_s):
+                return None
+            return warm
+
+    def _answer_tail(self) -> tuple[Callable[[], Tail | None], float | None]:
+        """What the answer reads as its tail (encoded at most once) and, for a tail encoded ahead,
+        the seconds of newer media it leaves unread (None: encoded now)."""
+        warm = self.ready_tail()
+        if warm is None:
+            return functools.cache(self.tail), None
+        return (lambda: warm.tail), self._audio_since(warm)
 
     def _read(
         self, window: float | None, until: int | None, tail: Callable[[], Tail | None] | None
@@ -547,7 +629,7 @@ class StreamSession:
         model = self.model
         until = self._asked_at(question)
         with self._lock:
-            tail_once = functools.cache(self.tail) if use_tail else None  # encoded at most once
+            tail_once, tail_lag_s = self._answer_tail() if use_tail else (None, None)
             read = self._read(window, until, tail_once)
             if read.empty and until is not None:  # spoken as the stream began: read up to the now
                 read = self._read(window, None, tail_once)
@@ -597,6 +679,7 @@ class StreamSession:
                 kv_reuse=reuse,
                 aliasing=aliasing_by_mode(both.time_ids, model.lm.head_dim, model.lm.theta),
                 tail_tokens=n_tail,
+                tail_lag_s=tail_lag_s if read.fresh is not None else None,
                 spoken_s=None if isinstance(question, str) else question.duration_s,
             )
         backend = model.backend

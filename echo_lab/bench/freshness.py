@@ -9,8 +9,14 @@ The questions are the world's own that hinge on one shape: "what colour was the 
 last four seconds". Each is also asked at the clip's end, after the whole clip has been
 ingested (`end_accuracy`, the reference). Per δ: accuracy with the tail (media newer than the
 cache, encoded at ask time), the same without it (`accuracy_no_tail`, answers from closed,
-ingested chunks only), and the median TTFT of both. A (question, δ) counts only where the
-shape is still on screen at t + δ and t + δ is within the clip.
+ingested chunks only), and the median TTFT of both. A third stream of the same clip arrives
+packet by packet, and after each packet the session ingests what closed and encodes its
+tail ahead when that is due, as the engine does while idle (`StreamSession.warm_tail`):
+its answers (`accuracy_warm`, `ttft_ms_warm`) read the tail encoded ahead where it is
+current, `warm_read` is the share that did, `tail_lag_s_max` the most audio one left
+unread, and `warm_ms_per_stream_s` what encoding ahead cost per second of stream. A
+(question, δ) counts only where the shape is still on screen at t + δ and t + δ is within
+the clip.
 
 Frames are 2 fps (the model's rate), so a shape appearing between two frames is first seen
 by the next one, up to 0.5 s later: δ < 0.5 s can be unanswerable for any system at 2 fps.
@@ -20,6 +26,7 @@ The greedy first answer token is scored, as in `echo-bench fidelity`.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -45,6 +52,9 @@ class _Tally:
     n: int = 0
     ttft: list[float] = field(default_factory=list)
     ttft_no_tail: list[float] = field(default_factory=list)
+    right_warm: int = 0
+    ttft_warm: list[float] = field(default_factory=list)
+    warm_lags: list[float] = field(default_factory=list)  # of the answers that read a warm tail
 
 
 def target_shape(clip: Clip, text: str, family: str, answer: str) -> ShapeEvent | None:
@@ -78,6 +88,32 @@ def stream_until(session: StreamSession, clip: Clip, until_s: float) -> None:
     session.process()
 
 
+def stream_live(session: StreamSession, clip: Clip, until_s: float) -> float:
+    """Push the clip's media up to `until_s` packet by packet as a live stream delivers it; after
+    each packet ingest what closed and encode the tail ahead when due. Returns the seconds spent
+    encoding ahead."""
+    warming = 0.0
+    frames = [(float(t), rgb) for t, rgb in zip(clip.frame_times, clip.frames, strict=True)]
+    step = round(PACKET_S * RATE)
+    end = min(len(clip.audio), round(until_s * RATE))
+    sent, next_frame = 0.0, 0
+    while sent < until_s - 1e-9:
+        upto = min(until_s, sent + PACKET_S)
+        while next_frame < len(frames) and frames[next_frame][0] <= upto + 1e-9:
+            session.push_video(VideoFrame(*frames[next_frame]))
+            next_frame += 1
+        a, b = round(sent * RATE), min(end, round(sent * RATE) + step)
+        if a < b:
+            session.push_audio(AudioPacket(a / RATE, clip.audio[a:b], RATE))
+        session.mark_time(upto)
+        session.process()
+        started = time.perf_counter()
+        if session.warm_tail():
+            warming += time.perf_counter() - started
+        sent = upto
+    return warming
+
+
 def _word(model: StreamModel, logits: object) -> str:
     return str(model.backend.tokenizer.decode([int(logits.argmax())])).strip()  # type: ignore[attr-defined]
 
@@ -105,6 +141,7 @@ def run_freshness(
     )
     tallies = {d: _Tally() for d in delays}
     end_right = end_n = 0
+    warming_s = streamed_s = 0.0
     for clip in tqdm(
         iter_clips(split, 0, limit), total=limit, desc=f"freshness/{split}", disable=not progress
     ):
@@ -134,6 +171,18 @@ def run_freshness(
                         continue
                     setattr(t, right, getattr(t, right) + (_word(model, stream.first_logits) == q.answer))
                     ttft.append(stream.result().ttft_ms)
+                warm = StreamSession(model, live)
+                warming_s += stream_live(warm, clip, now)
+                streamed_s += now
+                try:
+                    stream = warm.ask(q.text, tail=True)
+                except EmptyAVError:
+                    continue
+                t.right_warm += _word(model, stream.first_logits) == q.answer
+                answer = stream.result()
+                t.ttft_warm.append(answer.ttft_ms)
+                if answer.tail_lag_s is not None:
+                    t.warm_lags.append(answer.tail_lag_s)
     rows = [
         {
             "delay_s": d,
@@ -142,6 +191,10 @@ def run_freshness(
             "n": t.n,
             "accuracy_no_tail": round(t.right_no_tail / t.n, 4) if t.n else None,
             "ttft_ms_no_tail": round(statistics.median(t.ttft_no_tail), 3) if t.ttft_no_tail else None,
+            "accuracy_warm": round(t.right_warm / t.n, 4) if t.n else None,
+            "ttft_ms_warm": round(statistics.median(t.ttft_warm), 3) if t.ttft_warm else None,
+            "warm_read": round(len(t.warm_lags) / t.n, 4) if t.n else None,
+            "tail_lag_s_max": round(max(t.warm_lags), 3) if t.warm_lags else None,
         }
         for d, t in tallies.items()
     ]
@@ -153,5 +206,7 @@ def run_freshness(
         "n_clips": limit,
         "end_accuracy": round(end_right / end_n, 4) if end_n else None,
         "end_n": end_n,
+        "tail_warm_s": live.tail_warm_s,
+        "warm_ms_per_stream_s": round(1000 * warming_s / streamed_s, 3) if streamed_s else None,
         "rows": rows,
     }
