@@ -184,6 +184,7 @@ def run_capacity(
     max_batch: int = 16,
     lag_margin_s: float = 1.0,
     ttft_limit_ms: float = 2000.0,
+    tail_warm_s: float | None = StreamConfig.tail_warm_s,
 ) -> dict[str, object]:
     """Step N through `streams` until a step fails the lag or TTFT bound; returns the JSON report."""
     config = StreamConfig(
@@ -192,6 +193,7 @@ def run_capacity(
         max_new_tokens=answer_tokens,
         video_queue=64,
         audio_queue=400,
+        tail_warm_s=tail_warm_s,
     )
     warm = StreamSession(model, config)  # encoders and sieve once before timing
     rng = np.random.default_rng(1)
@@ -236,6 +238,7 @@ def run_capacity(
         "seconds_per_step": seconds,
         "ask_every_s": ask_every_s,
         "answer_tokens": answer_tokens,
+        "tail_warm_s": tail_warm_s,
         "lag_margin_s": lag_margin_s,
         "ttft_limit_ms": ttft_limit_ms,
         "baseline_lag_p95_s": baseline_lag,

@@ -9,6 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from echo_core.config import StreamConfig
 from echo_core.errors import EchoError
 
 from ..world.spec import SPLITS
@@ -151,6 +152,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         keep=args.keep,
         ask_every_s=args.ask_every,
         max_batch=args.max_batch,
+        tail_warm_s=None if args.tail_warm == "off" else float(args.tail_warm),
     )
     write_report(report, args.json)
     return 0
@@ -241,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--keep", type=float, default=0.1, help="ingest keep (default 0.1)")
     ca.add_argument("--ask-every", type=float, default=5.0, help="seconds between one stream's questions")
     ca.add_argument("--max-batch", type=int, default=16, help="chunks per batched ingest step")
+    ca.add_argument(
+        "--tail-warm",
+        default=str(StreamConfig.tail_warm_s),
+        help="stream.tail_warm_s: seconds, or off (tails only encoded at ask time)",
+    )
     ca.add_argument("--json", help="write the report here")
     ca.set_defaults(func=cmd_capacity)
 

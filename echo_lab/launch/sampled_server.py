@@ -12,15 +12,16 @@ Each sample is charged the time since the previous one (the sampler needs the GI
 period stretches under load; charging the real gap keeps the totals in seconds). A thread
 whose innermost Python frame is a wait (threading, queue, selectors, an executor worker's
 empty queue) is idle; a busy one is
-charged to the first stage whose function is on its stack, in this order:
-answers (`EngineWorker._answer`, which also encodes the tail), encoders (`encode_chunks`),
-sieve (`sieve_chunks`), kv_append (`append_chunk`), chunking (`drain`, `gather`: queues into
-chunks), decoding (aiortc's `decoder_worker`: VP8 / Opus), answer_audio (Opus encoding of the
-answer track each session sends, in the executor), conversion (`convert` in
-server/ingest.py: to RGB, resampling), event_loop (anything else on the main thread: RTP,
-ICE, DTLS, WebSocket events), other. Several threads run at once, so busy seconds can add
-up to more than the wall time. A thread that is runnable but waits for the GIL or a core is
-charged to its stage too: the figures are wall time spent in a stage, not CPU time.
+charged to the first stage whose function is on its stack, in this order: answers
+(`EngineWorker._answer`, which also encodes the tail unless it was encoded ahead), warm_tail
+(`EngineWorker._warm_tail`: a tail encoded ahead in the engine's spare time), encoders
+(`encode_chunks`), sieve (`sieve_chunks`), kv_append (`append_chunk`), chunking (`drain`,
+`gather`: queues into chunks), decoding (aiortc's `decoder_worker`: VP8 / Opus), answer_audio
+(Opus encoding of the answer track each session sends, in the executor), conversion (`convert`
+in server/ingest.py: to RGB, resampling), event_loop (anything else on the main thread: RTP,
+ICE, DTLS, WebSocket events), other. Several threads run at once, so busy seconds can add up to
+more than the wall time. A thread that is runnable but waits for the GIL or a core is charged
+to its stage too: the figures are wall time spent in a stage, not CPU time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ IDLE_FRAMES = (("_worker", "concurrent/futures/thread.py"),)
 #: (stage, function name, file name suffix or "" for any), first match on the stack wins.
 RULES: tuple[tuple[str, str, str], ...] = (
     ("answers", "_answer", "engine.py"),
+    ("warm_tail", "_warm_tail", "engine.py"),
     ("encoders", "encode_chunks", ""),
     ("sieve", "sieve_chunks", ""),
     ("kv_append", "append_chunk", ""),
