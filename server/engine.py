@@ -3,10 +3,9 @@
 Torch work never runs on the event loop and never runs twice at once: a single worker
 thread alternates batched ingest steps (`Scheduler.step`) with queued questions, and when
 neither is waiting it encodes a session's tail ahead of its next question
-(`Scheduler.warm_tail`). An
-answer's text pieces come back to the event loop through an asyncio queue, so the
-WebSocket handler streams them as they are generated; a cancelled answer stops at the
-next piece.
+(`Scheduler.warm_tail`). An answer's text pieces come back to the event loop through an
+asyncio queue, so the WebSocket handler streams them as they are generated; a cancelled
+answer stops at the next piece.
 """
 
 from __future__ import annotations

@@ -124,3 +124,22 @@ def test_the_scheduler_warms_sessions_in_turn(model: StreamModel) -> None:
     assert not scheduler.warm_tail()  # both current
     audio(sessions[1], 3.0, 0.5)
     assert scheduler.warm_tail() and [s.stats.tails_warmed for s in sessions] == [1, 2]
+
+
+def test_a_30_fps_camera_is_re_encoded_at_the_models_2_fps(model: StreamModel) -> None:
+    """Every camera frame is pushed, but only a frame the chunker takes (one per 2-fps slot)
+    makes the warm tail stale; so does 0.5 s of audio on its own."""
+    s = StreamSession(model, cfg(cache_budget=512, keep=0.5, tail_warm_s=0.5))
+    rgb = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+    for k in range(60):  # 2 s of a 30-fps camera, with 0.1 s of audio every third frame
+        s.push_video(VideoFrame(k / 30, rgb))
+        if k % 3 == 0:
+            audio(s, k / 30, 0.1)
+        s.warm_tail()
+    assert s.stats.video_frames_in == 60 and s.chunker.stats.frames_used == 4
+    assert s.stats.tails_warmed == 4  # at 0.0, 0.5, 1.0 and 1.5 s: the frames, not the audio
+    # The last one saw media up to 1.6 s; with audio alone it is due again at 2.1 and 2.6 s.
+    for k in range(6):
+        audio(s, 2.0 + k / 10, 0.1)
+        s.warm_tail()
+        assert s.stats.tails_warmed == (5 if k < 5 else 6)
