@@ -60,7 +60,7 @@ class StreamConfig:
     chunks still waiting for the encoders and the open chunk), encoded and ingest-sieved at
     ask time and placed after the cache at its real times, never cached.
     `tail_warm_s`: while the engine is idle it encodes the tail ahead of any question (again
-    once the chunker takes a frame, at 2 fps, or `tail_warm_s` of audio came since); an
+    once the chunker takes a frame, at 2 fps, or more than `tail_warm_s` of audio came); an
     answer reads that tail when no frame came since and the audio newer than it spans at most
     `tail_warm_s`, and encodes the tail itself otherwise. null: always encoded at ask time.
     `spoken_until`: what an answer to a spoken question reads. "onset" (default): the stream

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from echo_lab.bench.capacity import PARTS
-from echo_lab.bench.cli import main
+from echo_lab.bench.cli import main, parser
 
 pytestmark = pytest.mark.integration
 
@@ -28,3 +28,13 @@ def test_capacity_report(tmp_path: Path) -> None:
     assert report["max_streams"] == (max(kept_up) if kept_up else None)
     assert report["baseline_lag_p95_s"] == rows[0]["lag_p95_s"]
     assert set(report["profile"]) == set(PARTS)
+    assert report["tail_warm_s"] == 0.5  # the default: tails encoded ahead in spare time
+
+
+def test_tail_warm_takes_seconds_or_off() -> None:
+    args = parser().parse_args(["capacity", "--tail-warm", "off"])
+    assert args.tail_warm is None
+    assert parser().parse_args(["capacity", "--tail-warm", "0.25"]).tail_warm == 0.25
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["capacity", "--tail-warm", bad])

@@ -478,18 +478,18 @@ class StreamSession:
             return 0.0 if latest == warm.latest_s else float("inf")
         return max(0.0, latest - warm.latest_s)
 
-    def _warm_is_current(self, warm: WarmTail | None, lag_s: float, *, below: bool = False) -> bool:
+    def _warm_is_current(self, warm: WarmTail | None, lag_s: float) -> bool:
         """`warm` was encoded from the input there is now (drained), but for newer audio spanning at
-        most `lag_s` (less than it, with `below`)."""
+        most `lag_s`."""
         if warm is None or warm.generation != self._tail_generation:
             return False
-        lag = self._audio_since(warm)
-        return warm.frames_used == self.chunker.stats.frames_used and (lag < lag_s if below else lag <= lag_s)
+        return warm.frames_used == self.chunker.stats.frames_used and self._audio_since(warm) <= lag_s
 
     def warm_tail(self) -> bool:
         """Encode the tail ahead of any question when it is due (the engine calls this while idle):
         nothing is warm, the cache or a forgotten span changed, the chunker took a frame (at the
-        model's 2 fps), or `stream.tail_warm_s` of audio came since. Returns whether it encoded.
+        model's 2 fps), or more than `stream.tail_warm_s` of audio came since. Returns whether it
+        encoded.
 
         An answer reads the warm tail instead of encoding one while it is current but for at
         most `tail_warm_s` of newer audio: video as fresh as at ask time, audio at most that
@@ -503,7 +503,7 @@ class StreamSession:
             self.drain()
             warm = self._warm
             # A tail that failed to encode is retried only once the input changes beyond new audio.
-            if self._warm_is_current(warm, float("inf") if warm and warm.failed else warm_s, below=True):
+            if self._warm_is_current(warm, float("inf") if warm and warm.failed else warm_s):
                 return False
             generation, frames_used = self._tail_generation, self.chunker.stats.frames_used
             try:

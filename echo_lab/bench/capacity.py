@@ -137,7 +137,8 @@ def run_streams(
         t6 = time.perf_counter()
         # Spare time: a tail encoded ahead of its session's next question, as the engine does.
         warmed = not requests and not answered and scheduler.warm_tail()
-        _sync(model)
+        if warmed:
+            _sync(model)
         t7 = time.perf_counter()
         for s in sessions:  # the lag now stands for this whole loop turn (weighted by its length)
             run.lags.append(s.ingest_lag_s)

@@ -43,6 +43,19 @@ def _csv(text: str | None, kind: type = str) -> list | None:  # type: ignore[typ
     return None if text is None else [kind(x) for x in text.split(",") if x]
 
 
+def _seconds_or_off(text: str) -> float | None:
+    """A `--tail-warm` value: seconds > 0, or "off" (None)."""
+    if text == "off":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 or off, got {text!r}")
+    return seconds
+
+
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from echo_core.model.backend import OmniBackend
     from echo_core.models import default_model_dir
@@ -152,7 +165,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
         keep=args.keep,
         ask_every_s=args.ask_every,
         max_batch=args.max_batch,
-        tail_warm_s=None if args.tail_warm == "off" else float(args.tail_warm),
+        tail_warm_s=args.tail_warm,
     )
     write_report(report, args.json)
     return 0
@@ -245,7 +258,8 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--max-batch", type=int, default=16, help="chunks per batched ingest step")
     ca.add_argument(
         "--tail-warm",
-        default=str(StreamConfig.tail_warm_s),
+        type=_seconds_or_off,
+        default=StreamConfig.tail_warm_s,
         help="stream.tail_warm_s: seconds, or off (tails only encoded at ask time)",
     )
     ca.add_argument("--json", help="write the report here")

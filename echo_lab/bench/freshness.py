@@ -75,15 +75,21 @@ def target_shape(clip: Clip, text: str, family: str, answer: str) -> ShapeEvent 
     return match[0] if len(match) == 1 else None
 
 
-def stream_until(session: StreamSession, clip: Clip, until_s: float) -> None:
-    """Push the clip's media up to stream time `until_s` and ingest what a live stream has closed."""
+def push_media(session: StreamSession, clip: Clip, after_s: float, until_s: float) -> None:
+    """Push the clip's frames with times in (after_s, until_s] and its audio in [after_s, until_s)
+    as 0.1-s packets (after_s < 0: from the start)."""
     for t, rgb in zip(clip.frame_times, clip.frames, strict=True):
-        if t <= until_s + 1e-9:
+        if after_s + 1e-9 < t <= until_s + 1e-9:
             session.push_video(VideoFrame(float(t), rgb))
     step = round(PACKET_S * RATE)
     end = min(len(clip.audio), round(until_s * RATE))
-    for start in range(0, end, step):
+    for start in range(max(0, round(after_s * RATE)), end, step):
         session.push_audio(AudioPacket(start / RATE, clip.audio[start : min(start + step, end)], RATE))
+
+
+def stream_until(session: StreamSession, clip: Clip, until_s: float) -> None:
+    """Push the clip's media up to stream time `until_s` and ingest what a live stream has closed."""
+    push_media(session, clip, -1.0, until_s)
     session.mark_time(until_s)
     session.process()
 
@@ -93,18 +99,10 @@ def stream_live(session: StreamSession, clip: Clip, until_s: float) -> float:
     each packet ingest what closed and encode the tail ahead when due. Returns the seconds spent
     encoding ahead."""
     warming = 0.0
-    frames = [(float(t), rgb) for t, rgb in zip(clip.frame_times, clip.frames, strict=True)]
-    step = round(PACKET_S * RATE)
-    end = min(len(clip.audio), round(until_s * RATE))
-    sent, next_frame = 0.0, 0
+    sent = -1.0  # nothing yet
     while sent < until_s - 1e-9:
-        upto = min(until_s, sent + PACKET_S)
-        while next_frame < len(frames) and frames[next_frame][0] <= upto + 1e-9:
-            session.push_video(VideoFrame(*frames[next_frame]))
-            next_frame += 1
-        a, b = round(sent * RATE), min(end, round(sent * RATE) + step)
-        if a < b:
-            session.push_audio(AudioPacket(a / RATE, clip.audio[a:b], RATE))
+        upto = min(until_s, max(sent, 0.0) + PACKET_S)
+        push_media(session, clip, sent, upto)
         session.mark_time(upto)
         session.process()
         started = time.perf_counter()
