@@ -43,3 +43,13 @@ def test_dense_timeline_aliases_nothing_and_compact_squeezes_gaps() -> None:
 def test_single_timestamp_has_no_gap() -> None:
     report = aliasing_report(torch.tensor([7, 7, 7]), RopeMode.SYNC, 64, 1e6)
     assert report.mean_gap == 0.0 and report.aliased_pairs == []
+
+
+def test_every_mode_at_once_equals_each_mode_alone() -> None:
+    times = torch.tensor([300, 0, 25, 25, 900, 310, 0])  # unsorted, repeated, as a cache holds them
+    reports = aliasing_by_mode(times, 64, 1e6)
+    for mode in RopeMode:
+        alone = aliasing_report(times, mode, 64, 1e6)
+        assert reports[mode.value] == alone
+    assert reports["sync"].mean_gap == 900 / 4 and reports["sync"].max_gap == 590.0
+    assert reports["compact"].mean_gap == 1.0 and reports["compact"].max_gap == 1.0

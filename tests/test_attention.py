@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from echo_core.model.attention import grouped_sdpa_forward
+from echo_core.model.attention import fold_mask, grouped_sdpa_forward
 from echo_core.model.lm import additive_mask
 
 pytestmark = pytest.mark.unit
@@ -34,3 +34,8 @@ def test_folded_heads_equal_repeated_kv(q_len: int, past: int, causal: bool) -> 
     got, _ = grouped_sdpa_forward(module, query, key, value, mask, scaling=d**-0.5)
     assert got.shape == expected.shape == (2, q_len, heads, d)
     assert float((got - expected).abs().max()) < 1e-5
+    if mask is not None:  # a mask folded once by the caller (as `run_layers` does) reads the same
+        folded = fold_mask(mask, heads // kv_heads)
+        assert folded.shape == (1, 1, heads // kv_heads * q_len, past + q_len)
+        again, _ = grouped_sdpa_forward(module, query, key, value, folded, scaling=d**-0.5)
+        assert torch.equal(again, got)

@@ -105,3 +105,23 @@ def test_cache_append_keep_window() -> None:
     with pytest.raises(BudgetError, match="strictly increasing"):
         cache.keep(torch.tensor([1, 0]))
     assert cache.used_bytes() < cache.nbytes
+
+
+def test_cache_tokens_without_embeddings_are_copies_of_the_metadata() -> None:
+    cache = JointTokenCache(5, 4, dtype=torch.float32, device=torch.device("cpu"))
+    cache.append(_tokens([0, 10, 30, 50]))
+    slots = torch.tensor([1, 3])
+    full, meta = cache.tokens(slots), cache.tokens(slots, embeds=False)
+    assert meta.embeds.shape == (2, 0) and len(meta) == 2
+    assert meta.time_ids.tolist() == full.time_ids.tolist() == [10, 50]
+    assert meta.grid_w.tolist() == [1, 3]
+    every = cache.tokens(embeds=False)
+    assert every.time_ids.tolist() == [0, 10, 30, 50]
+    every.time_ids[0] = 99  # a copy: the cache is unchanged
+    assert int(cache.time_ids[0]) == 0
+    with pytest.raises(BudgetError, match="outside"):
+        cache.tokens(torch.tensor([4]), embeds=False)
+    # joined with tokens that have embeddings, the result has none
+    both = CachedTokens.concat([meta, _tokens([70])])
+    assert both.embeds.shape == (3, 0) and both.time_ids.tolist() == [10, 50, 70]
+    assert CachedTokens.concat([full, _tokens([70])]).embeds.shape == (3, 4)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .positions import dense_rank
 from .rope import RopeMode, inverse_frequencies, mode_split, temporal_pairs
 
 
@@ -49,16 +48,17 @@ class AliasingReport:
         }
 
 
-def time_gaps(time_ids: torch.Tensor) -> torch.Tensor:
-    """Gaps between consecutive distinct time positions: [N] long → [M-1] long."""
-    distinct = torch.unique(time_ids)
+def mode_gaps(distinct: torch.Tensor, mode: RopeMode) -> torch.Tensor:
+    """Gaps between consecutive distinct kept time ids ([M] long, sorted) as `mode` positions
+    them: `compact` ranks them, so every gap is 1."""
+    if mode is RopeMode.COMPACT:
+        return torch.ones(max(0, distinct.numel() - 1), dtype=torch.long)
     return distinct[1:] - distinct[:-1]
 
 
-def aliasing_report(time_ids: torch.Tensor, mode: RopeMode, head_dim: int, theta: float) -> AliasingReport:
-    """Diagnose the kept AV time ids ([N] long, 25 per second) under a rope mode."""
-    used = dense_rank(time_ids) if mode is RopeMode.COMPACT and time_ids.numel() else time_ids
-    gaps = time_gaps(used).double()
+def report_from_gaps(gaps: torch.Tensor, mode: RopeMode, head_dim: int, theta: float) -> AliasingReport:
+    """The report for time-position gaps ([M-1] long) under `mode`."""
+    gaps = gaps.double()
     mean_gap = float(gaps.mean()) if gaps.numel() else 0.0
     max_gap = float(gaps.max()) if gaps.numel() else 0.0
     pairs = temporal_pairs(mode_split(mode, head_dim // 2))
@@ -67,6 +67,12 @@ def aliasing_report(time_ids: torch.Tensor, mode: RopeMode, head_dim: int, theta
     return AliasingReport(mode.value, mean_gap, max_gap, pairs, aliased)
 
 
+def aliasing_report(time_ids: torch.Tensor, mode: RopeMode, head_dim: int, theta: float) -> AliasingReport:
+    """Diagnose the kept AV time ids ([N] long, 25 per second) under a rope mode."""
+    return report_from_gaps(mode_gaps(torch.unique(time_ids), mode), mode, head_dim, theta)
+
+
 def aliasing_by_mode(time_ids: torch.Tensor, head_dim: int, theta: float) -> dict[str, AliasingReport]:
-    """The report for every rope mode, keyed by mode name."""
-    return {m.value: aliasing_report(time_ids, m, head_dim, theta) for m in RopeMode}
+    """The report for every rope mode, keyed by mode name (the distinct time ids found once)."""
+    distinct = torch.unique(time_ids)
+    return {m.value: report_from_gaps(mode_gaps(distinct, m), m, head_dim, theta) for m in RopeMode}

@@ -24,6 +24,14 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 GROUPED_SDPA = "echo_grouped_sdpa"
 
 
+def fold_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """An additive mask [B|1, 1, L, S] tiled for `groups` folded query heads: [B|1, 1, G·L, S].
+
+    A caller that runs several layers with one mask folds it once and passes the result.
+    """
+    return mask.repeat(1, 1, groups, 1)
+
+
 def grouped_sdpa_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -36,6 +44,8 @@ def grouped_sdpa_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Attention of query [B, H, L, d] over key/value [B, Hkv, S, d]; returns ([B, L, H, d], None).
+
+    `attention_mask` is additive, [B|1, 1|H, L, S], or [B|1, 1, G·L, S] folded by `fold_mask`.
 
     A causal call without a mask, or one without grouped heads, goes to transformers' SDPA
     function unchanged.
@@ -63,9 +73,11 @@ def grouped_sdpa_forward(
     folded = query.reshape(b, kv_heads, groups * q_len, d)  # [B, Hkv, G·L, d]
     mask = None
     if attention_mask is not None:
-        mask = attention_mask[..., -key.shape[2] :]  # [B|1, 1|H, L, S]
-        if mask.shape[1] == 1:
-            mask = mask.repeat(1, 1, groups, 1)  # [B|1, 1, G·L, S]
+        mask = attention_mask[..., -key.shape[2] :]  # [B|1, 1|H, L or G·L, S]
+        if mask.shape[-2] == groups * q_len:  # folded already (`fold_mask`)
+            pass
+        elif mask.shape[1] == 1:
+            mask = fold_mask(mask, groups)  # [B|1, 1, G·L, S]
         else:  # per-head masks: fold the heads like the queries
             mask = mask.expand(b, h, q_len, -1).reshape(b, kv_heads, groups * q_len, -1)
     out = F.scaled_dot_product_attention(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import Cache, DynamicCache
 
-from .attention import GROUPED_SDPA
+from .attention import GROUPED_SDPA, fold_mask
 from .rope import RopeMode, SectionedRotary, mode_split
 
 
@@ -68,8 +68,11 @@ class LanguageModel:
         self.theta = float(cfg.rope_parameters["rope_theta"])
         self._rotaries: dict[tuple[int, ...], SectionedRotary] = {}
         # Grouped KV heads are read in place rather than repeated per query head (attention.py).
+        self._mask_folds = 1  # query heads per KV head when masks are folded once per forward
         if cfg._attn_implementation == "sdpa" and hasattr(text_model, "set_attn_implementation"):
             text_model.set_attn_implementation(GROUPED_SDPA)  # type: ignore[operator]
+            kv_heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
+            self._mask_folds = int(cfg.num_attention_heads) // kv_heads
         # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x);
         # pass whichever this version takes, so that neither warns.
         accepted = inspect.signature(type(self.layers[0]).forward).parameters
@@ -130,9 +133,8 @@ class LanguageModel:
             # One query may attend to everything: no mask lets SDPA serve grouped KV heads
             # without first expanding the whole cache per head.
             if attention_mask is None and key not in masks and q_len > 1:
-                masks[key] = additive_mask(
-                    q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device
-                )
+                mask = additive_mask(q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device)
+                masks[key] = fold_mask(mask, self._mask_folds) if self._mask_folds > 1 else mask
             hidden = self.layers[i](
                 hidden,
                 attention_mask=attention_mask if attention_mask is not None else masks.get(key),

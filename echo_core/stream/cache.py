@@ -9,7 +9,7 @@ Positions are derived from the metadata when needed, never stored (see session.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,6 +44,10 @@ class CachedTokens:
 
     @staticmethod
     def concat(parts: list[CachedTokens]) -> CachedTokens:
+        """`parts` one after the other; when one of them has no embeddings (`metadata`), the
+        result has none."""
+        if any(p.embeds.shape[1] == 0 for p in parts):
+            parts = [p.metadata() for p in parts]
         return CachedTokens(
             *(torch.cat([getattr(p, f) for p in parts]) for f in CachedTokens.__dataclass_fields__)
         )
@@ -70,6 +74,11 @@ class CachedTokens:
 
     def count(self, modality: Modality) -> int:
         return int((self.modality == modality).sum())
+
+    def metadata(self) -> CachedTokens:
+        """The same tokens without their embeddings (embeds [K, 0]): enough for positions,
+        times and counts, and free to concatenate."""
+        return replace(self, embeds=self.embeds[:, :0])
 
 
 class JointTokenCache:
@@ -102,15 +111,20 @@ class JointTokenCache:
             self.scores,
         )
 
-    def tokens(self, slots: torch.Tensor | None = None) -> CachedTokens:
-        """The cached tokens at `slots` ([M] long, default every used slot), as copies."""
+    def tokens(self, slots: torch.Tensor | None = None, *, embeds: bool = True) -> CachedTokens:
+        """The cached tokens at `slots` ([M] long, default every used slot), as copies.
+
+        `embeds=False` leaves the embeddings out (`CachedTokens.metadata`): an answer that reads
+        the slots' KV needs only their positions, and copying [M, D] would cost it O(M · D).
+        """
         if slots is None:
-            return CachedTokens(*(f[: self.size].clone() for f in self._fields()))
-        if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.size):
+            slots = torch.arange(self.size)
+        elif slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= self.size):
             raise BudgetError(f"slots outside the {self.size} used ones")
-        return CachedTokens(
-            self.embeds[slots.to(self.embeds.device)], *(f[slots] for f in self._fields()[1:])
-        )
+        meta = (f[slots] for f in self._fields()[1:])
+        if not embeds:
+            return CachedTokens(self.embeds.new_empty((int(slots.shape[0]), 0)), *meta)
+        return CachedTokens(self.embeds[slots.to(self.embeds.device)], *meta)
 
     def append(self, tokens: CachedTokens) -> range:
         """Write `tokens` after the used slots; returns the slots written."""

@@ -533,11 +533,17 @@ class StreamSession:
         return (lambda: warm.tail), self._audio_since(warm)
 
     def _read(
-        self, window: float | None, until: int | None, tail: Callable[[], Tail | None] | None
+        self,
+        window: float | None,
+        until: int | None,
+        tail: Callable[[], Tail | None] | None,
+        *,
+        embeds: bool = True,
     ) -> WindowRead:
         """What an answer reads (caller holds the lock): the cached slots of the window and the
         tail's tokens (`tail()` encodes it; None: no tail), all before `until` when given (then
-        the window ends there)."""
+        the window ends there). `embeds=False`: the cached tokens without their embeddings (an
+        answer over their KV)."""
         covered = until is not None and self.now_tid is not None and until <= self.now_tid
         fresh = tail() if tail is not None and not covered else None  # covered: all in the cache
         end_tid = self.now_tid
@@ -557,7 +563,7 @@ class StreamSession:
             if window is not None:
                 inside &= tail_tokens.time_ids >= end_tid - round(window * POSITIONS_PER_SECOND)
             tail_tokens = tail_tokens.select(torch.nonzero(inside).flatten())
-        return WindowRead(fresh, end_tid, slots, self.cache.tokens(slots), tail_tokens)
+        return WindowRead(fresh, end_tid, slots, self.cache.tokens(slots, embeds=embeds), tail_tokens)
 
     def _asked_at(self, question: Question) -> int | None:
         """The time id an answer to `question` reads the stream up to (None: the now): a spoken
@@ -628,11 +634,13 @@ class StreamSession:
         use_tail = self.config.ask_tail if tail is None else tail
         model = self.model
         until = self._asked_at(question)
+        resieve = ask_keep is not None or ask_budget is not None
+        embeds = resieve or not reuse  # reading the cached KV needs only the tokens' positions
         with self._lock:
             tail_once, tail_lag_s = self._answer_tail() if use_tail else (None, None)
-            read = self._read(window, until, tail_once)
+            read = self._read(window, until, tail_once, embeds=embeds)
             if read.empty and until is not None:  # spoken as the stream began: read up to the now
-                read = self._read(window, None, tail_once)
+                read = self._read(window, None, tail_once, embeds=embeds)
             if read.empty:
                 span = "yet" if window is None else f"in the last {window:g} s"
                 raise EmptyAVError(f"no cached audio or video {span}")
@@ -649,7 +657,7 @@ class StreamSession:
                 assert fresh is not None
                 base = fresh.start_tid
             suffix = self._suffix(question)
-            if ask_keep is not None or ask_budget is not None:
+            if resieve:
                 both = tokens if tail_tokens is None else CachedTokens.concat([tokens, tail_tokens])
                 seq = self.question_sequence(both, suffix, base, end_tid)
                 result = model.sieve(self.method).select(seq, keep=ask_keep, budget=ask_budget)
@@ -663,7 +671,8 @@ class StreamSession:
                     n_tail = len(tail_tokens)
             assert end_tid is not None  # something was ingested or is in the tail
             tail_used = tail_tokens if n_tail else None
-            both = tokens if tail_used is None else CachedTokens.concat([tokens, tail_used])
+            cached = tokens.metadata() if reuse else tokens  # the KV path reads no embeddings
+            both = cached if tail_used is None else CachedTokens.concat([cached, tail_used])
             if reuse:
                 state = self._prefill_question(slots, tokens, tail_used, suffix, base, end_tid)
             else:
@@ -722,7 +731,7 @@ class StreamSession:
         """
         assert self.kv is not None
         lm = self.model.lm
-        av = tokens if tail is None else CachedTokens.concat([tokens, tail])
+        av = tokens.metadata() if tail is None else CachedTokens.concat([tokens.metadata(), tail])
         start = self.question_start(av, base_tid, end_tid)
         rows = build_positions(suffix.layout, self.model.rope, start=start)  # [R, Q]
         embeds = suffix.embeds  # [Q, D]
