@@ -1,13 +1,17 @@
 """The outgoing audio track that carries spoken answers back on a session's peer connection.
 
-aiortc's RTP sender pulls frames from a track as fast as `recv` returns them and Opus-encodes
-each one; the RTP timestamps it writes count the samples encoded, not wall time. So the track
-paces itself (one 20-ms frame of 48-kHz mono per 20 ms of wall time, as aiortc's own
-`AudioStreamTrack` does) and sends silence while nobody speaks: the sample count then stays
-equal to the wall clock and the receiver's jitter buffer sees a steady stream. The track hands
-aiortc ready Opus packets (`RTCRtpSender` packs an `av.Packet` as it is): speech goes through
-aiortc's own `OpusEncoder` here, and digital silence is Opus's own silent packet, so no encoder
-runs while nobody speaks.
+aiortc's RTP sender pulls frames from a track as fast as `recv` returns them and sends each
+one. The track hands it ready Opus packets (`RTCRtpSender` packs an `av.Packet` as it is, with
+the packet's pts as RTP time): speech goes through aiortc's own `OpusEncoder` here, and digital
+silence is Opus's own silent packet, so no encoder runs while nobody speaks. The track paces
+itself on the wall clock, one 20-ms frame of 48-kHz mono per 20 ms (as aiortc's own
+`AudioStreamTrack` does), and a frame's pts is its place on that clock.
+
+While nobody speaks the track sends as Opus DTX does: after `HANGOVER_FRAMES` of silence that
+follow speech (receivers' jitter buffers release an answer's last frames), one silent packet
+per `IDLE_EVERY_FRAMES` (400 ms) and nothing in between, so an idle session costs the server's
+event loop 2.5 packets a second, not 50. The RTP time of the next packet still follows the wall
+clock; receivers treat the gap as DTX. An answer queued while the track idles wakes it at once.
 
 Answers are `Playback`s queued in order: the head one is played as its synthesised segments
 arrive (silence fills a frame when the next sentence is still being synthesised), then the
@@ -18,6 +22,7 @@ queue. The queue is bounded (`max_pending`); an answer that finds it full is not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import functools
 import logging
@@ -39,6 +44,11 @@ SAMPLE_RATE = 48000  # Opus' native rate: aiortc's encoder does not resample it
 FRAME_SAMPLES = 960  # 20 ms, one Opus frame
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_PENDING = 8
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+#: Silent 20-ms frames sent one by one after speech, before the track goes sparse.
+HANGOVER_FRAMES = 25
+#: While idle, one silent packet per this many frames (400 ms, Opus DTX's interval).
+IDLE_EVERY_FRAMES = 20
 #: One idle frame, shared (read-only).
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 SILENCE.flags.writeable = False
@@ -170,7 +180,10 @@ class AnswerAudioTrack(MediaStreamTrack):
         self.max_pending = max_pending
         self._queue: deque[Playback] = deque()
         self._start: float | None = None
-        self._pts = 0
+        self._frame = -1  # index of the last frame taken (its pts is frame × FRAME_SAMPLES)
+        self._sent = -IDLE_EVERY_FRAMES  # index of the last frame sent
+        self._spoke = -HANGOVER_FRAMES - 1  # index of the last frame that carried speech
+        self._wake = asyncio.Event()  # set when an answer is queued or the track ends
         self._opus = OpusEncoder()  # speech only
         self.refused = 0  # answers not spoken because `max_pending` were queued
 
@@ -187,6 +200,7 @@ class AnswerAudioTrack(MediaStreamTrack):
             )
             return False
         self._queue.append(playback)
+        self._wake.set()
         return True
 
     def discard(self, playback: Playback) -> None:
@@ -204,21 +218,40 @@ class AnswerAudioTrack(MediaStreamTrack):
         return bool(self._queue) and self._queue[0].started
 
     async def recv(self) -> Packet:  # type: ignore[override]
-        """The next 20 ms as an Opus packet, paced to the wall clock (RTP time = samples sent)."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._pts += FRAME_SAMPLES
-            await asyncio.sleep(self._start + self._pts / SAMPLE_RATE - now)
-        samples = self._next_samples()  # [960] int16
-        if not samples.any():  # idle, or an answer waiting for its next sentence
-            return opus_packet(silent_payload(), self._pts)
-        loop = asyncio.get_running_loop()
-        payload = await loop.run_in_executor(None, encode_frame, self._opus, samples, self._pts)
-        return opus_packet(payload, self._pts)
+        """The next packet: 20 ms of speech, or silence as `IDLE_EVERY_FRAMES` and
+        `HANGOVER_FRAMES` say, paced to the wall clock (pts = the frame's place on it)."""
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now
+            self._frame += 1
+            await asyncio.sleep(self._start + self._frame * FRAME_S - now)
+            pts = self._frame * FRAME_SAMPLES
+            samples = self._next_samples()  # [960] int16
+            if samples.any():
+                self._spoke = self._sent = self._frame
+                loop = asyncio.get_running_loop()
+                payload = await loop.run_in_executor(None, encode_frame, self._opus, samples, pts)
+                return opus_packet(payload, pts)
+            if self._frame - self._spoke <= HANGOVER_FRAMES or self._frame - self._sent >= IDLE_EVERY_FRAMES:
+                self._sent = self._frame
+                return opus_packet(silent_payload(), pts)
+            if not self._queue:  # idle: sleep until the next idle packet, or until an answer comes
+                await self._idle(self._sent + IDLE_EVERY_FRAMES)
+
+    async def _idle(self, until_frame: int) -> None:
+        """Wait until frame `until_frame` is due or `_wake` is set, then take the frame due now
+        (the frames passed are skipped: no packet)."""
+        assert self._start is not None
+        self._wake.clear()
+        if not self._queue and self.readyState == "live":
+            timeout = self._start + until_frame * FRAME_S - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
+        due = int((time.monotonic() - self._start) / FRAME_S)
+        self._frame = max(self._frame, due - 1)  # the loop takes frame `due` next
 
     def _next_samples(self) -> np.ndarray:
         """The next frame: queued answers' speech in order, silence where there is none."""
@@ -241,5 +274,6 @@ class AnswerAudioTrack(MediaStreamTrack):
     def stop(self) -> None:
         """End the track (the peer connection closed): every queued answer ends `cancelled`."""
         super().stop()
+        self._wake.set()
         while self._queue:
             self._queue.popleft().finish("cancelled")

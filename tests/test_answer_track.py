@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -12,6 +13,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 
 from echo_core.tts import Voice, VoiceCatalog
+from server import answer_track
 from server.answer_track import FRAME_SAMPLES, SAMPLE_RATE, AnswerAudioTrack, Playback, silent_payload
 from server.protocol import ResponseAudioDone, ResponseAudioStarted, ServerEvent
 from server.spoken_answer import SentenceSplitter, SpokenAnswer, split_sentences
@@ -128,6 +130,48 @@ async def test_track_sends_paced_opus_packets_speech_encoded_and_silence_as_opus
     assert events.items[-1] is None
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+@pytest.mark.asyncio
+async def test_an_idle_track_sends_sparse_silence_on_the_wall_clock_and_wakes_for_an_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(answer_track, "HANGOVER_FRAMES", 2)
+    monkeypatch.setattr(answer_track, "IDLE_EVERY_FRAMES", 20)
+    track = AnswerAudioTrack()
+    first = Playback("a", lambda: False, Events())
+    first.add(resolved(np.full(FRAME_SAMPLES, 3000, dtype=np.int16)))
+    first.end()
+    track.enqueue(first)
+    packets, arrivals = [], []
+    for _ in range(5):  # speech, 2 frames of hangover, then one silent packet per 20 frames
+        packets.append(await track.recv())
+        arrivals.append(time.monotonic())
+    frames = [int(p.pts) // FRAME_SAMPLES for p in packets]
+    assert frames == [0, 1, 2, 22, 42]
+    assert all(bytes(p) == silent_payload() for p in packets[1:]) and bytes(packets[0]) != silent_payload()
+    for frame, arrived in zip(frames, arrivals, strict=True):  # pts is the frame's place on the wall clock
+        assert abs(arrived - arrivals[0] - frame * answer_track.FRAME_S) < 0.05
+    # an answer queued while the track idles is sent at once, not at the next idle packet (frame 62)
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.1)
+    assert not pending.done()
+    second = Playback("b", lambda: False, Events())
+    second.add(resolved(np.full(FRAME_SAMPLES, 3000, dtype=np.int16)))
+    second.end()
+    queued = time.monotonic()
+    track.enqueue(second)
+    packet = await pending
+    assert time.monotonic() - queued < 0.1 and bytes(packet) != silent_payload()
+    frame = int(packet.pts) // FRAME_SAMPLES
+    assert 42 < frame < 62 and abs(queued - arrivals[0] - frame * answer_track.FRAME_S) < 0.05
+    assert [bytes(await track.recv()) for _ in range(2)] == [silent_payload()] * 2  # hangover
+    waiting = asyncio.ensure_future(track.recv())  # idle until frame + 22
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    track.stop()  # the waiting track ends at once
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 0.1)
 
 
 def test_voice_catalog_knows_languages_and_variants_in_any_case() -> None:
