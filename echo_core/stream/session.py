@@ -336,7 +336,7 @@ class StreamSession:
         if self.kv is None or count == 0:
             return
         lm = self.model.lm
-        rows = self.av_rows(self.cache.tokens(torch.arange(first, first + count)))
+        rows = self.av_rows(self.cache.tokens(torch.arange(first, first + count), embeds=False))
         cache = self.kv.append_in_place(first, count)  # the forward writes the slots' columns
         with torch.no_grad():
             lm.forward(
@@ -344,9 +344,9 @@ class StreamSession:
             )
 
     def _keep_slots(self, slots: torch.Tensor) -> CachedTokens:
-        """Keep only cache slots `slots` (and their KV); returns the tokens let go, counted as evicted
-        unless the caller re-counts them."""
-        dropped = self.cache.tokens(self._complement(slots, len(self.cache)))
+        """Keep only cache slots `slots` (and their KV); returns the tokens let go (without their
+        embeddings), counted as evicted unless the caller re-counts them."""
+        dropped = self.cache.tokens(self._complement(slots, len(self.cache)), embeds=False)
         self.stats.evicted_audio += dropped.count(Modality.AUDIO)
         self.stats.evicted_video += dropped.count(Modality.VIDEO)
         self.cache.keep(slots)
@@ -400,7 +400,7 @@ class StreamSession:
             n_old = len(self.cache)
             n_evict = n_old + len(tokens) - budget
             if n_evict > 0:
-                pool = CachedTokens.concat([self.cache.tokens(), tokens])
+                pool = CachedTokens.concat([self.cache.tokens(embeds=False), tokens])  # times and scores
                 victims = eviction_victims(
                     pool.time_ids,
                     pool.scores,
@@ -766,7 +766,7 @@ class StreamSession:
         """
         with self._lock:
             slots = self.window_slots(window_s)
-            tokens = self.cache.tokens(slots)
+            tokens = self.cache.tokens(slots, embeds=False)
         seconds = tokens.time_ids.double() / POSITIONS_PER_SECOND
         audio = tokens.modality == Modality.AUDIO
         video = tokens.modality == Modality.VIDEO
