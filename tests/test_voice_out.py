@@ -24,7 +24,7 @@ from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import StreamModel
 from echo_core.tts import Voice
-from server.answer_track import AnswerAudioTrack
+from server.answer_track import IDLE_EVERY_FRAMES, AnswerAudioTrack
 from server.app import EchoServer
 from server.config import ServerConfig, ServiceConfig
 from server.protocol import (
@@ -96,7 +96,9 @@ async def test_spoken_answer_arrives_as_opus_audio_of_the_answers_length(server:
         live = server.sessions.live[client.session_id]
         await wait_ingested(live.session, 1)
         before = len(sink.frames)
-        assert before > 10 and all(rms(f) == 0.0 for f in sink.frames)  # silence while idle
+        assert before >= 3 and all(rms(f) == 0.0 for f in sink.frames)  # silence while idle,
+        idle_gap = IDLE_EVERY_FRAMES * FRAME  # one packet per 400 ms of the sender's clock (DTX)
+        assert {b - a for a, b in zip(sink.pts[:before], sink.pts[1:before], strict=False)} == {idle_gap}
         events = await ask_events(client, "what colour")
         kinds = [e.type for e in events]
         assert kinds[0] == "response.created" and kinds[-1] == "response.done", kinds
