@@ -242,16 +242,17 @@ class AnswerAudioTrack(MediaStreamTrack):
                 await self._idle(self._sent + IDLE_EVERY_FRAMES)
 
     async def _idle(self, until_frame: int) -> None:
-        """Wait until frame `until_frame` is due or `_wake` is set, then take the frame due now
-        (the frames passed are skipped: no packet)."""
+        """Wait until frame `until_frame` is due or `_wake` is set; the loop then takes
+        `until_frame`, or, woken sooner, the frame due now (the frames passed send no packet).
+        Like the pacing sleep, a late timer delays a packet but never moves its pts."""
         assert self._start is not None
         self._wake.clear()
-        if not self._queue and self.readyState == "live":
+        if self.readyState == "live":  # `stop` may have come during the pacing sleep
             timeout = self._start + until_frame * FRAME_S - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, timeout))
         due = int((time.monotonic() - self._start) / FRAME_S)
-        self._frame = max(self._frame, due - 1)  # the loop takes frame `due` next
+        self._frame = max(self._frame, min(due, until_frame) - 1)
 
     def _next_samples(self) -> np.ndarray:
         """The next frame: queued answers' speech in order, silence where there is none."""

@@ -144,14 +144,16 @@ async def test_an_idle_track_sends_sparse_silence_on_the_wall_clock_and_wakes_fo
     first.end()
     track.enqueue(first)
     packets, arrivals = [], []
-    for _ in range(5):  # speech, 2 frames of hangover, then one silent packet per 20 frames
+    for k in range(5):  # speech, 2 frames of hangover, then one silent packet per 20 frames
+        if k == 4:  # the event loop stalls across the next idle packet's time: it leaves late,
+            asyncio.get_running_loop().call_later(0.35, time.sleep, 0.1)  # at its own pts
         packets.append(await track.recv())
         arrivals.append(time.monotonic())
     frames = [int(p.pts) // FRAME_SAMPLES for p in packets]
     assert frames == [0, 1, 2, 22, 42]
     assert all(bytes(p) == silent_payload() for p in packets[1:]) and bytes(packets[0]) != silent_payload()
     for frame, arrived in zip(frames, arrivals, strict=True):  # pts is the frame's place on the wall clock
-        assert abs(arrived - arrivals[0] - frame * answer_track.FRAME_S) < 0.05
+        assert abs(arrived - arrivals[0] - frame * answer_track.FRAME_S) < 0.1
     # an answer queued while the track idles is sent at once, not at the next idle packet (frame 62)
     pending = asyncio.ensure_future(track.recv())
     await asyncio.sleep(0.1)
@@ -162,9 +164,9 @@ async def test_an_idle_track_sends_sparse_silence_on_the_wall_clock_and_wakes_fo
     queued = time.monotonic()
     track.enqueue(second)
     packet = await pending
-    assert time.monotonic() - queued < 0.1 and bytes(packet) != silent_payload()
+    assert time.monotonic() - queued < 0.2 and bytes(packet) != silent_payload()
     frame = int(packet.pts) // FRAME_SAMPLES
-    assert 42 < frame < 62 and abs(queued - arrivals[0] - frame * answer_track.FRAME_S) < 0.05
+    assert 42 < frame < 62 and abs(queued - arrivals[0] - frame * answer_track.FRAME_S) < 0.1
     assert [bytes(await track.recv()) for _ in range(2)] == [silent_payload()] * 2  # hangover
     waiting = asyncio.ensure_future(track.recv())  # idle until frame + 22
     await asyncio.sleep(0.1)

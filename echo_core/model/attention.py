@@ -25,11 +25,12 @@ GROUPED_SDPA = "echo_grouped_sdpa"
 
 
 def fold_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
-    """An additive mask [B|1, 1, L, S] tiled for `groups` folded query heads: [B|1, 1, G·L, S].
+    """An additive mask [B|1, 1, L, S] tiled for `groups` folded query heads: [B|1, 1, G·L, S]
+    (the mask itself for one group).
 
     A caller that runs several layers with one mask folds it once and passes the result.
     """
-    return mask.repeat(1, 1, groups, 1)
+    return mask if groups == 1 else mask.repeat(1, 1, groups, 1)
 
 
 def grouped_sdpa_forward(
@@ -74,12 +75,11 @@ def grouped_sdpa_forward(
     mask = None
     if attention_mask is not None:
         mask = attention_mask[..., -key.shape[2] :]  # [B|1, 1|H, L or G·L, S]
-        if mask.shape[-2] == groups * q_len:  # folded already (`fold_mask`)
-            pass
-        elif mask.shape[1] == 1:
-            mask = fold_mask(mask, groups)  # [B|1, 1, G·L, S]
-        else:  # per-head masks: fold the heads like the queries
-            mask = mask.expand(b, h, q_len, -1).reshape(b, kv_heads, groups * q_len, -1)
+        if mask.shape[-2] == q_len:  # not folded by the caller (`fold_mask`) yet
+            if mask.shape[1] == 1:
+                mask = fold_mask(mask, groups)  # [B|1, 1, G·L, S]
+            else:  # per-head masks: fold the heads like the queries
+                mask = mask.expand(b, h, q_len, -1).reshape(b, kv_heads, groups * q_len, -1)
     out = F.scaled_dot_product_attention(
         folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=False
     )  # [B, Hkv, G·L, d]

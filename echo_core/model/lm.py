@@ -134,7 +134,7 @@ class LanguageModel:
             # without first expanding the whole cache per head.
             if attention_mask is None and key not in masks and q_len > 1:
                 mask = additive_mask(q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device)
-                masks[key] = fold_mask(mask, self._mask_folds) if self._mask_folds > 1 else mask
+                masks[key] = fold_mask(mask, self._mask_folds)
             hidden = self.layers[i](
                 hidden,
                 attention_mask=attention_mask if attention_mask is not None else masks.get(key),

@@ -674,7 +674,7 @@ class StreamSession:
             cached = tokens.metadata() if reuse else tokens  # the KV path reads no embeddings
             both = cached if tail_used is None else CachedTokens.concat([cached, tail_used])
             if reuse:
-                state = self._prefill_question(slots, tokens, tail_used, suffix, base, end_tid)
+                state = self._prefill_question(slots, both, tail_used, suffix, base, end_tid)
             else:
                 state = prefill(model.lm, self.question_sequence(both, suffix, base, end_tid), model.rope)
             end_s = end_tid / POSITIONS_PER_SECOND
@@ -719,7 +719,7 @@ class StreamSession:
     def _prefill_question(
         self,
         slots: torch.Tensor,
-        tokens: CachedTokens,
+        read: CachedTokens,
         tail: CachedTokens | None,
         suffix: TokenSequence,
         base_tid: int,
@@ -727,12 +727,13 @@ class StreamSession:
     ) -> Prefill:
         """Prefill the tail (if any) and the question against the cached KV of `slots`.
 
-        The tail's KV lives in the answer's own cache only: the session's store is unchanged.
+        `read`: every AV token the answer reads, the slots' then the tail's (embeddings not
+        needed). The tail's KV lives in the answer's own cache only: the session's store is
+        unchanged.
         """
         assert self.kv is not None
         lm = self.model.lm
-        av = tokens.metadata() if tail is None else CachedTokens.concat([tokens.metadata(), tail])
-        start = self.question_start(av, base_tid, end_tid)
+        start = self.question_start(read, base_tid, end_tid)
         rows = build_positions(suffix.layout, self.model.rope, start=start)  # [R, Q]
         embeds = suffix.embeds  # [Q, D]
         if tail is not None:
