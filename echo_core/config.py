@@ -47,6 +47,9 @@ class SieveConfig:
 #: What an answer to a spoken question reads (StreamConfig.spoken_until).
 SPOKEN_UNTIL = ("onset", "now")
 
+#: Element types the LLM key/value store may hold (StreamConfig.kv_dtype).
+KV_DTYPES = ("bfloat16", "float16", "float32")
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -67,6 +70,9 @@ class StreamConfig:
     up to where the speech began, as a typed question asked then would (what the camera saw and
     heard while the person spoke is cached for later questions, not read by this answer);
     "now": everything up to the ask, the words' own span included where the scene keeps it.
+    `kv_dtype`: the element type of the cached LLM keys and values (null: the model's dtype).
+    "bfloat16" under a float32 model halves the cache's KV bytes and runs attention over it in
+    bfloat16 (matrix units on CPUs that have them); the model's own weights are unchanged.
     Eviction: see echo_core/stream/eviction.py; re-basing: echo_core/stream/session.py.
     """
 
@@ -81,6 +87,7 @@ class StreamConfig:
     age_weight: float = 0.1  # priority lost per bucket of age (scores are z-scored per chunk)
     rebase_horizon_s: float = 600.0  # positions span at most this much stream time
     kv_reuse: bool = True
+    kv_dtype: str | None = None  # element type of the cached keys/values (None: the model's)
     ask_tail: bool = True  # answers also read media newer than the cache, encoded at ask time
     tail_keep: float | None = None  # share of the tail's AV tokens kept (None: keep)
     tail_warm_s: float | None = 0.5  # most audio an answer may miss to read a tail encoded ahead
@@ -125,6 +132,10 @@ class StreamConfig:
         if self.spoken_until not in SPOKEN_UNTIL:
             raise ConfigError(
                 f"stream.spoken_until must be one of {', '.join(SPOKEN_UNTIL)}, got {self.spoken_until!r}"
+            )
+        if self.kv_dtype is not None and self.kv_dtype not in KV_DTYPES:
+            raise ConfigError(
+                f"stream.kv_dtype must be one of {', '.join(KV_DTYPES)} or null, got {self.kv_dtype!r}"
             )
         for name in ("max_pending_chunks", "video_queue", "audio_queue", "max_new_tokens"):
             if getattr(self, name) < 1:

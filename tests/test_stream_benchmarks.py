@@ -12,7 +12,7 @@ from echo_core.model.backend import OmniBackend
 from echo_core.sieve import CS2
 from echo_core.stream.runtime import IngestRequest, StreamModel
 from echo_lab.bench.cli import main
-from echo_lab.bench.efficiency import ratio, run_efficiency
+from echo_lab.bench.efficiency import random_model, ratio, run_efficiency
 from echo_lab.bench.fidelity_stream import clip_chunks, run_streaming_fidelity, stream_plan
 from echo_lab.world import make_clip
 
@@ -83,6 +83,8 @@ def test_streaming_fidelity_cli_on_bundled_model(tmp_path: Path) -> None:
             "0.1",
             "--rope",
             "sync",
+            "--kv-dtype",
+            "bfloat16",
             "--json",
             str(out),
         ]
@@ -90,7 +92,10 @@ def test_streaming_fidelity_cli_on_bundled_model(tmp_path: Path) -> None:
     assert code == 0
     report = json.loads(out.read_text())
     assert report["mode"] == "streaming" and report["cs2_scoring"] == "head"
+    assert report["kv_dtype"] == "bfloat16"
     assert len(report["rows"]) == 1
+    offline = ["fidelity", "--limit", "1", "--kv-dtype", "bfloat16", "--json", str(out)]
+    assert main(offline) == 2  # offline answers keep no KV store
 
 
 @pytest.mark.parametrize("preset", ["tiny"])
@@ -129,8 +134,33 @@ def test_efficiency_schema(preset: str) -> None:
         full_kv["av_tokens"] / sieved_kv["av_tokens"]
     )
     assert by[(4.0, "sieved", 0.1)]["av_tokens"] == by[(4.0, "sieved_kv", 0.1)]["av_tokens"]
+    # attention over the longer window is part of the compute floor
+    assert full_kv["compute_floor_ms"] > by[(4.0, "full_kv", 1.0)]["compute_floor_ms"]
     assert report["ingest"]["rtf"] > 0
     assert ratio(report, 4.0, 0.1, "full", "sieved") is not None
+
+
+def test_efficiency_with_a_bfloat16_kv_store() -> None:
+    """`kv_dtype` bfloat16 under a float32 model: every row says so, and a cached token's KV,
+    the cache bytes and the floor's KV part are half the float32 store's."""
+    options = dict(image=56, windows=(8.0,), keeps=(0.5,), full_max_window_s=0.0, ingest_seconds=2.0)
+    model = random_model("tiny", device="cpu", dtype="float32", image=56)
+    reports = {
+        kv: run_efficiency("tiny", kv_dtype=kv, repeats=1, progress=False, model=model, **options)  # type: ignore[arg-type]
+        for kv in (None, "bfloat16")
+    }
+    full, half = (reports[k]["rows"] for k in (None, "bfloat16"))
+    assert reports["bfloat16"]["kv_dtype"] == "bfloat16" and reports[None]["kv_dtype"] == "float32"
+    lm = model.lm
+    kv_fp32 = 2 * len(lm.layers) * int(lm.config.num_key_value_heads) * lm.head_dim * 4
+    for a, b in zip(full, half, strict=True):
+        assert (a["mode"], a["kv_dtype"], b["kv_dtype"]) == (b["mode"], "float32", "bfloat16")
+        assert a["av_tokens"] == b["av_tokens"]
+        assert a["cache_bytes"] - b["cache_bytes"] == a["av_tokens"] * kv_fp32 // 2
+        # bytes the ask must read (floor × the bandwidth each run measured): less KV
+        read_a = a["floor_ms"] * reports[None]["bandwidth_gb_s"]
+        read_b = b["floor_ms"] * reports["bfloat16"]["bandwidth_gb_s"]
+        assert read_b < 0.999 * read_a
 
 
 def test_kv_reuse_matches_fresh_prefill_on_echo_tiny() -> None:

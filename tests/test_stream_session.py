@@ -343,3 +343,30 @@ def test_question_sits_after_the_streams_now_whatever_was_kept(model: StreamMode
     suffix = s._suffix("what colour")
     rows = build_positions(s.question_sequence(early, suffix).layout, model.rope)
     assert int(rows[0, -len(suffix)]) == s.origin + 150  # the fresh-prefill path agrees
+
+
+def test_kv_store_in_bfloat16_halves_the_cache_and_keeps_the_answer(model: StreamModel) -> None:
+    """A float32 model with `kv_dtype: bfloat16`: the store holds bfloat16 keys/values (half the
+    bytes) and answers stay within bfloat16 rounding of the float32 store's, over every slot
+    (read in place), over a window (a private copy) and across evictions (compaction)."""
+    stores = {}
+    for kv_dtype in (None, "bfloat16"):
+        s = StreamSession(model, cfg(cache_budget=40, keep=0.3, kv_dtype=kv_dtype))
+        feed(s, 0.0, 8.0)
+        assert s.process(flush=True) == 4  # 4 × 18 tokens into a budget of 40: evictions ran
+        stores[kv_dtype] = s
+    full, half = stores[None], stores["bfloat16"]
+    assert full.kv is not None and half.kv is not None
+    assert (full.kv.keys.dtype, half.kv.keys.dtype) == (torch.float32, torch.bfloat16)
+    assert half.kv.nbytes * 2 == full.kv.nbytes
+    assert torch.equal(full.cache.time_ids[: len(full.cache)], half.cache.time_ids[: len(half.cache)])
+    for window in (None, 4.0):
+        a = full.ask("what colour", window, kv_reuse=True)
+        b = half.ask("what colour", window, kv_reuse=True)
+        scale = float(a.first_logits.abs().max())
+        diff = float((a.first_logits - b.first_logits).abs().max())
+        assert 0 < diff < 0.02 * scale, (diff, scale)  # rounded, not equal, and close
+        assert a.result().text == b.result().text
+        assert b.result().kv_reuse
+    with pytest.raises(ConfigError, match="kv_dtype"):
+        cfg(kv_dtype="int8")

@@ -6,8 +6,10 @@ the whole cache `groups` times per layer. Here the G = H / Hkv query heads that 
 are stacked along the query axis instead: queries [B, H, L, d] → [B, Hkv, G·L, d] against keys
 [B, Hkv, S, d], the mask tiled G times along the query axis ([B, 1, G·L, S], the size of the
 queries' scores, not of the cache). The result is the same attention, reading each cached key
-and value once. Registered with transformers' `AttentionInterface` (its public extension point)
-and selected per model with `set_attn_implementation`.
+and value once. Keys and values stored in another dtype than the model's (a bfloat16 KV store
+under a float32 model, `StreamConfig.kv_dtype`) are attended in their own dtype: the queries
+and the mask are cast to it, the output back. Registered with transformers' `AttentionInterface`
+(its public extension point) and selected per model with `set_attn_implementation`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def grouped_sdpa_forward(
     A causal call without a mask, or one without grouped heads, goes to transformers' SDPA
     function unchanged.
     """
+    out_dtype = query.dtype
+    if key.dtype != out_dtype:  # keys/values stored in their own dtype: attend in it
+        query = query.to(key.dtype)
+        if attention_mask is not None and attention_mask.is_floating_point():
+            attention_mask = attention_mask.to(key.dtype)
     b, h, q_len, d = query.shape
     kv_heads = key.shape[1]
     groups = h // kv_heads
@@ -60,7 +67,7 @@ def grouped_sdpa_forward(
         or (attention_mask is None and causal and q_len > 1)
         or kwargs.get("position_bias") is not None
     ):
-        return sdpa_attention_forward(
+        out, _ = sdpa_attention_forward(
             module,
             query,
             key,
@@ -71,6 +78,7 @@ def grouped_sdpa_forward(
             is_causal=is_causal,
             **kwargs,
         )
+        return out.to(out_dtype), None
     folded = query.reshape(b, kv_heads, groups * q_len, d)  # [B, Hkv, G·L, d]
     mask = None
     if attention_mask is not None:
@@ -83,7 +91,8 @@ def grouped_sdpa_forward(
     out = F.scaled_dot_product_attention(
         folded, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=False
     )  # [B, Hkv, G·L, d]
-    return out.reshape(b, h, q_len, d).transpose(1, 2).contiguous(), None
+    out = out.reshape(b, h, q_len, d).transpose(1, 2)  # [B, L, H, d]
+    return out.to(out_dtype, memory_format=torch.contiguous_format), None
 
 
 AttentionInterface.register(GROUPED_SDPA, grouped_sdpa_forward)

@@ -122,18 +122,22 @@ class LanguageModel:
         """
         cos, sin = self.rope(positions, split)
         span = layers if layers is not None else range(len(self.layers))
-        masks: dict[tuple[int, int], torch.Tensor] = {}
+        masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         for i in span:
             if prune is not None and i == prune.layer:
                 keep = prune.keep.to(hidden.device)
                 hidden, cos, sin = hidden[:, keep], cos[:, keep], sin[:, keep]
             q_len = hidden.shape[1]
-            past = cache.get_seq_length(i) if cache is not None and len(cache.layers) > i else 0
-            key = (q_len, past)
+            layer_cache = cache.layers[i] if cache is not None and len(cache.layers) > i else None
+            past = cache.get_seq_length(i) if cache is not None and layer_cache is not None else 0
+            # The mask is built in the dtype attention runs in: that of the keys kept (attention.py).
+            kept = getattr(layer_cache, "keys", None)
+            dtype = kept.dtype if isinstance(kept, torch.Tensor) else hidden.dtype
+            key = (q_len, past, dtype)
             # One query may attend to everything: no mask lets SDPA serve grouped KV heads
             # without first expanding the whole cache per head.
             if attention_mask is None and key not in masks and q_len > 1:
-                mask = additive_mask(q_len, past, causal=causal, dtype=hidden.dtype, device=hidden.device)
+                mask = additive_mask(q_len, past, causal=causal, dtype=dtype, device=hidden.device)
                 masks[key] = fold_mask(mask, self._mask_folds)
             hidden = self.layers[i](
                 hidden,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -59,7 +59,7 @@ class AnswerContext:
     audio_tokens: int
     video_tokens: int
     kv_reuse: bool
-    aliasing: dict[str, AliasingReport]
+    aliasing: Callable[[], dict[str, AliasingReport]]  # run once the answer is done, off the TTFT
     tail_tokens: int = 0
     tail_lag_s: float | None = None
     spoken_s: float | None = None  # a spoken question's length; None when typed
@@ -136,7 +136,7 @@ class AnswerStream:
             ttft_ms=1000 * ((self._first if self._first is not None else end) - self._started),
             total_ms=1000 * (end - self._started),
             kv_reuse=c.kv_reuse,
-            aliasing=c.aliasing,
+            aliasing=c.aliasing(),
             tail_tokens=c.tail_tokens,
             tail_lag_s=c.tail_lag_s,
             spoken_s=c.spoken_s,

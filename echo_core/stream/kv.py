@@ -79,14 +79,26 @@ class KVStore:
     """Keys and values [layers, kv_heads, prefix_len + capacity + reserve, head_dim].
 
     `reserve` columns after the slots hold a lent answer's own tokens (tail, question, decode).
+    `dtype` (default: the model's) is what the keys and values are stored as: new states are
+    rounded to it as they are written, and attention reads them as they are stored
+    (attention.py).
     """
 
-    def __init__(self, lm: LanguageModel, prefix_len: int, capacity: int, reserve: int = 0) -> None:
+    def __init__(
+        self,
+        lm: LanguageModel,
+        prefix_len: int,
+        capacity: int,
+        reserve: int = 0,
+        *,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         cfg = lm.config
         n_kv = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
         shape = (len(lm.layers), n_kv, prefix_len + capacity + reserve, lm.head_dim)
-        self.keys = torch.zeros(shape, dtype=lm.dtype, device=lm.device)  # [Ly, Hkv, P + B + R, hd]
-        self.values = torch.zeros(shape, dtype=lm.dtype, device=lm.device)  # [Ly, Hkv, P + B + R, hd]
+        dtype = dtype or lm.dtype
+        self.keys = torch.zeros(shape, dtype=dtype, device=lm.device)  # [Ly, Hkv, P + B + R, hd]
+        self.values = torch.zeros(shape, dtype=dtype, device=lm.device)  # [Ly, Hkv, P + B + R, hd]
         self.prefix_len = prefix_len
         self.capacity = capacity
         self.lm = lm

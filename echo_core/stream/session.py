@@ -168,6 +168,7 @@ class StreamSession:
                 len(self.prefix_layout),
                 config.cache_budget,
                 reserve=ANSWER_RESERVE + config.max_new_tokens,
+                dtype=getattr(torch, config.kv_dtype) if config.kv_dtype else None,
             )
             self._prefill_prefix()
         self.base_tid: int | None = None
@@ -686,7 +687,9 @@ class StreamSession:
                 audio_tokens=both.count(Modality.AUDIO),
                 video_tokens=both.count(Modality.VIDEO),
                 kv_reuse=reuse,
-                aliasing=aliasing_by_mode(both.time_ids, model.lm.head_dim, model.lm.theta),
+                aliasing=functools.partial(
+                    aliasing_by_mode, both.time_ids, model.lm.head_dim, model.lm.theta
+                ),
                 tail_tokens=n_tail,
                 tail_lag_s=tail_lag_s if read.fresh is not None else None,
                 spoken_s=None if isinstance(question, str) else question.duration_s,

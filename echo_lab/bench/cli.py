@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from echo_core.config import StreamConfig
+from echo_core.config import KV_DTYPES, StreamConfig
 from echo_core.errors import EchoError
 
 from ..world.spec import SPLITS
@@ -82,6 +82,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     if args.streaming and args.questions != "typed":
         print("echo-bench: --streaming asks typed questions only", file=sys.stderr)
         return 2
+    if args.kv_dtype is not None and not args.streaming:
+        print("echo-bench: --kv-dtype needs --streaming (offline answers keep no KV store)", file=sys.stderr)
+        return 2
     if args.streaming:
         from echo_core.config import SieveConfig
         from echo_core.stream.runtime import StreamModel
@@ -90,7 +93,11 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
         model = StreamModel(backend, cs2, SieveConfig(refiner_layers=args.refiner_layers))
         report = run_streaming_fidelity(
-            model, cache_seconds=args.cache_seconds, ingest_factor=args.ingest_factor, **options
+            model,
+            cache_seconds=args.cache_seconds,
+            ingest_factor=args.ingest_factor,
+            kv_dtype=args.kv_dtype,
+            **options,
         )  # type: ignore[arg-type]
     else:
         report = run_fidelity(backend, cs2, questions=args.questions, **options)  # type: ignore[arg-type]
@@ -111,6 +118,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
         args.preset,
         device=args.device,
         dtype=args.dtype,
+        kv_dtype=args.kv_dtype,
         image=args.image,
         windows=tuple(_csv(args.windows, float) or DEFAULT_WINDOWS),
         keeps=tuple(_csv(args.keep, float) or DEFAULT_KEEPS),
@@ -213,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
         help="streaming: ingest keeps F × keep, the question re-sieves to keep (default 1: no re-sieve)",
     )
     fi.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPES,
+        help="streaming: element type of the sessions' cached keys/values (default: the model's)",
+    )
+    fi.add_argument(
         "--questions",
         default="typed",
         choices=["typed", "spoken", "both"],
@@ -230,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     )
     ef.add_argument("--device", default="cpu")
     ef.add_argument("--dtype", default="float32")
+    ef.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPES,
+        help="element type of the cached keys/values (default: --dtype; stream.kv_dtype)",
+    )
     ef.add_argument("--image", type=int, default=224, help="video frame side in pixels (default 224)")
     ef.add_argument("--windows", help="comma-separated windows in seconds (default 30,60,120,600)")
     ef.add_argument("--keep", help="comma-separated keep ratios (default 0.2,0.1,0.05)")

@@ -18,8 +18,12 @@ memory bandwidth measured in the same run (a large tensor copy: bytes read + wri
 second), and `ttft_over_floor` = TTFT / floor_ms says how far an ask is from it (for the
 prefill modes the KV is computed rather than read, and compute, not memory, bounds them).
 `compute_floor_ms` is the other bound, from the matrix-multiply throughput measured in the
-same run: 2 FLOP per weight per question token (what a one-forward question over a cached
-window cannot avoid; where it exceeds `floor_ms`, the ask is compute-bound, as on CPUs).
+same run: 2 FLOP per weight per question token, plus attention's 4 FLOP per head dimension
+per query head per (question token, key) pair over the prefix, the window and the question
+itself, at the throughput of the dtype the keys are kept in (what a one-forward question
+over a cached window cannot avoid; where it exceeds `floor_ms`, the ask is compute-bound, as
+on CPUs). `kv_dtype` (default: the model's dtype) is the element type of the cached keys and
+values (`stream.kv_dtype`); the floor reads them at that size.
 `streams_per_gb` = 10⁹ / `cache_bytes`: streams whose cache of this window fits in 1 GB.
 
 The cache is filled with synthetic tokens (random embeddings on the real token layout:
@@ -189,15 +193,24 @@ def synthetic_chunk(
 
 
 def filled_session(
-    model: StreamModel, shape: ChunkShape, window_s: float, keep: float, *, kv: bool, seed: int
+    model: StreamModel,
+    shape: ChunkShape,
+    window_s: float,
+    keep: float,
+    *,
+    kv: bool,
+    seed: int,
+    kv_dtype: str | None = None,
 ) -> StreamSession:
-    """A session whose cache holds `window_s` of stream at `keep` (KV appended chunk by chunk when `kv`)."""
+    """A session whose cache holds `window_s` of stream at `keep` (KV appended chunk by chunk when
+    `kv`, stored as `kv_dtype`)."""
     n_chunks = math.ceil(window_s / SECONDS_PER_CHUNK)
     budget = n_chunks * max(1, math.ceil(keep * shape.per_chunk - 1e-9))
     cfg = StreamConfig(
         cache_budget=budget,
         keep=keep,
         kv_reuse=kv,
+        kv_dtype=kv_dtype,
         max_new_tokens=1,
         rebase_horizon_s=max(600.0, 2 * window_s),
     )
@@ -257,6 +270,7 @@ def run_efficiency(
     *,
     device: str = "cpu",
     dtype: str = "float32",
+    kv_dtype: str | None = None,
     image: int = 224,
     windows: tuple[float, ...] = DEFAULT_WINDOWS,
     keeps: tuple[float, ...] = DEFAULT_KEEPS,
@@ -289,26 +303,34 @@ def run_efficiency(
     copy_bytes = bandwidth_bytes or (2**30 if dev.type == "cuda" else 2**28)
     bandwidth = measure_bandwidth(dev, copy_bytes)
     flops = measure_flops(dev, backend.dtype, size=4096 if dev.type == "cuda" else 1024)
+    kv_torch_dtype = getattr(torch, kv_dtype) if kv_dtype else backend.dtype
+    kv_flops = flops
+    if kv_torch_dtype != backend.dtype:
+        kv_flops = measure_flops(dev, kv_torch_dtype, size=4096 if dev.type == "cuda" else 1024)
     weights = weight_bytes(model)
     weight_params = weights // torch.empty(0, dtype=backend.dtype).element_size()
     rows = []
     for w, mode, k in tqdm(plan, desc=f"efficiency/{preset}", disable=not progress):
         kv = mode.endswith("_kv")
-        session = filled_session(model, shape, w, k, kv=kv, seed=int(w))
+        session = filled_session(model, shape, w, k, kv=kv, seed=int(w), kv_dtype=kv_dtype)
         ttft, peak = time_ask(session, kv=kv, repeats=repeats, device=dev)
-        kv_per_token = model_kv_bytes_per_token(session)
+        kv_per_token = model_kv_bytes_per_token(session, kv_torch_dtype)
         per_token = session.cache.nbytes // session.cache.capacity + kv_per_token
         cache_bytes = int(len(session.cache) * per_token)
-        read = weights + (len(session.prefix_layout) + len(session.cache)) * kv_per_token
+        context = len(session.prefix_layout) + len(session.cache)
+        read = weights + context * kv_per_token
         floor_ms = 1000 * read / bandwidth
-        # The question's own tokens through every weight once (2 FLOP per weight per token).
         question_tokens = len(session._suffix(QUESTION))
-        compute_ms = 1000 * 2 * weight_params * question_tokens / flops
+        compute_ms = 1000 * (
+            2 * weight_params * question_tokens / flops
+            + attention_flops(model, question_tokens, context) / kv_flops
+        )
         rows.append(
             {
                 "window_s": w,
                 "mode": mode,
                 "keep": k,
+                "kv_dtype": str(kv_torch_dtype).removeprefix("torch."),
                 "ttft_ms": round(ttft, 3),
                 "floor_ms": float(f"{floor_ms:.4g}"),
                 "ttft_over_floor": float(f"{ttft / floor_ms:.3g}"),
@@ -331,18 +353,29 @@ def run_efficiency(
         "tokens_per_chunk": {"video": shape.video_per_chunk, "audio": AUDIO_PER_CHUNK},
         "bandwidth_gb_s": float(f"{bandwidth / 1e9:.4g}"),
         "matmul_gflop_s": float(f"{flops / 1e9:.4g}"),
+        "kv_dtype": str(kv_torch_dtype).removeprefix("torch."),
+        "kv_matmul_gflop_s": float(f"{kv_flops / 1e9:.4g}"),
         "weight_bytes": weights,
         "rows": rows,
         "ingest": ingest,
     }
 
 
-def model_kv_bytes_per_token(session: StreamSession) -> int:
-    """LLM key + value bytes one cached token costs (whether or not this session keeps KV)."""
+def model_kv_bytes_per_token(session: StreamSession, dtype: torch.dtype) -> int:
+    """LLM key + value bytes one cached token costs stored as `dtype` (whether or not this
+    session keeps KV)."""
     lm = session.model.lm
     cfg = lm.config
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
-    return 2 * len(lm.layers) * n_kv * lm.head_dim * torch.empty(0, dtype=lm.dtype).element_size()
+    return 2 * len(lm.layers) * n_kv * lm.head_dim * torch.empty(0, dtype=dtype).element_size()
+
+
+def attention_flops(model: StreamModel, question_tokens: int, context: int) -> int:
+    """FLOPs of attention for `question_tokens` over `context` earlier tokens and themselves
+    (causal): Q·Kᵀ and P·V, 2 FLOP each per head dimension per query head per pair, every layer."""
+    lm = model.lm
+    pairs = question_tokens * context + question_tokens * (question_tokens + 1) // 2
+    return 4 * len(lm.layers) * int(lm.config.num_attention_heads) * lm.head_dim * pairs
 
 
 def ratio(

@@ -7,7 +7,8 @@ session whose bounded cache holds `cache_seconds` of kept tokens (evicting beyon
 every question is asked at the end of the clip over all retained history with KV reuse.
 With `ingest_factor` F > 1 the ingest sieve keeps min(1, F × keep) of each chunk and the
 question re-sieves the cache (query-aware) down to 1/F of it, so the LLM still sees
-`keep` of the stream's tokens, picked in two stages.
+`keep` of the stream's tokens, picked in two stages. `kv_dtype` sets the sessions' KV store
+(`stream.kv_dtype`; None: the model's dtype).
 The greedy first answer token is scored as in the offline benchmark.
 """
 
@@ -69,6 +70,7 @@ def run_streaming_fidelity(
     ropes: list[str] | None = None,
     cache_seconds: float = 16.0,
     ingest_factor: float = 1.0,
+    kv_dtype: str | None = None,
     model_name: str = "echo-tiny",
     progress: bool = True,
 ) -> dict[str, object]:
@@ -94,7 +96,7 @@ def run_streaming_fidelity(
             ingest_keep = min(1.0, keep * ingest_factor)
             ask_keep = keep / ingest_keep if ingest_keep > keep else None
             budget = cache_budget(encoded, ingest_keep, cache_seconds)
-            config = StreamConfig(cache_budget=budget, keep=ingest_keep, ask_keep=ask_keep)
+            config = StreamConfig(cache_budget=budget, keep=ingest_keep, ask_keep=ask_keep, kv_dtype=kv_dtype)
             session = StreamSession(m, config, method=method)
             requests = [IngestRequest(c, method, ingest_keep) for c in chunks]
             for prepared in m.sieve_chunks(requests, encoded):
@@ -123,6 +125,7 @@ def run_streaming_fidelity(
         "n_clips": limit,
         "cache_seconds": cache_seconds,
         "ingest_factor": ingest_factor,
+        "kv_dtype": kv_dtype or str(model.backend.dtype).removeprefix("torch."),
         "evicted_tokens": evictions,
         "families": list(FAMILIES),
         "rows": out_rows,
