@@ -36,7 +36,12 @@ class GenerationConfig:
 
 @dataclass
 class Prefill:
-    """State after the prompt: KV cache, last-position logits, next free position."""
+    """State after the prompt: KV cache, last-position logits, next free position.
+
+    Prefill and decode run under `torch.inference_mode` (no autograd bookkeeping per operator),
+    so a cache they create holds inference tensors: it is written to by decode steps only,
+    never trained through.
+    """
 
     cache: Cache
     logits: torch.Tensor  # [vocab] float32
@@ -45,7 +50,7 @@ class Prefill:
     n_rows: int
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def prefill(
     lm: LanguageModel, seq: TokenSequence, rope: RopeMode, result: SieveResult | None = None
 ) -> Prefill:
@@ -88,7 +93,7 @@ def pick_token(logits: torch.Tensor, config: GenerationConfig, generator: torch.
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(
     lm: LanguageModel, state: Prefill, config: GenerationConfig, stop_ids: tuple[int, ...]
 ) -> Iterator[int]:

@@ -718,7 +718,7 @@ class StreamSession:
         kept_end = next_position(self.av_rows(tokens, base_tid)) if len(tokens) else self.origin
         return max(kept_end, self.origin + end_tid - base_tid)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping per operator; decode runs likewise (generate.py)
     def _prefill_question(
         self,
         slots: torch.Tensor,
