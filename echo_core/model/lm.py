@@ -3,8 +3,9 @@
 We call the library's decoder layers, final norm and LM head as they are and supply
 the three things we need to control: the rotary (cos, sin) from our position rows
 (TMRoPE / Sync-RoPE / compact), the attention mask (causal, or none for the
-bidirectional refiner), and per-layer token pruning (FastV). Nothing in transformers
-is patched.
+bidirectional refiner), and per-layer token pruning (FastV). For inference (autograd off)
+a layer of the thinker's shape is computed from its own weights without its module calls
+(direct_layer.py), which gives the same outputs. Nothing in transformers is patched.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from transformers import Cache, DynamicCache
 
 from .attention import GROUPED_SDPA, fold_mask
+from .direct_layer import apply_rotary, decoder_layer_forward, has_hooks, supports_direct_forward
 from .rope import RopeMode, SectionedRotary, mode_split
 
 
@@ -48,11 +50,6 @@ def additive_mask(
     return mask[None, None]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class LanguageModel:
     """Composition over a thinker's text model: decoder layers, norm, LM head, rotary."""
 
@@ -73,6 +70,12 @@ class LanguageModel:
             text_model.set_attn_implementation(GROUPED_SDPA)  # type: ignore[operator]
             kv_heads = int(getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads)
             self._mask_folds = int(cfg.num_attention_heads) // kv_heads
+        # Inference runs layers of the thinker's shape without their module calls (direct_layer.py);
+        # only with the grouped attention, which is what the library's layer would call.
+        self.direct = cfg._attn_implementation == GROUPED_SDPA and all(
+            supports_direct_forward(layer) for layer in self.layers
+        )
+        self._layer_modules = [list(layer.modules()) for layer in self.layers]  # for `has_hooks`
         # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x);
         # pass whichever this version takes, so that neither warns.
         accepted = inspect.signature(type(self.layers[0]).forward).parameters
@@ -122,6 +125,7 @@ class LanguageModel:
         """
         cos, sin = self.rope(positions, split)
         span = layers if layers is not None else range(len(self.layers))
+        direct = self.direct and not torch.is_grad_enabled()
         masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         for i in span:
             if prune is not None and i == prune.layer:
@@ -137,11 +141,16 @@ class LanguageModel:
             # One query may attend to everything: no mask lets SDPA serve grouped KV heads
             # without first expanding the whole cache per head.
             if attention_mask is None and key not in masks and q_len > 1:
-                mask = additive_mask(q_len, past, causal=causal, dtype=dtype, device=hidden.device)
-                masks[key] = fold_mask(mask, self._mask_folds)
-            hidden = self.layers[i](
+                built = additive_mask(q_len, past, causal=causal, dtype=dtype, device=hidden.device)
+                masks[key] = fold_mask(built, self._mask_folds)
+            mask = attention_mask if attention_mask is not None else masks.get(key)
+            layer = self.layers[i]
+            if direct and not has_hooks(self._layer_modules[i]):
+                hidden = decoder_layer_forward(layer, hidden, cos, sin, cache=cache, attention_mask=mask)
+                continue
+            hidden = layer(
                 hidden,
-                attention_mask=attention_mask if attention_mask is not None else masks.get(key),
+                attention_mask=mask,
                 position_embeddings=(cos, sin),
                 use_cache=cache is not None,
                 **{self._cache_kwarg: cache},
@@ -200,14 +209,14 @@ def attention_probs(
     n_len = x.shape[1]
     hd = attn.head_dim
     k = attn.k_proj(x).view(1, n_len, -1, hd).transpose(1, 2)  # [1, Hkv, L, hd]
-    k = k * cos[:, None] + rotate_half(k) * sin[:, None]
+    k = apply_rotary(k, cos[:, None], sin[:, None])
     k = k.repeat_interleave(attn.num_key_value_groups, dim=1)  # [1, H, L, hd]
     q_idx = torch.arange(n_len, device=x.device) if queries is None else queries.to(x.device)
     out = []
     for start in range(0, int(q_idx.shape[0]), block):
         qi = q_idx[start : start + block]
         q = attn.q_proj(x[:, qi]).view(1, qi.shape[0], -1, hd).transpose(1, 2)  # [1, H, Q, hd]
-        q = q * cos[:, None, qi] + rotate_half(q) * sin[:, None, qi]
+        q = apply_rotary(q, cos[:, None, qi], sin[:, None, qi])
         scores = (q @ k.transpose(-1, -2)).float() * attn.scaling  # [1, H, Q, L]
         if causal:
             future = torch.arange(n_len, device=x.device)[None, :] > qi[:, None]

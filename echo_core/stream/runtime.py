@@ -23,6 +23,7 @@ from ..model import media
 from ..model.backend import OmniBackend
 from ..model.rope import RopeMode
 from ..model.tokens import AudioTokens, Modality, TokenLayout, TokenSequence, VideoTokens, seconds_to_time_ids
+from ..model.weight_layout import store_column_major
 from ..models import default_model_dir
 from ..sieve import CS2, METHODS, Sieve, SieveResult, make_sieve
 from .cache import CachedTokens
@@ -81,7 +82,11 @@ def zscore(scores: torch.Tensor) -> torch.Tensor:
 
 
 class StreamModel:
-    """Backend, CS2 and the sieves, for any number of sessions."""
+    """Backend, CS2 and the sieves, for any number of sessions.
+
+    On a CPU the thinker's decoder projections are stored column-major (weight_layout.py):
+    the same weights, in the layout CPU matrix multiplies run fastest for a question's rows.
+    """
 
     def __init__(self, backend: OmniBackend, cs2: CS2, sieve: SieveConfig) -> None:
         self.rope = RopeMode.parse(sieve.rope)
@@ -94,6 +99,8 @@ class StreamModel:
             sieve = replace(sieve, method="cs2" if cs2.trained else TRAINING_FREE_METHOD)
         self.backend = backend
         self.lm = backend.lm
+        if self.lm.device.type == "cpu":
+            store_column_major(self.lm)
         self.cs2 = cs2
         self.sieve_config = sieve
         self._sieves: dict[str, Sieve] = {}
