@@ -15,8 +15,9 @@ one process, over the same window:
 The memory floor. An ask must at least read the LLM's weights (decoder layers, final norm,
 LM head) and the KV of the tokens it attends to, once. `floor_ms` = those bytes / the
 memory bandwidth measured in the same run (a large tensor copy: bytes read + written per
-second), and `ttft_over_floor` = TTFT / floor_ms says how far an ask is from it (for the
-prefill modes the KV is computed rather than read, and compute, not memory, bounds them).
+second; the median of one copy at the start of each round of asks, below), and
+`ttft_over_floor` = TTFT / floor_ms says how far an ask is from it (for the prefill modes
+the KV is computed rather than read, and compute, not memory, bounds them).
 `compute_floor_ms` is the other bound, from the matrix-multiply throughput measured in the
 same run: 2 FLOP per weight per question token, plus attention's 4 FLOP per head dimension
 per query head per (question token, key) pair over the prefix, the window and the question
@@ -30,11 +31,13 @@ The cache is filled with synthetic tokens (random embeddings on the real token l
 time ids, grid positions, interleave), because the encoders' cost belongs to ingest, which
 is measured separately on real frames and audio: encoders + ingest sieve + KV append per
 stream-second (`ingest.rtf` = compute seconds / stream seconds, one stream).
-TTFT is the median of `repeats` asks. `cache_bytes` counts what a session holds for the
-window's tokens: embeddings, metadata and LLM KV per token (the same per-token cost for
-every mode). `peak_mem_bytes` is the peak memory added by one ask, from CUDA's allocator
-on a GPU; on a CPU it is null (the process's resident-set peak misses memory the allocator
-reuses, so it measured nothing there).
+TTFT is the median of `repeats` asks. Every row's session is filled first, then asked once per
+round, row after row, `repeats` rounds: a machine that slows down for a while slows every row
+(and that round's bandwidth) alike, so ratios between rows and to the floor compare.
+`cache_bytes` counts what a session holds for the window's tokens: embeddings, metadata and
+LLM KV per token (the same per-token cost for every mode). `peak_mem_bytes` is the peak
+memory added by one ask, from CUDA's allocator on a GPU; on a CPU it is null (the process's
+resident-set peak misses memory the allocator reuses, so it measured nothing there).
 """
 
 from __future__ import annotations
@@ -221,19 +224,34 @@ def filled_session(
     return session
 
 
-def time_ask(
-    session: StreamSession, *, kv: bool, repeats: int, device: torch.device
-) -> tuple[float, int | None]:
-    """(median TTFT ms, peak memory bytes of one ask or None where not measured)."""
-    session.ask(QUESTION, kv_reuse=kv).result()  # warm-up
-    ttfts = []
-    peak: int | None = None
-    for _ in range(repeats):
-        with PeakMemory(device) as mem:
-            ttfts.append(session.ask(QUESTION, kv_reuse=kv).result().ttft_ms)
-        if mem.peak is not None:
-            peak = max(peak or 0, mem.peak)
-    return statistics.median(ttfts), peak
+def ask_in_rounds(
+    sessions: list[StreamSession],
+    kv: list[bool],
+    *,
+    repeats: int,
+    device: torch.device,
+    copy_bytes: int,
+    progress: bool = False,
+) -> tuple[list[float], list[int | None], list[float]]:
+    """Ask every session once per round, `repeats` rounds, the memory bandwidth measured at the
+    start of each: a machine that slows down for a while slows every row and the floor alike.
+
+    Returns (median TTFT ms per session, peak memory bytes of one ask per session or None where
+    not measured, the rounds' bandwidths in bytes/s).
+    """
+    for session, reuse in zip(sessions, kv, strict=True):
+        session.ask(QUESTION, kv_reuse=reuse).result()  # warm-up
+    ttfts: list[list[float]] = [[] for _ in sessions]
+    peaks: list[int | None] = [None for _ in sessions]
+    bandwidths = []
+    for _ in tqdm(range(repeats), desc="asks, in rounds", disable=not progress):
+        bandwidths.append(measure_bandwidth(device, copy_bytes, repeats=1))
+        for i, (session, reuse) in enumerate(zip(sessions, kv, strict=True)):
+            with PeakMemory(device) as mem:
+                ttfts[i].append(session.ask(QUESTION, kv_reuse=reuse).result().ttft_ms)
+            if mem.peak is not None:
+                peaks[i] = max(peaks[i] or 0, mem.peak)
+    return [statistics.median(t) for t in ttfts], peaks, bandwidths
 
 
 def measure_ingest(model: StreamModel, image: int, seconds: float, keep: float) -> dict[str, float]:
@@ -301,7 +319,6 @@ def run_efficiency(
                 plan.append((w, "sieved", k))
             plan.append((w, "sieved_kv", k))
     copy_bytes = bandwidth_bytes or (2**30 if dev.type == "cuda" else 2**28)
-    bandwidth = measure_bandwidth(dev, copy_bytes)
     flops = measure_flops(dev, backend.dtype, size=4096 if dev.type == "cuda" else 1024)
     kv_torch_dtype = getattr(torch, kv_dtype) if kv_dtype else backend.dtype
     kv_flops = flops
@@ -309,11 +326,21 @@ def run_efficiency(
         kv_flops = measure_flops(dev, kv_torch_dtype, size=4096 if dev.type == "cuda" else 1024)
     weights = weight_bytes(model)
     weight_params = weights // torch.empty(0, dtype=backend.dtype).element_size()
+    sessions = [
+        filled_session(model, shape, w, k, kv=mode.endswith("_kv"), seed=int(w), kv_dtype=kv_dtype)
+        for w, mode, k in tqdm(plan, desc=f"efficiency/{preset} fill", disable=not progress)
+    ]
+    ttfts, peaks, bandwidths = ask_in_rounds(
+        sessions,
+        [mode.endswith("_kv") for _, mode, _ in plan],
+        repeats=repeats,
+        device=dev,
+        copy_bytes=copy_bytes,
+        progress=progress,
+    )
+    bandwidth = statistics.median(bandwidths)
     rows = []
-    for w, mode, k in tqdm(plan, desc=f"efficiency/{preset}", disable=not progress):
-        kv = mode.endswith("_kv")
-        session = filled_session(model, shape, w, k, kv=kv, seed=int(w), kv_dtype=kv_dtype)
-        ttft, peak = time_ask(session, kv=kv, repeats=repeats, device=dev)
+    for (w, mode, k), session, ttft, peak in zip(plan, sessions, ttfts, peaks, strict=True):
         kv_per_token = model_kv_bytes_per_token(session, kv_torch_dtype)
         per_token = session.cache.nbytes // session.cache.capacity + kv_per_token
         cache_bytes = int(len(session.cache) * per_token)
@@ -341,7 +368,7 @@ def run_efficiency(
                 "av_tokens": len(session.cache),
             }
         )
-        del session
+    del sessions
     ingest = measure_ingest(model, image, ingest_seconds, keep=0.1)
     return {
         "device": torch.cuda.get_device_name(dev)
@@ -352,6 +379,7 @@ def run_efficiency(
         "image": image,
         "tokens_per_chunk": {"video": shape.video_per_chunk, "audio": AUDIO_PER_CHUNK},
         "bandwidth_gb_s": float(f"{bandwidth / 1e9:.4g}"),
+        "bandwidth_gb_s_range": [float(f"{b / 1e9:.4g}") for b in (min(bandwidths), max(bandwidths))],
         "matmul_gflop_s": float(f"{flops / 1e9:.4g}"),
         "kv_dtype": str(kv_torch_dtype).removeprefix("torch."),
         "kv_matmul_gflop_s": float(f"{kv_flops / 1e9:.4g}"),
