@@ -4,7 +4,7 @@ The library's decoder layer is a tree of modules (two RMS norms, four attention 
 three MLP projections, an activation), each call passing through `nn.Module.__call__`, its
 hooks and the hub-kernel wrappers transformers puts around norms and MLPs. A question of a
 dozen tokens over cached KV does little arithmetic per layer, so on a CPU those calls are a
-visible share of the answer's first token (about an eighth on `cpu-small`,
+visible share of the answer's first token (8–10 % of a 60-s ask on `cpu-small`,
 docs/results-latency.md). `decoder_layer_forward` computes the same function from the same
 weights with plain tensor operations:
 

@@ -2,11 +2,12 @@
 
 `nn.Linear` keeps its weight row-major, [out, in], and computes x @ weightᵀ. On a CPU, for
 the few rows of a question over cached KV (a dozen tokens), the matrix multiply runs 1.3–1.7×
-faster when that weight is stored column-major, so that weightᵀ is contiguous; for a chunk's
-hundreds of tokens it is no slower (docs/results-latency.md). `store_column_major` moves each
-decoder projection's weight into that layout in place: the same values and the same shape,
-only the strides change, so every caller (the library's modules, `decoder_layer_forward`,
-`save_pretrained`) sees the same tensor. It holds one extra matrix at a time while it moves.
+faster when that weight is stored column-major, so that weightᵀ is contiguous; for a
+chunk's hundreds of tokens about as fast (0.96–1.17×, docs/results-latency.md).
+`store_column_major` moves each decoder projection's weight into that layout in place: the
+same values and the same shape, only the strides change, so every caller (the library's
+modules, `decoder_layer_forward`, `save_pretrained`) sees the same tensor. It holds one extra
+matrix at a time while it moves.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ for name in ("modules", "direct", "direct+column-major"):
     model.lm.direct = name != "modules"
     variants[name] = {w: filled_session(model, shape, w, 0.1, kv=True, seed=int(w)) for w in (60.0, 600.0)}
 first = {n: v[60.0].ask(QUESTION, kv_reuse=True).first_logits for n, v in variants.items()}
-print(json.dumps({f"max logit diff, {n}": float((x - first["modules"]).abs().max()) for n, x in first.items()}))
+diffs = {f"max logit diff, {n}": float((x - first["modules"]).abs().max()) for n, x in first.items()}
+print(json.dumps(diffs))
 asks = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 ttfts: dict[tuple[str, float], list[float]] = {(n, w): [] for n in variants for w in (60.0, 600.0)}
 for _ in range(asks):
