@@ -252,9 +252,11 @@ class OmniBackend:
 
     def chat_ids(self, question: str | None) -> tuple[list[int], list[int]]:
         """(prefix, suffix) ids around the AV block for a one-turn chat."""
-        prefix = self.tokenize("<|im_start|>user\n")
-        suffix = self.tokenize(f"{question or ''}<|im_end|>\n<|im_start|>assistant\n")
-        return prefix, suffix
+        return self.tokenize("<|im_start|>user\n"), self.question_ids(question)
+
+    def question_ids(self, question: str | None) -> list[int]:
+        """The ids after the AV block: the question, the end of the user turn, the assistant header."""
+        return self.tokenize(f"{question or ''}<|im_end|>\n<|im_start|>assistant\n")
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """[L] long → [L, D] input embeddings."""

@@ -62,7 +62,7 @@ def question_suffix(
     target = [*backend.tokenize(answer), backend.special.im_end] if answer is not None else []
     grad = requires_grad and torch.is_grad_enabled()
     if isinstance(question, str):
-        _, ids = backend.chat_ids(question)
+        ids = backend.question_ids(question)
         parts = []
         text_ids = torch.tensor(ids + target)
     else:
