@@ -68,7 +68,11 @@ def supports_direct_forward(layer: nn.Module) -> bool:
 
 
 def has_hooks(modules: list[nn.Module]) -> bool:
-    """Whether a forward hook is registered on any of `modules` (a layer's `modules()`)."""
+    """Whether a forward (pre-)hook is registered on any of `modules` (a layer's `modules()`).
+
+    Hooks registered for every module at once (`torch.nn.modules.module.register_module_forward_hook`)
+    are not consulted: the direct forward does not run them.
+    """
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
