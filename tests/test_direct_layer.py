@@ -108,8 +108,8 @@ def test_direct_forward_attends_a_bfloat16_store_as_the_library_does(backend: Om
     cos_sin = _rope(lm, positions)
     mask = additive_mask(4, 10, causal=True, dtype=torch.bfloat16, device=hidden.device)
     with torch.no_grad():
-        ours, theirs = _prefilled(lm, 0, 10, torch.bfloat16), _prefilled(lm, 0, 10, torch.bfloat16)
-        theirs.layers[0] = BufferedLayer(ours.layers[0].keys.clone(), ours.layers[0].values.clone(), 10)
+        ours = _prefilled(lm, 0, 10, torch.bfloat16)
+        theirs = copy.deepcopy(ours)
         expected = _library(layer, lm, hidden, cos_sin, attention_mask=mask, cache=theirs, use_cache=True)
         got = decoder_layer_forward(layer, hidden, *cos_sin, cache=ours, attention_mask=mask)
     assert got.dtype == torch.float32
@@ -212,3 +212,22 @@ def test_direct_forward_of_a_bfloat16_layer_matches_the_library(backend: OmniBac
         got = decoder_layer_forward(layer, hidden, *cos_sin, cache=None, attention_mask=mask)
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, expected)
+
+
+def test_direct_forward_drops_attention_as_the_library_does_in_training_mode(backend: OmniBackend) -> None:
+    """A layer left in training mode under no_grad (an evaluation inside a training loop)."""
+    lm = backend.lm
+    layer = copy.deepcopy(lm.layers[0]).train()
+    layer.self_attn.attention_dropout = 0.5
+    hidden, positions = _inputs(lm, 8)
+    cos_sin = _rope(lm, positions)
+    mask = additive_mask(8, 0, causal=True, dtype=hidden.dtype, device=hidden.device)
+    with torch.no_grad():
+        torch.manual_seed(11)
+        expected = _library(layer, lm, hidden, cos_sin, attention_mask=mask)
+        torch.manual_seed(11)
+        got = decoder_layer_forward(layer, hidden, *cos_sin, cache=None, attention_mask=mask)
+        layer.eval()
+        undropped = decoder_layer_forward(layer, hidden, *cos_sin, cache=None, attention_mask=mask)
+    assert float((got - expected).abs().max()) < 1e-5
+    assert float((got - undropped).abs().max()) > 1e-3  # the dropout did act

@@ -102,7 +102,10 @@ def decoder_layer_forward(
     v = v.view(b, q_len, -1, d).transpose(1, 2)
     if cache is not None:
         k, v = cache.update(k, v, attn.layer_idx)
-    out, _ = grouped_sdpa_forward(attn, q, k, v, attention_mask, scaling=attn.scaling)  # [B, L, H, d]
+    dropout = attn.attention_dropout if attn.training else 0.0  # as the library's layer passes it
+    out, _ = grouped_sdpa_forward(
+        attn, q, k, v, attention_mask, dropout=dropout, scaling=attn.scaling
+    )  # [B, L, H, d]
     hidden = hidden + F.linear(out.reshape(b, q_len, -1), attn.o_proj.weight, attn.o_proj.bias)
     x = _rms_norm(layer.post_attention_layernorm, hidden)
     gated = F.silu(F.linear(x, mlp.gate_proj.weight, mlp.gate_proj.bias))

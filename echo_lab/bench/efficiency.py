@@ -326,13 +326,16 @@ def run_efficiency(
         kv_flops = measure_flops(dev, kv_torch_dtype, size=4096 if dev.type == "cuda" else 1024)
     weights = weight_bytes(model)
     weight_params = weights // torch.empty(0, dtype=backend.dtype).element_size()
+    reuse = [mode.endswith("_kv") for _, mode, _ in plan]
     sessions = [
-        filled_session(model, shape, w, k, kv=mode.endswith("_kv"), seed=int(w), kv_dtype=kv_dtype)
-        for w, mode, k in tqdm(plan, desc=f"efficiency/{preset} fill", disable=not progress)
+        filled_session(model, shape, w, k, kv=kv, seed=int(w), kv_dtype=kv_dtype)
+        for (w, _, k), kv in tqdm(
+            list(zip(plan, reuse, strict=True)), desc=f"efficiency/{preset} fill", disable=not progress
+        )
     ]
     ttfts, peaks, bandwidths = ask_in_rounds(
         sessions,
-        [mode.endswith("_kv") for _, mode, _ in plan],
+        reuse,
         repeats=repeats,
         device=dev,
         copy_bytes=copy_bytes,
