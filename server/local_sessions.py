@@ -502,7 +502,12 @@ class LocalSessions:
         usage = Usage()
         if a is not None:
             usage = Usage(
-                a.av_tokens, a.audio_tokens, a.video_tokens, round(a.ttft_ms, 2), round(a.total_ms, 2)
+                a.av_tokens,
+                a.audio_tokens,
+                a.video_tokens,
+                round(a.ttft_ms, 2),
+                round(a.total_ms, 2),
+                a.tail_tokens,
             )
         yield ResponseDone(response_id=response_id, answer=answer, status=status, reason=reason, usage=usage)
 

@@ -328,6 +328,7 @@ class Usage:
     video_tokens: int = 0
     ttft_ms: float = 0.0
     total_ms: float = 0.0
+    tail_tokens: int = 0  # of the AV tokens, those from media newer than the cache (not yet cached)
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ async def test_gateway_places_sessions_and_routes_everything(cluster: Cluster) -
             created = await a.recv("response.created")
             done = await a.recv("response.done")
             assert done["status"] == "completed" and done["response_id"] == created["response_id"]
+            assert 0 < done["usage"]["tail_tokens"] <= done["usage"]["av_tokens"]  # read the open chunk
             await a.send(type="history.get", token=a.token)
             items = (await a.recv("history"))["items"]
             assert [i["response_id"] for i in items] == [done["response_id"]]
@@ -185,6 +186,7 @@ async def test_whip_and_http_asks_through_the_gateway(cluster: Cluster) -> None:
         events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
         assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.done"
         assert events[-1]["status"] == "completed"
+        assert 0 < events[-1]["usage"]["tail_tokens"] <= events[-1]["usage"]["av_tokens"]  # the open chunk
         async with http.post(ask, json={"question": "q"}) as r:
             assert r.status == 401
         async with http.post(ask, json={"question": 3}, headers={"Authorization": f"Bearer {token}"}) as r:

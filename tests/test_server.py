@@ -106,6 +106,8 @@ async def test_websocket_session_stream_ask_history(server: EchoServer) -> None:
                 > 0
             )
             assert done["usage"]["ttft_ms"] > 0
+            # media still streams, so the open chunk is newer than the cache: the answer read it
+            assert 0 < done["usage"]["tail_tokens"] <= done["usage"]["av_tokens"]
             await client.send(type="history.get", token=client.token, event_id="h")
             history = await client.recv("history")
             assert [i["question"] for i in history["items"]] == ["what colour"]
@@ -221,6 +223,7 @@ async def test_whip_ingest_and_http_ask(server: EchoServer) -> None:
             body = await r.text()
         events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
         assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.done"
+        assert 0 < events[-1]["usage"]["tail_tokens"] <= events[-1]["usage"]["av_tokens"]  # the open chunk
         async with http.post(f"{server.url}/v1/sessions/{sid}/ask", json={"question": "q"}, headers={}) as r:
             assert r.status == 401
         ask = f"{server.url}/v1/sessions/{sid}/ask"

@@ -37,16 +37,6 @@ class Answer:
     def av_tokens(self) -> int:
         return self.audio_tokens + self.video_tokens
 
-    def usage(self) -> dict[str, object]:
-        """The protocol's `usage` object."""
-        return {
-            "av_tokens": self.av_tokens,
-            "audio_tokens": self.audio_tokens,
-            "video_tokens": self.video_tokens,
-            "ttft_ms": round(self.ttft_ms, 3),
-            "total_ms": round(self.total_ms, 3),
-        }
-
 
 @dataclass(frozen=True)
 class AnswerContext:
