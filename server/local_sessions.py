@@ -501,14 +501,7 @@ class LocalSessions:
         a = job.answer
         usage = Usage()
         if a is not None:
-            usage = Usage(
-                a.av_tokens,
-                a.audio_tokens,
-                a.video_tokens,
-                round(a.ttft_ms, 2),
-                round(a.total_ms, 2),
-                a.tail_tokens,
-            )
+            usage = Usage(**a.usage())
         yield ResponseDone(response_id=response_id, answer=answer, status=status, reason=reason, usage=usage)
 
     async def prepare_spoken(self, ref: weakref.ref[LiveSession], utterance: Utterance) -> AskJob | None:

@@ -6,12 +6,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from transformers import PreTrainedTokenizerBase
 
 from ..model.aliasing import AliasingReport
 from ..model.generate import GenerationConfig, Prefill, generate_ids, stream_text
 from ..model.lm import LanguageModel
+
+
+class AnswerUsage(TypedDict):
+    """The protocol's `usage` object of an answer (docs/protocol.md, `response.done`)."""
+
+    av_tokens: int
+    audio_tokens: int
+    video_tokens: int
+    ttft_ms: float
+    total_ms: float
+    tail_tokens: int  # of the AV tokens, those from media newer than the cache
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,16 @@ class Answer:
     @property
     def av_tokens(self) -> int:
         return self.audio_tokens + self.video_tokens
+
+    def usage(self) -> AnswerUsage:
+        return {
+            "av_tokens": self.av_tokens,
+            "audio_tokens": self.audio_tokens,
+            "video_tokens": self.video_tokens,
+            "ttft_ms": round(self.ttft_ms, 3),
+            "total_ms": round(self.total_ms, 3),
+            "tail_tokens": self.tail_tokens,
+        }
 
 
 @dataclass(frozen=True)
